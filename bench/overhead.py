@@ -1,0 +1,66 @@
+"""The gateway's overhead: the same load straight to a simulated worker and through the gateway.
+
+    python -m bench.overhead [--seconds 8] [--connections 32] [--state embedded|redis|both]
+
+Prints requests/s and p50/p99 latency for the direct path and for the gateway (auth on), streaming
+and not, and the gateway/direct ratio. The worker runs with no simulated delays, so the figures are
+the cost of HTTP, JSON and the gateway's own work. On two cores the gateway gets core 0 and the
+worker and the load generator share core 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import orjson
+
+from bench.common import LoadResult, make_key, run_load, start_gateway, start_sim, temp_env
+
+CHAT = {"model": "grok-code-fast-1", "max_tokens": 16,
+        "messages": [{"role": "system", "content": "You are a careful coding assistant. " * 20},
+                     {"role": "user", "content": "Write a function that reverses a linked list in Python."}]}
+
+
+def _row(name: str, r: LoadResult, base: LoadResult | None) -> str:
+    ratio = f"{r.requests_per_s / base.requests_per_s:6.2f}" if base else "     -"
+    return (f"{name:<34} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio} {r.errors:6d}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--state", choices=["embedded", "redis", "both"], default="both")
+    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--database-url", default="")
+    args = ap.parse_args()
+
+    states = ["embedded", "redis"] if args.state == "both" else [args.state]
+    sim = start_sim("1")
+    rows: list[str] = []
+    try:
+        for stream in (False, True):
+            body = orjson.dumps({**CHAT, "stream": stream})
+            label = "stream" if stream else "json"
+            direct = run_load(sim.url + "/v1/chat/completions", body, None, args.seconds, args.connections, "1")
+            rows.append(_row(f"direct to worker ({label})", direct, None))
+            for state in states:
+                env = temp_env(args.redis_url if state == "redis" else "", args.database_url)
+                key = make_key(env)
+                gw = start_gateway("0", [sim.url], env)
+                try:
+                    run_load(gw.url + "/v1/chat/completions", body, key, 2, args.connections, "1")  # warm-up
+                    through = run_load(gw.url + "/v1/chat/completions", body, key, args.seconds, args.connections,
+                                       "1")
+                finally:
+                    gw.stop()
+                rows.append(_row(f"gateway, {state} state ({label})", through, direct))
+    finally:
+        sim.stop()
+    print(f"{'path':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'errors':>6}")
+    for row in rows:
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

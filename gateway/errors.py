@@ -1,0 +1,97 @@
+"""Every error the gateway returns, in OpenAI's shape, defined in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    """An error with an HTTP status and OpenAI's error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def body_bytes(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> GatewayError:
+    return GatewayError(400, message, "invalid_request_error", code=code, param=param)
+
+
+def invalid_json(detail: str) -> GatewayError:
+    return GatewayError(400, f"We could not parse the JSON body of your request: {detail}",
+                        "invalid_request_error", code="invalid_json")
+
+
+def missing_key() -> GatewayError:
+    return GatewayError(
+        401,
+        "You didn't provide an API key. Provide it as 'Authorization: Bearer YOUR_KEY' or 'x-api-key'.",
+        "invalid_request_error",
+        code="missing_api_key",
+    )
+
+
+def invalid_key() -> GatewayError:
+    return GatewayError(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
+
+
+def forbidden(message: str) -> GatewayError:
+    return GatewayError(403, message, "permission_error", code="forbidden")
+
+
+def not_found(message: str, code: str = "not_found") -> GatewayError:
+    return GatewayError(404, message, "invalid_request_error", code=code)
+
+
+def model_not_found(model: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"The model `{model}` does not exist or no healthy worker serves it.",
+        "invalid_request_error",
+        code="model_not_found",
+        param="model",
+    )
+
+
+def body_too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "invalid_request_error",
+                        code="request_too_large")
+
+
+def no_worker(model: str) -> GatewayError:
+    return GatewayError(503, f"No healthy worker is available for model `{model}`. Please retry.",
+                        "service_unavailable", code="no_worker_available")
+
+
+def upstream_failed(detail: str) -> GatewayError:
+    return GatewayError(502, f"The inference worker failed: {detail}", "upstream_error", code="bad_gateway")
+
+
+def upstream_timeout() -> GatewayError:
+    return GatewayError(504, "The inference worker did not answer in time.", "upstream_error",
+                        code="gateway_timeout")
+
+
+def method_not_allowed() -> GatewayError:
+    return GatewayError(405, "Method not allowed.", "invalid_request_error", code="method_not_allowed")

@@ -1,0 +1,63 @@
+"""One request's journey through the gateway, shared by every stage."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.proxy.request import ParsedRequest
+from gateway.routing.pool import Worker
+from gateway.types import Principal
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    principal: Principal
+    request: ParsedRequest
+    path: str
+    payload: bytes  # exactly what is sent to the worker
+    headers: dict[str, str] = field(default_factory=dict)  # request headers the stages may read
+    started: float = field(default_factory=time.perf_counter)
+    started_wall: float = field(default_factory=time.time)
+    worker: Worker | None = None
+    attempts: int = 0
+    status: int = 0
+    first_byte_at: float | None = None
+    finished_at: float | None = None
+    bytes_sent: int = 0
+    # "ok", "rejected", "upstream_error", "upstream_cut", "client_disconnected"
+    outcome: str = "ok"
+    # The worker's usage object, when it reported one; content_events counts streamed chunks.
+    usage: dict[str, Any] | None = None
+    content_events: int = 0
+    # Set when the shared store was unreachable and local state answered instead.
+    degraded: bool = False
+    # Response headers the stages add (rate-limit headers, ...).
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    # Per-stage scratch space, keyed by stage name.
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def set_fields(self, fields: dict[str, Any]) -> None:
+        """Add top-level fields to the forwarded body.
+
+        When none of them is in the client's body, they are spliced in before the closing brace (no
+        re-encoding of a possibly large prompt); otherwise the body is re-encoded once.
+        """
+        body = self.request.body
+        if any(name in body for name in fields):
+            body.update(fields)
+            self.payload = orjson.dumps(body)
+            return
+        body.update(fields)
+        raw = self.payload.rstrip()
+        extra = orjson.dumps(fields)[1:-1]
+        if raw.endswith(b"}") and extra:
+            inner = raw[:-1].rstrip()
+            sep = b"" if inner.endswith(b"{") else b","
+            self.payload = inner + sep + extra + b"}"
+        else:
+            self.payload = orjson.dumps(body)

@@ -1,0 +1,109 @@
+"""What the app's lifespan builds and hands to the API: clients, stores and services, in one object."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from gateway.auth import KeyCache
+from gateway.config import Settings
+from gateway.db import engine as db
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.upstream import make_session
+from gateway.routing.policy import LeastInflight
+from gateway.routing.pool import WorkerPool
+from gateway.services.keys import KeyService
+from gateway.services.workers import WorkerService
+from gateway.state.base import StateStore
+from gateway.state.keys import KeySpace
+from gateway.state.memory import MemoryState
+from gateway.state.redis import RedisState
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    http: aiohttp.ClientSession
+    redis: Redis | None
+    state: StateStore
+    local_state: MemoryState
+    keyspace: KeySpace
+    pool: WorkerPool
+    keys: KeyService
+    key_cache: KeyCache
+    workers: WorkerService
+    forwarder: Forwarder
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def ready(self) -> dict[str, bool]:
+        checks = {"workers": self.pool.has_healthy()}
+        if self.state.shared:
+            checks["redis"] = await self.state.ping()
+        try:
+            async with self.engine.connect() as conn:
+                await conn.exec_driver_sql("SELECT 1")
+            checks["database"] = True
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            log.warning("database not reachable: %s", exc)
+            checks["database"] = False
+        return checks
+
+
+async def _every(interval: float, job: str, step: object) -> None:
+    while True:
+        try:
+            await step()  # type: ignore[operator]
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job %s failed; retrying in %.1fs", job, interval)
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    url = settings.sqlalchemy_url
+    if settings.auto_migrate:
+        await db.upgrade(url)
+    engine = db.make_engine(url)
+    sessions = db.sessionmaker(engine)
+    http = make_session(settings)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    pool = WorkerPool(http)
+    for worker_url in settings.workers:
+        pool.add(worker_url, "config")
+    keys = KeyService(sessions)
+    workers = WorkerService(sessions, pool)
+    local_state = MemoryState()
+    state: StateStore = RedisState(redis) if redis is not None else local_state
+    rt = Runtime(
+        settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
+        local_state=local_state, keyspace=KeySpace(settings.redis_prefix), pool=pool, keys=keys,
+        key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
+        forwarder=Forwarder(http, pool, LeastInflight(), stages=[], state=state, fallback=local_state),
+    )
+    try:
+        await workers.sync()
+        await pool.check_all()
+        rt.tasks.append(asyncio.create_task(_every(settings.health_interval_s, "health", pool.check_all)))
+        rt.tasks.append(asyncio.create_task(_every(settings.worker_sync_interval_s, "worker-sync", workers.sync)))
+        yield rt
+    finally:
+        for task in rt.tasks:
+            task.cancel()
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await http.close()
+        if redis is not None:
+            await redis.aclose()
+        await engine.dispose()
