@@ -61,6 +61,10 @@ class OpenAIEndpoint:
             ex = Exchange(request_id=request_id, principal=principal, request=request, path=scope["path"],
                           payload=raw,
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
+            if request.stream and not request.include_usage:
+                # Always meter streams: ask the worker for usage; the SSE tap drops that chunk again.
+                options = request.body.get("stream_options") or {}
+                ex.set_fields({"stream_options": {**options, "include_usage": True}})
             if not await run_until_disconnect(self._forwarder.forward(ex, send), receive):
                 ex.outcome = "client_disconnected"
                 log.info("client disconnected from %s; upstream cancelled", request_id)

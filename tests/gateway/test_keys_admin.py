@@ -7,11 +7,11 @@ from typing import Any
 
 import aiohttp
 import openai
-from gateway.sim.run import start_sim_server
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli_app
 from gateway.sim.config import SimConfig
+from gateway.sim.run import start_sim_server
 from tests.conftest import MODEL, Backend, gateway_settings, serve_gateway
 
 

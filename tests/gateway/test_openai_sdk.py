@@ -98,3 +98,19 @@ async def test_bad_key_is_401(make_openai: Any) -> None:
             model=MODEL, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.AuthenticationError):
         await make_openai("not-a-gateway-key").models.list()
+
+
+async def test_stream_usage_is_metered_but_not_shown_unless_asked(make_openai: Any, api_key: str, sims: Any,
+                                                                   gateway: Any) -> None:
+    import aiohttp
+
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "count"}], "max_tokens": 3, "stream": True,
+            "seed": 7}
+    async with aiohttp.ClientSession() as http, http.post(
+        gateway.url + "/v1/chat/completions", json=body, headers={"x-api-key": api_key}
+    ) as resp:
+        text = (await resp.read()).decode()
+    assert text.rstrip().endswith("data: [DONE]")
+    assert '"usage":{' not in text.replace(" ", "")  # the client did not ask for usage
+    forwarded = [b for s in sims for b in s.app.recent_requests if b.get("seed") == 7][-1]
+    assert forwarded["stream_options"] == {"include_usage": True}  # the worker was asked for it

@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from gateway.sim.run import start_sim_server
 
 from gateway.sim.config import SimConfig
+from gateway.sim.run import start_sim_server
 from tests.conftest import MODEL, Backend, gateway_settings, serve_gateway
 
 
