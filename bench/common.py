@@ -78,9 +78,10 @@ def start_gateway(cpu: str | None, workers: list[str], env: dict[str, str]) -> P
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/ready")
-    except RuntimeError:
+    except RuntimeError as exc:
         popen.kill()
-        raise RuntimeError("gateway failed: " + (popen.stderr.read().decode()[-2000:] if popen.stderr else ""))
+        detail = popen.stderr.read().decode()[-2000:] if popen.stderr else ""
+        raise RuntimeError("gateway failed: " + detail) from exc
     return Proc(popen, url)
 
 

@@ -61,6 +61,8 @@ class OpenAIEndpoint:
             ex = Exchange(request_id=request_id, principal=principal, request=request, path=scope["path"],
                           payload=raw,
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
+            user = ex.headers.get("x-end-user-id") or request.body.get("user")
+            ex.end_user = user[:200] if isinstance(user, str) and user else None
             if request.stream and not request.include_usage:
                 # Always meter streams: ask the worker for usage; the SSE tap drops that chunk again.
                 options = request.body.get("stream_options") or {}

@@ -21,6 +21,8 @@ class Exchange:
     path: str
     payload: bytes  # exactly what is sent to the worker
     headers: dict[str, str] = field(default_factory=dict)  # request headers the stages may read
+    # The partner's end user: the ``x-end-user-id`` header, else the body's ``user`` field.
+    end_user: str | None = None
     started: float = field(default_factory=time.perf_counter)
     started_wall: float = field(default_factory=time.time)
     worker: Worker | None = None
