@@ -1,0 +1,111 @@
+"""Usage records into SQL in batches, exactly once.
+
+``LedgerWriter.write`` inserts a batch with ``ON CONFLICT (request_id) DO NOTHING`` and adds only the
+rows actually inserted to the hourly rollups, in one transaction. Writing the same record twice (a
+replay, a retry, a writer that died after committing but before acknowledging) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from billing.ledger.models import UsageHourly, UsageRow
+from billing.usage import UsageRecord
+
+_SUMMED = ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks", "billed_ticks")
+
+
+def _moment(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _hour(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms // 3_600_000 * 3600, UTC)
+
+
+def row_of(record: UsageRecord) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id, "org_id": record.org_id, "key_id": record.key_id,
+        "end_user": record.end_user, "model": record.model, "requested_model": record.requested_model,
+        "worker": record.worker, "prompt_tokens": record.prompt_tokens, "cached_tokens": record.cached_tokens,
+        "output_tokens": record.output_tokens, "reasoning_tokens": record.reasoning_tokens,
+        "list_ticks": record.list_ticks, "billed_ticks": record.billed_ticks, "plan": record.plan,
+        "started_at": _moment(record.started_at_ms), "ttfb_ms": record.ttfb_ms, "duration_ms": record.duration_ms,
+        "status": record.status, "http_status": record.http_status, "reported": record.reported,
+        "stream": record.stream, "stripe_batch": None,
+    }
+
+
+@dataclass
+class _Sums:
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    list_ticks: int = 0
+    billed_ticks: int = 0
+    counted_requests: int = 0
+
+
+def rollup(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
+    """Hourly sums per (hour, org, key, model) of ``records``."""
+    groups: dict[tuple[datetime, str, str, str], _Sums] = {}
+    for r in records:
+        group = (_hour(r.started_at_ms), r.org_id, r.key_id, r.model)
+        sums = groups.get(group)
+        if sums is None:
+            sums = groups[group] = _Sums()
+        sums.requests += 1
+        sums.prompt_tokens += r.prompt_tokens
+        sums.cached_tokens += r.cached_tokens
+        sums.output_tokens += r.output_tokens
+        sums.reasoning_tokens += r.reasoning_tokens
+        sums.list_ticks += r.list_ticks
+        sums.billed_ticks += r.billed_ticks
+        sums.counted_requests += 0 if r.reported else 1
+    return [{"hour": hour, "org_id": org, "key_id": key, "model": model, **vars(sums)}
+            for (hour, org, key, model), sums in groups.items()]
+
+
+class LedgerWriter:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    async def write(self, records: Sequence[UsageRecord]) -> int:
+        """Insert the records not yet in the ledger and roll them up; returns how many were new."""
+        if not records:
+            return 0
+        unique = list({r.request_id: r for r in records}.values())
+        async with self._engine.begin() as conn:
+            inserted = await self._insert_rows(conn, unique)
+            new = [r for r in unique if r.request_id in inserted]
+            await self._add_to_rollups(conn, new)
+        return len(new)
+
+    async def _insert_rows(self, conn: AsyncConnection, records: list[UsageRecord]) -> set[str]:
+        stmt = (self._insert(UsageRow).on_conflict_do_nothing(index_elements=["request_id"])
+                .returning(UsageRow.request_id))
+        result = await conn.execute(stmt, [row_of(r) for r in records])
+        return set(result.scalars())
+
+    async def _add_to_rollups(self, conn: AsyncConnection, records: list[UsageRecord]) -> None:
+        if not records:
+            return
+        stmt = self._insert(UsageHourly)
+        excluded = stmt.excluded
+        table = UsageHourly.__table__
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["hour", "org_id", "key_id", "model"],
+            set_={name: table.c[name] + excluded[name]
+                  for name in ("requests", *_SUMMED, "counted_requests")},
+        )
+        await conn.execute(stmt, rollup(records))
