@@ -14,6 +14,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -79,8 +80,8 @@ class StreamConsumer:
                                                start_id="0-0", count=self._batch_size)
         entries = [e for e in claimed[1] if e[1] is not None] if claimed else []
         if not entries:
-            found = await self._redis.xreadgroup(GROUP, self.consumer, {self.stream: ">"},
-                                                 count=self._batch_size, block=self._block_ms)
+            found: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.stream: ">"},
+                                                      count=self._batch_size, block=self._block_ms)
             entries = found[0][1] if found else []
         return _decode(entries)
 

@@ -29,7 +29,7 @@ async def test_replayed_batches_insert_and_roll_up_once(ledger_engine: AsyncEngi
     writer = LedgerWriter(ledger_engine)
     records = [make_record(org, i) for i in range(50)]
     assert await writer.write(records) == 50
-    assert await writer.write(records[10:30] + [make_record(org, 50)]) == 1  # a replay plus one new record
+    assert await writer.write([*records[10:30], make_record(org, 50)]) == 1  # a replay plus one new record
     assert await writer.write(records + records) == 0  # duplicates inside one batch too
     count, billed, hourly = await _ledger_totals(ledger_engine, org)
     assert (count, hourly) == (51, 51)
