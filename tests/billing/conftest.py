@@ -54,6 +54,5 @@ def make_record(org: str, n: int, **overrides: object) -> UsageRecord:
     values.update(overrides)
     record = UsageRecord(**values)  # type: ignore[arg-type]
     cost = record.tokens.uncached * 2_000 + record.cached_tokens * 200 + record.output_tokens * 15_000
-    if "list_ticks" not in overrides:
-        record = UsageRecord(**{**values, "list_ticks": cost, "billed_ticks": cost})  # type: ignore[arg-type]
-    return record
+    priced = {name: cost for name in ("list_ticks", "billed_ticks") if name not in overrides}
+    return UsageRecord(**{**values, **priced})  # type: ignore[arg-type]
