@@ -13,12 +13,14 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.auth import KeyCache
+from gateway.billing_runtime import BillingRuntime
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import make_session
 from gateway.routing.policy import LeastInflight
 from gateway.routing.pool import WorkerPool
+from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
 from gateway.services.workers import WorkerService
 from gateway.state.base import StateStore
@@ -44,6 +46,7 @@ class Runtime:
     key_cache: KeyCache
     workers: WorkerService
     forwarder: Forwarder
+    billing: BillingRuntime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def ready(self) -> dict[str, bool]:
@@ -87,15 +90,22 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
     state: StateStore = RedisState(redis) if redis is not None else local_state
+    keyspace = KeySpace(settings.redis_prefix)
+    billing = BillingRuntime.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
+                                   local_state)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
-        local_state=local_state, keyspace=KeySpace(settings.redis_prefix), pool=pool, keys=keys,
+        local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, LeastInflight(), stages=[], state=state, fallback=local_state),
+        forwarder=Forwarder(http, pool, LeastInflight(), stages=[*billing.stages], state=state,
+                            fallback=local_state),
+        billing=billing,
     )
     try:
         await workers.sync()
         await pool.check_all()
+        await billing.refresh_plans()
+        billing.start()
         rt.tasks.append(asyncio.create_task(_every(settings.health_interval_s, "health", pool.check_all)))
         rt.tasks.append(asyncio.create_task(_every(settings.worker_sync_interval_s, "worker-sync", workers.sync)))
         yield rt
@@ -103,6 +113,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await billing.close()  # before the engine goes: the ledger writer finishes its batch
         await http.close()
         if redis is not None:
             await redis.aclose()

@@ -6,6 +6,18 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """Monthly spend caps in ticks (None: no cap at that level) and the month-to-date spend SQL knew
+    when the key was verified (a floor for the state store's counter, e.g. after a Redis flush)."""
+
+    month: str  # "YYYY-MM", UTC
+    org_limit_ticks: int | None = None
+    key_limit_ticks: int | None = None
+    org_spent_ticks: int = 0
+    key_spent_ticks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a verified API key and its organisation."""
 
@@ -14,3 +26,4 @@ class Principal:
     org_name: str
     cache_salt: str
     cache_isolation: bool
+    budget: Budget | None = None

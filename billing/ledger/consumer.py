@@ -118,6 +118,9 @@ class QueueConsumer:
         self._writer = writer
         self._batch_size = batch_size
 
+    def pending(self) -> int:
+        return len(self._queue)
+
     async def step(self) -> int:
         taken: list[bytes] = []
         while self._queue and len(taken) < self._batch_size:

@@ -7,6 +7,8 @@ twice.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,6 +22,16 @@ from billing.ledger.models import MeterEventRow, UsageRow
 from billing.stripe.sync import METERS, MeterNames, window_expr
 
 DAY_S = 86_400
+
+
+async def _patient(call: Callable[[], Awaitable[Any]], attempts: int = 6, backoff_s: float = 0.25) -> Any:
+    """A read from Stripe, retried with backoff on 429, 5xx and connection errors."""
+    for attempt in range(attempts - 1):
+        try:
+            return await call()
+        except (stripe.RateLimitError, stripe.APIError, stripe.APIConnectionError):
+            await asyncio.sleep(backoff_s * 2**attempt)
+    return await call()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +79,7 @@ async def _sent(s: AsyncSession, start: datetime, end: datetime) -> dict[tuple[s
 
 async def _stripe(client: stripe.StripeClient, names: MeterNames, mapping: dict[str, str], start: datetime,
                   end: datetime) -> dict[tuple[str, int, str], int]:
-    meters = await client.v1.billing.meters.list_async()
+    meters = await _patient(client.v1.billing.meters.list_async)
     ids = {m.event_name: m.id for m in meters.data}
     totals: dict[tuple[str, int, str], int] = {}
     for org_id, customer in mapping.items():
@@ -77,8 +89,8 @@ async def _stripe(client: stripe.StripeClient, names: MeterNames, mapping: dict[
                 continue
             params: dict[str, Any] = {"customer": customer, "start_time": int(start.timestamp()),
                                       "end_time": int(end.timestamp()), "value_grouping_window": "day"}
-            summaries = await client.v1.billing.meters.event_summaries.list_async(
-                meter_id, params)  # type: ignore[arg-type]
+            summaries = await _patient(lambda m=meter_id, p=params: client.v1.billing.meters.event_summaries
+                                       .list_async(m, p))  # type: ignore[misc]
             for summary in summaries.data:
                 if summary.aggregated_value:
                     totals[(org_id, int(summary.start_time), meter)] = int(summary.aggregated_value)

@@ -12,16 +12,28 @@ import orjson
 
 _USAGE = b'"usage":{'
 _USAGE_SPACED = b'"usage": {'
+_MODEL = b'"model":"'
+# Generated pieces: a field with a non-empty string value counts as one (about one token per event).
+_PIECES = [(name + sep + b'"', name + sep + b'""') for name in (b'"content"', b'"text"', b'"arguments"')
+           for sep in (b":", b": ")]
+_REASONING = [(name + sep + b'"', name + sep + b'""') for name in (b'"reasoning_content"', b'"reasoning"')
+              for sep in (b":", b": ")]
+
+
+def _pieces(data: bytes, patterns: list[tuple[bytes, bytes]]) -> int:
+    return sum(data.count(full) - data.count(empty) for full, empty in patterns)
 
 
 class SseTap:
-    __slots__ = ("_drop_usage_event", "_pending", "content_events", "usage")
+    __slots__ = ("_drop_usage_event", "_pending", "content_events", "model", "reasoning_events", "usage")
 
     def __init__(self, drop_usage_event: bool) -> None:
         self._drop_usage_event = drop_usage_event
         self._pending = b""
         self.usage: dict[str, Any] | None = None
-        self.content_events = 0  # events carrying choices: about one per generated token
+        self.content_events = 0  # non-empty content, reasoning or tool-argument pieces: ~ one per token
+        self.reasoning_events = 0  # of which reasoning
+        self.model: str | None = None  # the model the worker says served the request
 
     def feed(self, chunk: bytes) -> bytes:
         """Return what to send to the client for this chunk (usually the chunk itself)."""
@@ -31,7 +43,14 @@ class SseTap:
             self._pending = data if len(data) < 1 << 20 else b""
             return chunk
         complete, self._pending = data[: end + 2], data[end + 2 :]
-        self.content_events += complete.count(b'"delta"') + complete.count(b'"text"')
+        reasoning = _pieces(complete, _REASONING)
+        self.reasoning_events += reasoning
+        self.content_events += _pieces(complete, _PIECES) + reasoning
+        if self.model is None:
+            start = complete.find(_MODEL)
+            if start >= 0:
+                end = complete.find(b'"', start + len(_MODEL))
+                self.model = complete[start + len(_MODEL):end].decode(errors="replace")[:200] or None
         if _USAGE not in complete and _USAGE_SPACED not in complete:
             return chunk
         kept: list[bytes] = []
