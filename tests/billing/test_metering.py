@@ -183,11 +183,10 @@ async def test_over_budget_is_429_insufficient_quota_and_overshoot_is_bounded(ga
 async def test_a_key_budget_applies_to_that_key_only(gateway: ServedGateway) -> None:
     org, key_id, key = await _org_key(gateway)
     other = (await gateway.app.runtime.keys.create_key(org, "other")).key
-    async with aiohttp.ClientSession(headers=ADMIN) as http:
-        async with http.put(f"{gateway.url}/admin/orgs/{org}/budget",
-                            json={"monthly_limit_ticks": 0, "key_id": key_id}) as r:
-            assert r.status == 200
-            assert (await r.json())["keys"][0]["key_id"] == key_id
+    async with aiohttp.ClientSession(headers=ADMIN) as http, http.put(f"{gateway.url}/admin/orgs/{org}/budget",
+                        json={"monthly_limit_ticks": 0, "key_id": key_id}) as r:
+        assert r.status == 200
+        assert (await r.json())["keys"][0]["key_id"] == key_id
     body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as http:
         async with http.post(gateway.url + "/v1/chat/completions", json=body, headers={"x-api-key": key}) as r:
