@@ -45,7 +45,7 @@ class BillingRuntime:
     keyspace: KeySpace
     redis: Redis | None
     queue_consumer: QueueConsumer
-    stream_consumer: StreamConsumer | None
+    stream_consumers: list[StreamConsumer]
     stages: list[Stage] = field(default_factory=list)
     # Stopped by setting this, never by cancelling a task in the middle of a SQL transaction.
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -58,15 +58,18 @@ class BillingRuntime:
         writer = LedgerWriter(engine)
         stream_key = keyspace.usage_stream()
         queue = QueueConsumer(local_queue(local_state, stream_key), writer, settings.ledger_batch_size)
-        stream = None
+        streams = []
         if redis is not None:
-            stream = StreamConsumer(redis, stream_key, writer, batch_size=settings.ledger_batch_size,
-                                    block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
+            name = f"writer-{os.getpid()}-{os.urandom(3).hex()}"
+            streams = [StreamConsumer(redis, stream_key, writer, consumer=f"{name}-{i}",
+                                      batch_size=settings.ledger_batch_size,
+                                      block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
+                       for i in range(max(1, settings.ledger_writers))]
         stages: list[Stage] = []
         if settings.metering_enabled:
             stages = [Budgets(keyspace, catalog, settings.budget_default_output_tokens,
                               settings.budget_reservation_ttl_s), Metering(keyspace, catalog)]
-        return cls(settings, service, catalog, keyspace, redis, queue, stream, stages)
+        return cls(settings, service, catalog, keyspace, redis, queue, streams, stages)
 
     async def refresh_plans(self) -> None:
         self.catalog.book = await self.service.plan_book()
@@ -74,8 +77,7 @@ class BillingRuntime:
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._drain_queue()),
                        asyncio.create_task(self._every(self.settings.billing_refresh_interval_s, self.refresh_plans))]
-        if self.stream_consumer is not None:
-            self._tasks.append(asyncio.create_task(self._consume_stream(self.stream_consumer)))
+        self._tasks += [asyncio.create_task(self._consume_stream(c)) for c in self.stream_consumers]
         if self.settings.stripe_api_key:
             self._tasks.append(asyncio.create_task(self._every(self.settings.stripe_sync_interval_s,
                                                                self.sync_once)))

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # Billing: usage records go to the ledger (off only to measure what metering costs).
     metering_enabled: bool = True
     ledger_batch_size: int = 2000
+    # Stream consumers per replica (each a member of the ledger group; two overlap Redis and SQL waits).
+    ledger_writers: int = 2
     # How long the ledger writer waits when nothing arrived (embedded queue, Redis stream block).
     ledger_flush_interval_s: float = 0.2
     # How often each replica re-reads price plans (budgets follow the key cache TTL).

@@ -20,6 +20,33 @@ from billing.usage import UsageRecord
 
 _SUMMED = ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks", "billed_ticks")
 
+# PostgreSQL: one statement inserts the batch from arrays (unnest) and rolls up exactly the rows it
+# inserted; one round trip, atomic on its own.
+_COLUMNS = [("request_id", "text"), ("org_id", "text"), ("key_id", "text"), ("end_user", "text"), ("model", "text"),
+            ("requested_model", "text"), ("worker", "text"), ("prompt_tokens", "bigint"), ("cached_tokens", "bigint"),
+            ("output_tokens", "bigint"), ("reasoning_tokens", "bigint"), ("list_ticks", "bigint"),
+            ("billed_ticks", "bigint"), ("plan", "text"), ("started_at", "timestamptz"), ("ttfb_ms", "int"),
+            ("duration_ms", "int"), ("status", "text"), ("http_status", "int"), ("reported", "bool"),
+            ("stream", "bool")]
+_PG_WRITE = f"""
+WITH ins AS (
+  INSERT INTO usage_ledger ({", ".join(c for c, _ in _COLUMNS)})
+  SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_COLUMNS, start=1))})
+  ON CONFLICT (request_id) DO NOTHING
+  RETURNING started_at, org_id, key_id, model, reported, {", ".join(_SUMMED)}
+), rolled AS (
+  INSERT INTO usage_hourly (hour, org_id, key_id, model, requests, {", ".join(_SUMMED)}, counted_requests)
+  SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', org_id, key_id, model, count(*),
+         {", ".join(f"sum({c})" for c in _SUMMED)}, count(*) FILTER (WHERE NOT reported)
+  FROM ins GROUP BY 1, 2, 3, 4
+  ON CONFLICT (hour, org_id, key_id, model) DO UPDATE SET
+    requests = usage_hourly.requests + EXCLUDED.requests,
+    {", ".join(f"{c} = usage_hourly.{c} + EXCLUDED.{c}" for c in _SUMMED)},
+    counted_requests = usage_hourly.counted_requests + EXCLUDED.counted_requests
+)
+SELECT count(*) FROM ins
+"""
+
 
 def _moment(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
@@ -85,11 +112,28 @@ class LedgerWriter:
         if not records:
             return 0
         unique = list({r.request_id: r for r in records}.values())
+        if self._engine.dialect.name == "postgresql":
+            return await self._write_pg(unique)
         async with self._engine.begin() as conn:
             inserted = await self._insert_rows(conn, unique)
             new = [r for r in unique if r.request_id in inserted]
             await self._add_to_rollups(conn, new)
         return len(new)
+
+    async def _write_pg(self, records: list[UsageRecord]) -> int:
+        columns: list[list[Any]] = [[] for _ in _COLUMNS]
+        for r in records:
+            for column, value in zip(columns, (
+                    r.request_id, r.org_id, r.key_id, r.end_user, r.model, r.requested_model, r.worker,
+                    r.prompt_tokens, r.cached_tokens, r.output_tokens, r.reasoning_tokens, r.list_ticks,
+                    r.billed_ticks, r.plan, _moment(r.started_at_ms), r.ttfb_ms, r.duration_ms, r.status,
+                    r.http_status, r.reported, r.stream), strict=True):
+                column.append(value)
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            inserted = await driver.fetchval(_PG_WRITE, *columns)
+        return int(inserted)
 
     async def _insert_rows(self, conn: AsyncConnection, records: list[UsageRecord]) -> set[str]:
         stmt = (self._insert(UsageRow).on_conflict_do_nothing(index_elements=["request_id"])

@@ -1,0 +1,183 @@
+"""Billing benchmarks: the ledger writer's throughput and what metering costs the gateway.
+
+    python -m bench.ledger [--records 100000] [--batch 2000] [--seconds 6] [--connections 32] [--skip-gateway]
+
+1. Usage records per second from the Redis stream into PostgreSQL: the stream is filled first (not
+   timed), then consumers drain it with batched idempotent inserts and XACK/XDEL (timed), for
+   several batch sizes. Runs in a fresh temporary database with a unique stream key; both are removed.
+2. Gateway requests per second with metering (and budgets) on versus off, on the shared state
+   (Redis + PostgreSQL) and on the embedded default (in-process + SQLite), measured side by side
+   (off, on, off, on) against one simulated worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import time
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+
+from bench.common import LoadResult, make_key, run_load, start_gateway, start_sim, temp_env
+from billing.ledger.consumer import FIELD, StreamConsumer
+from billing.ledger.writer import LedgerWriter
+from billing.usage import UsageRecord
+from gateway.config import Settings
+from gateway.db import engine as db
+
+PG_ADMIN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+CHAT = {"model": "grok-code-fast-1", "max_tokens": 16,
+        "messages": [{"role": "system", "content": "You are a careful coding assistant. " * 20},
+                     {"role": "user", "content": "Write a function that reverses a linked list in Python."}]}
+
+
+def _record(i: int, run: str) -> bytes:
+    return UsageRecord(
+        request_id=f"req_{run}_{i:08d}", org_id=f"org_{i % 50}", key_id=f"key_{i % 500}", model="grok-code-fast-1",
+        requested_model="grok-code-fast-1", worker=f"w{i % 8}", prompt_tokens=2000 + i % 977, cached_tokens=1500,
+        output_tokens=200 + i % 31, reasoning_tokens=i % 17, list_ticks=7_300_000, billed_ticks=7_300_000,
+        plan="list", started_at_ms=1_764_000_000_000 + i * 10, ttfb_ms=40, duration_ms=900, status="ok",
+        http_status=200, reported=True, stream=True, end_user=f"user-{i % 1000}").encode()
+
+
+async def _fill(redis: Redis, stream: str, n: int, run: str) -> None:
+    for start in range(0, n, 5000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(start, min(n, start + 5000)):
+                pipe.xadd(stream, {FIELD: _record(i, run)})
+            await pipe.execute()
+
+
+async def _drain(consumers: list[StreamConsumer]) -> int:
+    async def one(c: StreamConsumer) -> int:
+        total = 0
+        while True:
+            batch = await c.read()
+            if not batch.ids:
+                return total
+            total += await c.store(batch)
+            await c.ack(batch)
+
+    return sum(await asyncio.gather(*(one(c) for c in consumers)))
+
+
+async def ledger_bench(records: int, batches: list[int], writers: list[int]) -> list[str]:
+    name = "gw_bench_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = Settings(database_url=PG_ADMIN.rsplit("/", 1)[0] + "/" + name).sqlalchemy_url
+    redis = Redis.from_url(REDIS_URL)
+    lines = []
+    try:
+        await db.upgrade(url)
+        engine = db.make_engine(url)
+        writer = LedgerWriter(engine)
+        for batch in batches:
+            for n_writers in writers:
+                stream = f"gwbench-{secrets.token_hex(4)}:{{usage}}"
+                run = secrets.token_hex(3)
+                await _fill(redis, stream, records, run)
+                consumers = [StreamConsumer(redis, stream, writer, consumer=f"c{i}", batch_size=batch, block_ms=1)
+                             for i in range(n_writers)]
+                t0 = time.perf_counter()
+                inserted = await _drain(consumers)
+                elapsed = time.perf_counter() - t0
+                left = await redis.xlen(stream)
+                await redis.delete(stream)
+                lines.append(f"batch {batch:>5}, {n_writers} writer(s): {inserted:>7} rows in {elapsed:6.2f}s = "
+                             f"{inserted / elapsed:9.0f} records/s (stream left: {left})")
+        await engine.dispose()
+    finally:
+        await redis.aclose()
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    return lines
+
+
+def _temp_pg() -> tuple[str, str]:
+    name = "gw_bench_" + secrets.token_hex(4)
+
+    async def create() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(create())
+    return name, PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_pg(name: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(drop())
+
+
+def gateway_bench(seconds: int, connections: int, rounds: int) -> list[str]:
+    sim = start_sim("1")
+    lines = []
+    try:
+        body = orjson.dumps({**CHAT, "stream": True})
+        for state in ("shared", "embedded"):
+            db_name, db_url = _temp_pg() if state == "shared" else ("", "")
+            try:
+                env = temp_env(REDIS_URL if state == "shared" else "", db_url)
+                key = make_key(env)
+                results: dict[bool, list[LoadResult]] = {False: [], True: []}
+                for _ in range(rounds):
+                    for metering in (False, True):
+                        gw = start_gateway("0", [sim.url], {**env, "GATEWAY_METERING_ENABLED": str(metering)})
+                        try:
+                            run_load(gw.url + "/v1/chat/completions", body, key, 1, connections, "1")  # warm-up
+                            results[metering].append(run_load(gw.url + "/v1/chat/completions", body, key, seconds,
+                                                              connections, "1"))
+                        finally:
+                            gw.stop()
+                off = sum(r.requests_per_s for r in results[False]) / rounds
+                on = sum(r.requests_per_s for r in results[True]) / rounds
+                p50_off = sum(r.p50_ms for r in results[False]) / rounds
+                p50_on = sum(r.p50_ms for r in results[True]) / rounds
+                errors = sum(r.errors for rs in results.values() for r in rs)
+                lines.append(f"{state:<8} streaming: metering off {off:7.0f} req/s (p50 {p50_off:5.2f} ms), on "
+                             f"{on:7.0f} req/s (p50 {p50_on:5.2f} ms): on/off = {on / off:5.3f}, errors {errors}")
+            finally:
+                if db_name:
+                    _drop_pg(db_name)
+    finally:
+        sim.stop()
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, nargs="*", default=[2000, 5000])
+    ap.add_argument("--writers", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--skip-ledger", action="store_true")
+    ap.add_argument("--skip-gateway", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_ledger:
+        print("ledger writer: Redis stream -> PostgreSQL (idempotent insert + hourly rollups, then XACK/XDEL)")
+        for line in asyncio.run(ledger_bench(args.records, args.batch, args.writers)):
+            print("  " + line)
+    if not args.skip_gateway:
+        print(f"gateway with metering and budgets on vs off ({args.seconds}s x {args.rounds} rounds each, "
+              f"{args.connections} connections)")
+        for line in gateway_bench(args.seconds, args.connections, args.rounds):
+            print("  " + line)
+
+
+if __name__ == "__main__":
+    main()
