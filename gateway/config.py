@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     upstream_read_timeout_s: float = 600.0
     upstream_max_connections: int = 1000
     auto_migrate: bool = True
+    # One JSON line per request on the "gateway.requests" logger (never a key or a prompt).
+    request_log: bool = True
+    # Label request metrics by organisation (only where the number of organisations is bounded).
+    metrics_org_labels: bool = False
 
     @field_validator("workers", mode="before")
     @classmethod
