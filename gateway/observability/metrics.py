@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -67,6 +67,8 @@ class GatewayMetrics:
             MultiProcessCollector(self.registry, path=self._multiproc)  # type: ignore[no-untyped-call]
         self.registry.register(PoolCollector(pool))
         self._org_labels = org_labels
+        # Label children by (metric, labels): label lookups cost more than the increments themselves.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         labels = ["model", "route", "status"] + (["org"] if org_labels else [])
         self.requests = Counter("gateway_requests_total", "Requests by model, route and status", labels,
                                 registry=metric_registry)
@@ -91,21 +93,28 @@ class GatewayMetrics:
                                 "Requests served from local state because Redis was unreachable",
                                 registry=metric_registry)
 
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe(self, route: str, status: int, model: str, elapsed: float, ex: Exchange | None) -> None:
-        labels = [model, route, str(status)]
+        labels: tuple[str, ...] = (model, route, str(status))
         if self._org_labels:
-            labels.append(ex.principal.org_id if ex is not None else "")
-        self.requests.labels(*labels).inc()
-        self.latency.labels(model, route).observe(elapsed)
+            labels = (*labels, ex.principal.org_id if ex is not None else "")
+        self._child(self.requests, *labels).inc()
+        self._child(self.latency, model, route).observe(elapsed)
         if ex is None:
             return
-        self.outcomes.labels(ex.outcome).inc()
+        self._child(self.outcomes, ex.outcome).inc()
         if ex.degraded:
             self.degraded.inc()
         if ex.upstream_started_at is not None:
-            self.overhead.labels(route).observe(ex.upstream_started_at - ex.started)
+            self._child(self.overhead, route).observe(ex.upstream_started_at - ex.started)
         if ex.first_byte_at is not None and ex.upstream_started_at is not None:
-            self.ttft.labels(model).observe(ex.first_byte_at - ex.upstream_started_at)
+            self._child(self.ttft, model).observe(ex.first_byte_at - ex.upstream_started_at)
         usage = ex.usage
         if not usage:
             return
@@ -114,16 +123,16 @@ class GatewayMetrics:
         cached = min(int(details.get("cached_tokens") or 0), prompt)
         output = int(usage.get("completion_tokens") or 0)
         reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-        self.tokens.labels(model, "input").inc(prompt - cached)
-        self.tokens.labels(model, "cached_input").inc(cached)
-        self.tokens.labels(model, "output").inc(output)
+        self._child(self.tokens, model, "input").inc(prompt - cached)
+        self._child(self.tokens, model, "cached_input").inc(cached)
+        self._child(self.tokens, model, "output").inc(output)
         if reasoning:
-            self.tokens.labels(model, "reasoning").inc(reasoning)
+            self._child(self.tokens, model, "reasoning").inc(reasoning)
         if output > 1 and ex.first_byte_at is not None and ex.finished_at is not None and ex.request.stream:
             decode = ex.finished_at - ex.first_byte_at
             if decode > 0:
-                self.tpot.labels(model).observe(decode / (output - 1))
-                self.output_tps.labels(model).observe((output - 1) / decode)
+                self._child(self.tpot, model).observe(decode / (output - 1))
+                self._child(self.output_tps, model).observe((output - 1) / decode)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
