@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,8 @@ import pytest
 
 from bench.common import free_port, wait_http
 from tests.conftest import MODEL
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def _sample(text: str, name: str, **labels: str) -> float:
@@ -97,3 +100,20 @@ def test_metrics_add_up_across_server_processes(tmp_path: Any) -> None:
         sim.terminate()
         gw.wait(15)
         sim.wait(15)
+
+
+async def test_alerts_and_dashboard_use_only_exported_metrics(gateway: Any, api_key: str) -> None:
+    import re
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gateway.url + "/v1/chat/completions", headers={"x-api-key": api_key},
+                             json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]}) as resp:
+            await resp.read()
+        async with http.get(gateway.url + "/metrics") as resp:
+            exported = set(re.findall(r"^# TYPE (\w+) ", await resp.text(), re.M))
+    exported |= {name + suffix for name in list(exported) for suffix in ("_total", "_bucket", "_count", "_sum")}
+    texts = [(DEPLOY / "prometheus" / "gateway-alerts.yml").read_text(),
+             (DEPLOY / "grafana" / "gateway-dashboard.json").read_text()]
+    used = {m for text in texts for m in re.findall(r"\b(gateway_[a-z_]+)", text)}
+    assert used, "no gateway metric referenced"
+    assert used <= exported, f"referenced but not exported: {sorted(used - exported)}"
