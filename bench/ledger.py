@@ -122,24 +122,27 @@ def _drop_pg(name: str) -> None:
     asyncio.run(drop())
 
 
-def gateway_bench(seconds: int, connections: int, rounds: int) -> list[str]:
+def gateway_bench(seconds: int, connections: int, rounds: int, states: list[str]) -> list[str]:
     sim = start_sim("1")
     lines = []
     try:
         body = orjson.dumps({**CHAT, "stream": True})
-        for state in ("shared", "embedded"):
+        for state in states:
             db_name, db_url = _temp_pg() if state == "shared" else ("", "")
             try:
                 env = temp_env(REDIS_URL if state == "shared" else "", db_url)
                 key = make_key(env)
                 results: dict[bool, list[LoadResult]] = {False: [], True: []}
+                cpu: dict[bool, list[float]] = {False: [], True: []}
                 for _ in range(rounds):
                     for metering in (False, True):
                         gw = start_gateway("0", [sim.url], {**env, "GATEWAY_METERING_ENABLED": str(metering)})
                         try:
                             run_load(gw.url + "/v1/chat/completions", body, key, 1, connections, "1")  # warm-up
-                            results[metering].append(run_load(gw.url + "/v1/chat/completions", body, key, seconds,
-                                                              connections, "1"))
+                            cpu0 = gw.cpu_seconds()
+                            result = run_load(gw.url + "/v1/chat/completions", body, key, seconds, connections, "1")
+                            results[metering].append(result)
+                            cpu[metering].append((gw.cpu_seconds() - cpu0) / (result.requests_per_s * seconds) * 1e6)
                         finally:
                             gw.stop()
                 off = sum(r.requests_per_s for r in results[False]) / rounds
@@ -147,8 +150,11 @@ def gateway_bench(seconds: int, connections: int, rounds: int) -> list[str]:
                 p50_off = sum(r.p50_ms for r in results[False]) / rounds
                 p50_on = sum(r.p50_ms for r in results[True]) / rounds
                 errors = sum(r.errors for rs in results.values() for r in rs)
-                lines.append(f"{state:<8} streaming: metering off {off:7.0f} req/s (p50 {p50_off:5.2f} ms), on "
-                             f"{on:7.0f} req/s (p50 {p50_on:5.2f} ms): on/off = {on / off:5.3f}, errors {errors}")
+                cpu_off, cpu_on = sum(cpu[False]) / rounds, sum(cpu[True]) / rounds
+                lines.append(f"{state:<8} streaming: metering off {off:6.0f} req/s (p50 {p50_off:5.2f} ms, gateway CPU "
+                             f"{cpu_off:4.0f} us/req), on {on:6.0f} req/s (p50 {p50_on:5.2f} ms, CPU {cpu_on:4.0f} "
+                             f"us/req): throughput on/off = {on / off:5.3f}, CPU on/off = {cpu_on / cpu_off:5.3f}, "
+                             f"errors {errors}")
             finally:
                 if db_name:
                     _drop_pg(db_name)
@@ -165,6 +171,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--state", choices=["shared", "embedded", "both"], default="both")
     ap.add_argument("--skip-ledger", action="store_true")
     ap.add_argument("--skip-gateway", action="store_true")
     args = ap.parse_args()
@@ -175,7 +182,8 @@ def main() -> None:
     if not args.skip_gateway:
         print(f"gateway with metering and budgets on vs off ({args.seconds}s x {args.rounds} rounds each, "
               f"{args.connections} connections)")
-        for line in gateway_bench(args.seconds, args.connections, args.rounds):
+        states = ["shared", "embedded"] if args.state == "both" else [args.state]
+        for line in gateway_bench(args.seconds, args.connections, args.rounds, states):
             print("  " + line)
 
 

@@ -122,6 +122,8 @@ class BillingRuntime:
         while not self._stopping.is_set():
             try:
                 await consumer.step()
+                if consumer.caught_up:  # let records gather: batches, not a SQL statement per request
+                    await self._pause(self.settings.ledger_flush_interval_s)
             except _STORE_ERRORS as exc:
                 log.warning("ledger writer: %s; entries stay pending, retrying", exc)
                 await self._pause(1.0)

@@ -65,13 +65,16 @@ class Settings(BaseSettings):
     # Label request metrics by organisation (only where the number of organisations is bounded).
     metrics_org_labels: bool = False
 
+    # Concurrent requests' Redis round trips share one pipeline (see gateway/state/coalesce.py).
+    redis_coalesce: bool = True
+
     # Billing: usage records go to the ledger (off only to measure what metering costs).
     metering_enabled: bool = True
     ledger_batch_size: int = 2000
     # Stream consumers per replica (each a member of the ledger group; two overlap Redis and SQL waits).
     ledger_writers: int = 2
     # How long the ledger writer waits when nothing arrived (embedded queue, Redis stream block).
-    ledger_flush_interval_s: float = 0.2
+    ledger_flush_interval_s: float = 0.5
     # How often each replica re-reads price plans (budgets follow the key cache TTL).
     billing_refresh_interval_s: float = 5.0
     # Output tokens a budget reservation assumes when the request sets no max_tokens.

@@ -26,6 +26,7 @@ from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
 from gateway.services.workers import WorkerService
 from gateway.state.base import StateStore
+from gateway.state.coalesce import CoalescingRedisState
 from gateway.state.keys import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
@@ -93,7 +94,9 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keys = KeyService(sessions)
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
-    state: StateStore = RedisState(redis) if redis is not None else local_state
+    state: StateStore = local_state
+    if redis is not None:
+        state = CoalescingRedisState(redis) if settings.redis_coalesce else RedisState(redis)
     keyspace = KeySpace(settings.redis_prefix)
     billing = BillingRuntime.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
                                    local_state)

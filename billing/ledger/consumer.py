@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,8 @@ class StreamConsumer:
         self._block_ms = block_ms
         self._claim_idle_ms = claim_idle_ms
         self._group_ready = False
+        self._next_claim = 0.0
+        self.last_read = 0  # entries the last read returned: fewer than a batch means caught up
 
     async def ensure_group(self) -> None:
         if self._group_ready:
@@ -76,13 +79,19 @@ class StreamConsumer:
     async def read(self) -> Batch:
         """Entries to write: first those another (dead) writer left pending, then new ones."""
         await self.ensure_group()
-        claimed = await self._redis.xautoclaim(self.stream, GROUP, self.consumer, self._claim_idle_ms,
-                                               start_id="0-0", count=self._batch_size)
-        entries = [e for e in claimed[1] if e[1] is not None] if claimed else []
+        entries: list[Any] = []
+        now = time.monotonic()
+        if now >= self._next_claim:  # look for a dead writer's entries now and then, not every batch
+            claimed = await self._redis.xautoclaim(self.stream, GROUP, self.consumer, self._claim_idle_ms,
+                                                   start_id="0-0", count=self._batch_size)
+            entries = [e for e in claimed[1] if e[1] is not None] if claimed else []
+            if len(entries) < self._batch_size:
+                self._next_claim = now + self._claim_idle_ms / 2000
         if not entries:
             found: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.stream: ">"},
                                                       count=self._batch_size, block=self._block_ms)
             entries = found[0][1] if found else []
+        self.last_read = len(entries)
         return _decode(entries)
 
     async def store(self, batch: Batch) -> int:
@@ -97,6 +106,10 @@ class StreamConsumer:
             pipe.xack(self.stream, GROUP, *batch.ids)
             pipe.xdel(self.stream, *batch.ids)
             await pipe.execute()
+
+    @property
+    def caught_up(self) -> bool:
+        return self.last_read < self._batch_size
 
     async def step(self) -> int:
         """Read, write and acknowledge one batch; returns the number of new ledger rows."""

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.ledger.models import UsageHourly, UsageRow
 from billing.usage import UsageRecord
 
 _SUMMED = ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks", "billed_ticks")
@@ -46,6 +44,28 @@ WITH ins AS (
 )
 SELECT count(*) FROM ins
 """
+# SQLite: multi-row INSERT ... RETURNING (at most _SQLITE_ROWS rows a statement, under the variable
+# limit), then the rollups of the returned rows in one executemany, in one IMMEDIATE transaction.
+_SQLITE_ROWS = 1000
+_SQLITE_INSERT = (f"INSERT INTO usage_ledger ({', '.join(c for c, _ in _COLUMNS)}) VALUES "
+                  "{rows} ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+_SQLITE_ROW = "(" + ",".join("?" * len(_COLUMNS)) + ")"
+_SQLITE_ROLLUP = (
+    f"INSERT INTO usage_hourly (hour, org_id, key_id, model, requests, {', '.join(_SUMMED)}, counted_requests) "
+    f"VALUES ({','.join('?' * (6 + len(_SUMMED)))}) ON CONFLICT (hour, org_id, key_id, model) DO UPDATE SET "
+    f"requests = requests + excluded.requests, {', '.join(f'{c} = {c} + excluded.{c}' for c in _SUMMED)}, "
+    "counted_requests = counted_requests + excluded.counted_requests")
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """The text SQLAlchemy stores for a DateTime on SQLite (naive UTC)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _values(r: UsageRecord, started: Any) -> tuple[Any, ...]:
+    return (r.request_id, r.org_id, r.key_id, r.end_user, r.model, r.requested_model, r.worker, r.prompt_tokens,
+            r.cached_tokens, r.output_tokens, r.reasoning_tokens, r.list_ticks, r.billed_ticks, r.plan, started,
+            r.ttfb_ms, r.duration_ms, r.status, r.http_status, r.reported, r.stream)
 
 
 def _moment(ms: int) -> datetime:
@@ -54,19 +74,6 @@ def _moment(ms: int) -> datetime:
 
 def _hour(ms: int) -> datetime:
     return datetime.fromtimestamp(ms // 3_600_000 * 3600, UTC)
-
-
-def row_of(record: UsageRecord) -> dict[str, Any]:
-    return {
-        "request_id": record.request_id, "org_id": record.org_id, "key_id": record.key_id,
-        "end_user": record.end_user, "model": record.model, "requested_model": record.requested_model,
-        "worker": record.worker, "prompt_tokens": record.prompt_tokens, "cached_tokens": record.cached_tokens,
-        "output_tokens": record.output_tokens, "reasoning_tokens": record.reasoning_tokens,
-        "list_ticks": record.list_ticks, "billed_ticks": record.billed_ticks, "plan": record.plan,
-        "started_at": _moment(record.started_at_ms), "ttfb_ms": record.ttfb_ms, "duration_ms": record.duration_ms,
-        "status": record.status, "http_status": record.http_status, "reported": record.reported,
-        "stream": record.stream, "stripe_batch": None,
-    }
 
 
 @dataclass
@@ -103,9 +110,9 @@ def rollup(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
 
 class LedgerWriter:
     def __init__(self, engine: AsyncEngine) -> None:
+        if engine.dialect.name not in ("postgresql", "sqlite"):
+            raise ValueError(f"the ledger supports PostgreSQL and SQLite, not {engine.dialect.name}")
         self._engine = engine
-        dialect = engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
     async def write(self, records: Sequence[UsageRecord]) -> int:
         """Insert the records not yet in the ledger and roll them up; returns how many were new."""
@@ -114,42 +121,40 @@ class LedgerWriter:
         unique = list({r.request_id: r for r in records}.values())
         if self._engine.dialect.name == "postgresql":
             return await self._write_pg(unique)
-        async with self._engine.begin() as conn:
-            inserted = await self._insert_rows(conn, unique)
-            new = [r for r in unique if r.request_id in inserted]
-            await self._add_to_rollups(conn, new)
+        return await self._write_sqlite(unique)
+
+    async def _write_sqlite(self, records: list[UsageRecord]) -> int:
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection  # aiosqlite
+            await driver.execute("BEGIN IMMEDIATE")
+            try:
+                inserted: set[str] = set()
+                for start in range(0, len(records), _SQLITE_ROWS):
+                    chunk = records[start:start + _SQLITE_ROWS]
+                    params = [v for r in chunk for v in _values(r, _sqlite_time(_moment(r.started_at_ms)))]
+                    cursor = await driver.execute(_SQLITE_INSERT.format(rows=",".join([_SQLITE_ROW] * len(chunk))),
+                                                  params)
+                    inserted.update(row[0] for row in await cursor.fetchall())
+                    await cursor.close()
+                new = [r for r in records if r.request_id in inserted]
+                sums = [(_sqlite_time(g["hour"]), g["org_id"], g["key_id"], g["model"], g["requests"],
+                         *(g[c] for c in _SUMMED), g["counted_requests"]) for g in rollup(new)]
+                if sums:
+                    await driver.executemany(_SQLITE_ROLLUP, sums)
+                await driver.commit()
+            except BaseException:
+                await driver.rollback()
+                raise
         return len(new)
 
     async def _write_pg(self, records: list[UsageRecord]) -> int:
         columns: list[list[Any]] = [[] for _ in _COLUMNS]
         for r in records:
-            for column, value in zip(columns, (
-                    r.request_id, r.org_id, r.key_id, r.end_user, r.model, r.requested_model, r.worker,
-                    r.prompt_tokens, r.cached_tokens, r.output_tokens, r.reasoning_tokens, r.list_ticks,
-                    r.billed_ticks, r.plan, _moment(r.started_at_ms), r.ttfb_ms, r.duration_ms, r.status,
-                    r.http_status, r.reported, r.stream), strict=True):
+            for column, value in zip(columns, _values(r, _moment(r.started_at_ms)), strict=True):
                 column.append(value)
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
             inserted = await driver.fetchval(_PG_WRITE, *columns)
         return int(inserted)
-
-    async def _insert_rows(self, conn: AsyncConnection, records: list[UsageRecord]) -> set[str]:
-        stmt = (self._insert(UsageRow).on_conflict_do_nothing(index_elements=["request_id"])
-                .returning(UsageRow.request_id))
-        result = await conn.execute(stmt, [row_of(r) for r in records])
-        return set(result.scalars())
-
-    async def _add_to_rollups(self, conn: AsyncConnection, records: list[UsageRecord]) -> None:
-        if not records:
-            return
-        stmt = self._insert(UsageHourly)
-        excluded = stmt.excluded
-        table = UsageHourly.__table__
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["hour", "org_id", "key_id", "model"],
-            set_={name: table.c[name] + excluded[name]
-                  for name in ("requests", *_SUMMED, "counted_requests")},
-        )
-        await conn.execute(stmt, rollup(records))
