@@ -16,13 +16,15 @@ import argparse
 import asyncio
 import os
 import secrets
+import subprocess
+import sys
 import time
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
 
-from bench.common import LoadResult, make_key, run_load, start_gateway, start_sim, temp_env
+from bench.common import ROOT, LoadResult, make_key, pinned, run_load, start_gateway, start_sim, temp_env
 from billing.ledger.consumer import FIELD, StreamConsumer
 from billing.ledger.writer import LedgerWriter
 from billing.usage import UsageRecord
@@ -122,7 +124,15 @@ def _drop_pg(name: str) -> None:
     asyncio.run(drop())
 
 
+def _start_writer(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = pinned([sys.executable, "-m", "gateway.cli", "billing", "writer"], "1")
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 def gateway_bench(seconds: int, connections: int, rounds: int, states: list[str]) -> list[str]:
+    """Metering off, on (ledger writers inside the gateway) and, with Redis, on with the writer in
+    its own process (``GATEWAY_LEDGER_WRITERS=0`` + ``gateway billing writer``), side by side."""
     sim = start_sim("1")
     lines = []
     try:
@@ -132,29 +142,35 @@ def gateway_bench(seconds: int, connections: int, rounds: int, states: list[str]
             try:
                 env = temp_env(REDIS_URL if state == "shared" else "", db_url)
                 key = make_key(env)
-                results: dict[bool, list[LoadResult]] = {False: [], True: []}
-                cpu: dict[bool, list[float]] = {False: [], True: []}
+                arms = {"off": {"GATEWAY_METERING_ENABLED": "false"}, "on": {"GATEWAY_METERING_ENABLED": "true"}}
+                if state == "shared":
+                    arms["on, own writer"] = {"GATEWAY_METERING_ENABLED": "true", "GATEWAY_LEDGER_WRITERS": "0"}
+                results: dict[str, list[tuple[LoadResult, float]]] = {arm: [] for arm in arms}
                 for _ in range(rounds):
-                    for metering in (False, True):
-                        gw = start_gateway("0", [sim.url], {**env, "GATEWAY_METERING_ENABLED": str(metering)})
+                    for arm, extra in arms.items():
+                        writer = _start_writer(env) if "own writer" in arm else None
+                        gw = start_gateway("0", [sim.url], {**env, **extra})
                         try:
                             run_load(gw.url + "/v1/chat/completions", body, key, 1, connections, "1")  # warm-up
                             cpu0 = gw.cpu_seconds()
                             result = run_load(gw.url + "/v1/chat/completions", body, key, seconds, connections, "1")
-                            results[metering].append(result)
-                            cpu[metering].append((gw.cpu_seconds() - cpu0) / (result.requests_per_s * seconds) * 1e6)
+                            cpu_us = (gw.cpu_seconds() - cpu0) / (result.requests_per_s * seconds) * 1e6
+                            results[arm].append((result, cpu_us))
                         finally:
                             gw.stop()
-                off = sum(r.requests_per_s for r in results[False]) / rounds
-                on = sum(r.requests_per_s for r in results[True]) / rounds
-                p50_off = sum(r.p50_ms for r in results[False]) / rounds
-                p50_on = sum(r.p50_ms for r in results[True]) / rounds
-                errors = sum(r.errors for rs in results.values() for r in rs)
-                cpu_off, cpu_on = sum(cpu[False]) / rounds, sum(cpu[True]) / rounds
-                lines.append(f"{state:<8} streaming: metering off {off:6.0f} req/s (p50 {p50_off:5.2f} ms, gateway CPU "
-                             f"{cpu_off:4.0f} us/req), on {on:6.0f} req/s (p50 {p50_on:5.2f} ms, CPU {cpu_on:4.0f} "
-                             f"us/req): throughput on/off = {on / off:5.3f}, CPU on/off = {cpu_on / cpu_off:5.3f}, "
-                             f"errors {errors}")
+                            if writer is not None:
+                                writer.terminate()
+                                writer.wait(10)
+                base_rps = sum(r.requests_per_s for r, _ in results["off"]) / rounds
+                base_cpu = sum(c for _, c in results["off"]) / rounds
+                for arm, runs in results.items():
+                    rps = sum(r.requests_per_s for r, _ in runs) / rounds
+                    p50 = sum(r.p50_ms for r, _ in runs) / rounds
+                    cpu = sum(c for _, c in runs) / rounds
+                    errors = sum(r.errors for r, _ in runs)
+                    lines.append(f"{state:<8} metering {arm:<15} {rps:6.0f} req/s  p50 {p50:6.2f} ms  gateway CPU "
+                                 f"{cpu:4.0f} us/req  | vs off: throughput {rps / base_rps:5.3f}, CPU "
+                                 f"{cpu / base_cpu:5.3f}  errors {errors}")
             finally:
                 if db_name:
                     _drop_pg(db_name)
@@ -180,7 +196,7 @@ def main() -> None:
         for line in asyncio.run(ledger_bench(args.records, args.batch, args.writers)):
             print("  " + line)
     if not args.skip_gateway:
-        print(f"gateway with metering and budgets on vs off ({args.seconds}s x {args.rounds} rounds each, "
+        print(f"gateway, streaming, metering and budgets on vs off ({args.seconds}s x {args.rounds} rounds each, "
               f"{args.connections} connections)")
         states = ["shared", "embedded"] if args.state == "both" else [args.state]
         for line in gateway_bench(args.seconds, args.connections, args.rounds, states):

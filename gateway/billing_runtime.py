@@ -64,7 +64,7 @@ class BillingRuntime:
             streams = [StreamConsumer(redis, stream_key, writer, consumer=f"{name}-{i}",
                                       batch_size=settings.ledger_batch_size,
                                       block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
-                       for i in range(max(1, settings.ledger_writers))]
+                       for i in range(max(0, settings.ledger_writers))]
         stages: list[Stage] = []
         if settings.metering_enabled:
             stages = [Budgets(keyspace, catalog, settings.budget_default_output_tokens,

@@ -213,6 +213,23 @@ def billing_reconcile(
         raise typer.Exit(1)
 
 
+@billing_app.command("writer")
+def billing_writer(
+    writers: Annotated[int, typer.Option(help="Stream consumers in this process")] = 2,
+) -> None:
+    """Move usage records from the Redis stream into the SQL ledger (a standalone ledger writer; run
+    replicas with GATEWAY_LEDGER_WRITERS=0 to keep that work off the request-serving processes)."""
+    from gateway.ledger_writer import run_writer
+
+    _logging()
+    settings = Settings()
+    if not settings.redis_url:
+        typer.echo("the standalone writer reads the Redis stream: set GATEWAY_REDIS_URL", err=True)
+        raise typer.Exit(2)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_writer(settings, writers))
+
+
 @billing_app.command("stripe-test-server")
 def billing_stripe_test_server(
     port: Annotated[int, typer.Option(help="Port")] = 12111,

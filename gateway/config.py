@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     metering_enabled: bool = True
     ledger_batch_size: int = 2000
     # Stream consumers per replica (each a member of the ledger group; two overlap Redis and SQL waits).
+    # 0: this replica writes no ledger batches; run `gateway billing writer` as its own process instead.
     ledger_writers: int = 2
     # How long the ledger writer waits when nothing arrived (embedded queue, Redis stream block).
     ledger_flush_interval_s: float = 0.5

@@ -7,17 +7,21 @@ import os
 import secrets
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import redis.asyncio as aioredis
 
 from billing.ledger import config as ledger_config
 from billing.ledger.writer import LedgerWriter
 from gateway.config import Settings
 from gateway.db import engine as db
+from gateway.ledger_writer import run_writer
+from gateway.sim.run import RunningSim
 from tests.billing.conftest import make_record
 from tests.billing.stripe_fixtures import stripe_server
-from tests.conftest import REDIS_URL, Backend, gateway_settings, serve_gateway
+from tests.conftest import MODEL, REDIS_URL, Backend, gateway_settings, serve_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,3 +91,38 @@ async def test_embedded_sync_runs_without_a_lock(tmp_path: Path) -> None:
             assert await served.app.runtime.billing.sync_once()
         finally:
             await served.stop()
+
+
+async def test_a_standalone_writer_fills_the_ledger_for_replicas_that_write_none(
+        pg_database: str, redis_prefix: str, sims: list[RunningSim]) -> None:
+    backend = Backend("shared", pg_database, REDIS_URL, redis_prefix)
+    settings = gateway_settings(backend, [s.url for s in sims], ledger_writers=0, ledger_flush_interval_s=0.05)
+    served = await serve_gateway(settings)
+    stop = asyncio.Event()
+    try:
+        rt = served.app.runtime
+        org = await rt.keys.create_org("writer-" + secrets.token_hex(3))
+        key = (await rt.keys.create_key(org.id, "k")).key
+        async with aiohttp.ClientSession(headers={"x-api-key": key}) as http:
+            for _ in range(3):
+                async with http.post(served.url + "/v1/chat/completions", json={
+                        "model": MODEL, "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}) as r:
+                    assert r.status == 200
+        await asyncio.sleep(0.2)
+        assert (await rt.billing.service.org_totals(org.id, *_today()))[0] == 0  # nobody wrote them yet
+        task = asyncio.create_task(run_writer(settings, 1, stop))
+        for _ in range(200):
+            if (await rt.billing.service.org_totals(org.id, *_today()))[0] == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert (await rt.billing.service.org_totals(org.id, *_today()))[0] == 3
+        stop.set()
+        await task
+    finally:
+        stop.set()
+        await served.stop()
+
+
+def _today() -> tuple[datetime, datetime]:
+    now = datetime.now(UTC)
+    return now - timedelta(days=1), now + timedelta(days=1)
