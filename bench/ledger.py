@@ -1,13 +1,16 @@
 """Billing benchmarks: the ledger writer's throughput and what metering costs the gateway.
 
-    python -m bench.ledger [--records 100000] [--batch 2000] [--seconds 6] [--connections 32] [--skip-gateway]
+    python -m bench.ledger [--records 100000] [--batch 2000 5000] [--writers 1 2] [--seconds 6] [--rounds 2]
+                           [--state shared|embedded|both] [--skip-ledger] [--skip-hot-path] [--skip-gateway]
 
 1. Usage records per second from the Redis stream into PostgreSQL: the stream is filled first (not
    timed), then consumers drain it with batched idempotent inserts and XACK/XDEL (timed), for
    several batch sizes. Runs in a fresh temporary database with a unique stream key; both are removed.
-2. Gateway requests per second with metering (and budgets) on versus off, on the shared state
-   (Redis + PostgreSQL) and on the embedded default (in-process + SQLite), measured side by side
-   (off, on, off, on) against one simulated worker.
+2. What the metering and budget stages cost on the request path, in CPU per request, in process.
+3. Gateway requests per second and gateway CPU per request with metering (and budgets) on versus
+   off, on the shared state (Redis + PostgreSQL; also with the ledger writer in its own process) and
+   on the embedded default (in-process + SQLite), side by side (off, on, off, on) against one
+   simulated worker.
 """
 
 from __future__ import annotations
@@ -124,6 +127,59 @@ def _drop_pg(name: str) -> None:
     asyncio.run(drop())
 
 
+async def hot_path_cost(n: int) -> list[str]:
+    """CPU per request of what metering and budgets add on the request path, measured in process
+    (robust on a noisy machine): the record built and priced, the XADD queued in the post-request
+    round trip, and a budget reservation and settle (for a principal with a budget)."""
+    from gateway.budget import Budgets
+    from gateway.metering import Metering, PriceCatalog
+    from gateway.proxy.exchange import Exchange
+    from gateway.proxy.request import CHAT as KIND
+    from gateway.proxy.request import parse
+    from gateway.routing.pool import Worker
+    from gateway.state.keys import KeySpace
+    from gateway.state.memory import MemoryState
+    from gateway.types import Budget, Principal
+
+    raw = orjson.dumps({**CHAT, "stream": True})
+    usage = {"prompt_tokens": 213, "completion_tokens": 27, "total_tokens": 411,
+             "prompt_tokens_details": {"cached_tokens": 192}, "completion_tokens_details": {"reasoning_tokens": 171}}
+    worker = Worker("w1", "http://w1", "config")
+    catalog = PriceCatalog()
+    space = KeySpace("bench-" + secrets.token_hex(3))
+    metering, budgets = Metering(space, catalog), Budgets(space, catalog)
+    month = time.strftime("%Y-%m", time.gmtime())
+    plain = Principal("key_1", "org_1", "org", "salt", True)
+    capped = Principal("key_1", "org_1", "org", "salt", True, Budget(month, org_limit_ticks=10**15))
+    lines = []
+    for label, principal in (("metering only", plain), ("metering + budget", capped)):
+        state = MemoryState()
+        t0 = time.process_time()
+        for i in range(n):
+            ex = Exchange(request_id=f"req_{i}", principal=principal, request=parse(raw, KIND),
+                          path="/v1/chat/completions", payload=raw)
+            pre = state.round_trip()
+            budgets.plan(ex, pre)
+            metering.plan(ex, pre)
+            results = await pre.execute()
+            budgets.admit(ex, results)
+            ex.worker, ex.usage, ex.status = worker, usage, 200
+            ex.first_byte_at = ex.finished_at = ex.started
+            post = state.round_trip()
+            budgets.finish(ex, post)
+            metering.finish(ex, post)
+            await post.execute()
+        per = (time.process_time() - t0) / n * 1e6
+        t0 = time.process_time()
+        for i in range(n):
+            Exchange(request_id=f"req_{i}", principal=principal, request=parse(raw, KIND),
+                     path="/v1/chat/completions", payload=raw)
+        base = (time.process_time() - t0) / n * 1e6
+        lines.append(f"{label:<18} {per - base:5.1f} us CPU per request (in-process state; the exchange's own "
+                     f"parse excluded)")
+    return lines
+
+
 def _start_writer(env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = pinned([sys.executable, "-m", "gateway.cli", "billing", "writer"], "1")
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
@@ -190,10 +246,15 @@ def main() -> None:
     ap.add_argument("--state", choices=["shared", "embedded", "both"], default="both")
     ap.add_argument("--skip-ledger", action="store_true")
     ap.add_argument("--skip-gateway", action="store_true")
+    ap.add_argument("--skip-hot-path", action="store_true")
     args = ap.parse_args()
     if not args.skip_ledger:
         print("ledger writer: Redis stream -> PostgreSQL (idempotent insert + hourly rollups, then XACK/XDEL)")
         for line in asyncio.run(ledger_bench(args.records, args.batch, args.writers)):
+            print("  " + line)
+    if not args.skip_hot_path:
+        print("request-path cost of metering and budgets (stage code only)")
+        for line in asyncio.run(hot_path_cost(20_000)):
             print("  " + line)
     if not args.skip_gateway:
         print(f"gateway, streaming, metering and budgets on vs off ({args.seconds}s x {args.rounds} rounds each, "
