@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing.ledger.consumer import FIELD, GROUP, QueueConsumer, StreamConsumer
 from billing.ledger.models import UsageHourly, UsageRow
 from billing.ledger.writer import LedgerWriter
+from billing.usage import UsageRecord
 from tests.billing.conftest import make_record
 
 
@@ -94,7 +95,8 @@ async def test_a_failed_write_leaves_entries_pending_and_poison_goes_to_dead_let
 
 async def test_queue_consumer_puts_a_batch_back_when_the_write_fails(ledger_engine: AsyncEngine) -> None:
     org = "org_" + secrets.token_hex(4)
-    queue: deque[bytes] = deque(make_record(org, i).encode() for i in range(5))
+    queue: deque[bytes | UsageRecord] = deque(make_record(org, i).encode() for i in range(4))
+    queue.append(make_record(org, 4))  # the embedded gateway queues the record object itself
     # A record whose org id is too long for the column fails on PostgreSQL; SQLite ignores lengths, so
     # make the failure portable: a null request id violates NOT NULL everywhere.
     queue.append(make_record(org, 5, request_id=None).encode())  # type: ignore[arg-type]
