@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.auth import KeyCache
 from gateway.config import Settings
 from gateway.db import engine as db
+from gateway.limits.stage import RateLimitStage
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import make_session
 from gateway.routing.policy import LeastInflight
 from gateway.routing.pool import WorkerPool
 from gateway.services.keys import KeyService
+from gateway.services.plans import PlanService
 from gateway.services.workers import WorkerService
 from gateway.state.base import StateStore
 from gateway.state.keys import KeySpace
@@ -45,6 +47,8 @@ class Runtime:
     workers: WorkerService
     forwarder: Forwarder
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    limiter: RateLimitStage | None = None
+    plans: PlanService | None = None
 
     async def ready(self) -> dict[str, bool]:
         checks = {"workers": self.pool.has_healthy()}
@@ -87,11 +91,15 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
     state: StateStore = RedisState(redis) if redis is not None else local_state
+    keyspace = KeySpace(settings.redis_prefix)
+    limiter = RateLimitStage(keyspace, replicas=settings.replicas,
+                             default_max_tokens=settings.limits_default_max_tokens, lease_s=settings.limits_lease_s)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
-        local_state=local_state, keyspace=KeySpace(settings.redis_prefix), pool=pool, keys=keys,
+        local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, LeastInflight(), stages=[], state=state, fallback=local_state),
+        forwarder=Forwarder(http, pool, LeastInflight(), stages=[limiter], state=state, fallback=local_state),
+        limiter=limiter, plans=PlanService(sessions),
     )
     try:
         await workers.sync()

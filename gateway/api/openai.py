@@ -49,6 +49,7 @@ class OpenAIEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = "req_" + os.urandom(12).hex()
         rid_header = [(b"x-request-id", request_id.encode())]
+        ex: Exchange | None = None
         kind = ROUTES[scope["path"]]
         if scope["method"] != "POST":
             await send_error(send, errors.method_not_allowed(), rid_header)
@@ -71,6 +72,7 @@ class OpenAIEndpoint:
                 ex.outcome = "client_disconnected"
                 log.info("client disconnected from %s; upstream cancelled", request_id)
         except errors.GatewayError as exc:
-            await send_error(send, exc, rid_header)
+            # An error after admission still carries the stages' headers (x-ratelimit-*).
+            await send_error(send, exc, rid_header + ex.response_headers if ex is not None else rid_header)
         except ClientGone:
             return
