@@ -130,6 +130,13 @@ class KeyService:
         except Conflict:  # created concurrently
             return await self.get_or_create_org(name)
 
+    async def get_org(self, org_id: str) -> OrgView:
+        async with self._sessions() as s:
+            org = await s.get(Organization, org_id)
+        if org is None:
+            raise NotFound(f"organisation {org_id!r} not found")
+        return _org_view(org)
+
     async def list_orgs(self) -> list[OrgView]:
         async with self._sessions() as s:
             rows = (await s.execute(select(Organization).order_by(Organization.created_at))).scalars()

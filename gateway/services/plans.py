@@ -1,8 +1,8 @@
 """Rate-limit plans: named tiers assigned to organisations, and how a key's limits are resolved.
 
 A plan caps the whole organisation (``rpm``, ``tpm``, ``tpd``, ``concurrency``) and may set a default
-cap for each of its keys (``key_*``); a key's own override wins over that default. A key limit that
-is not tighter than the organisation's is dropped: the organisation's bucket already enforces it.
+cap for each of its keys (``key_*``); a key's own limits can only tighten that. A key limit that is
+not tighter than the organisation's is dropped: the organisation's bucket already enforces it.
 """
 
 from __future__ import annotations
@@ -60,11 +60,14 @@ def _tighter(key: int | None, org: int | None) -> int | None:
 
 
 def resolve_limits(plan: Plan | None, key: _KeyLimitsRow) -> RateLimits | None:
-    """The limits a request with this key is checked against; None when nothing is limited."""
+    """The limits a request with this key is checked against; None when nothing is limited.
+
+    A key's limit is the tightest of its own override and the plan's per-key default (an override can
+    only tighten), kept only when tighter than the organisation's own limit.
+    """
     def key_limit(name: str, org: int | None) -> int | None:
-        own = getattr(key, name)
-        default = getattr(plan, f"key_{name}") if plan is not None else None
-        return _tighter(own if own is not None else default, org)
+        candidates = [v for v in (getattr(key, name), getattr(plan, f"key_{name}", None)) if v is not None]
+        return _tighter(min(candidates) if candidates else None, org)
 
     org_rpm = plan.rpm if plan else None
     org_tpm = plan.tpm if plan else None

@@ -175,7 +175,8 @@ async def test_both_stores_answer_alike(space: KeySpace) -> None:
                                   await redis_lim.settle(vector, delta, now, rid)]
             else:
                 rid, tokens = f"r{i}", rng.randint(1, 900)
-                got = [await memory.reserve(vector, now, tokens, rid), await redis_lim.reserve(vector, now, tokens, rid)]
+                got = [await memory.reserve(vector, now, tokens, rid),
+                       await redis_lim.reserve(vector, now, tokens, rid)]
                 if got[0][0]:
                     open_ids.append(rid)
             assert got[0] == got[1], f"step {i}: {got}"
