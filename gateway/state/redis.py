@@ -60,28 +60,27 @@ class RedisRoundTrip:
     async def execute(self) -> list[Any]:
         if not self._calls:
             return []
-        try:
-            return await self._pipeline(use_sha=True)
-        except NoScriptError:
-            # First use on this server (or after SCRIPT FLUSH / failover): send the sources once.
-            return await self._pipeline(use_sha=False)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        results = await self._pipeline(self._calls, use_sha=True)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            # Only these scripts are unknown to the server (first use, SCRIPT FLUSH, failover): send their
+            # sources once. The others already ran and must not run twice (a limit would count twice).
+            again = await self._pipeline([self._calls[i] for i in missing], use_sha=False)
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, RedisError):
+                raise result
+        return results
 
-    async def _pipeline(self, use_sha: bool) -> list[Any]:
+    async def _pipeline(self, calls: list[tuple[Script, Sequence[str], Sequence[Any]]], use_sha: bool) -> list[Any]:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for script, keys, args in self._calls:
+                for script, keys, args in calls:
                     if use_sha:
                         pipe.evalsha(_sha(script), len(keys), *keys, *args)
                     else:
                         pipe.eval(script.lua, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
+                return list(await pipe.execute(raise_on_error=False))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
-        for result in results:
-            if isinstance(result, NoScriptError):
-                raise result
-            if isinstance(result, RedisError):
-                raise result
-        return list(results)
