@@ -53,6 +53,11 @@ class Proc:
     popen: subprocess.Popen[bytes]
     url: str
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far (robust to a noisy, shared machine)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.popen.terminate()
         try:
@@ -74,7 +79,9 @@ def start_gateway(cpu: str | None, workers: list[str], env: dict[str, str]) -> P
     port = free_port()
     full_env = {**os.environ, "GATEWAY_WORKERS": ",".join(workers), "GATEWAY_PORT": str(port), **env}
     cmd = pinned([sys.executable, "-m", "gateway.cli", "serve"], cpu)
+    full_env.setdefault("GATEWAY_REQUEST_LOG", "false")
     popen = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # uvicorn runs in this process itself (no reloader, one worker): /proc/<pid> is the server.
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/ready")

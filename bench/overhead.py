@@ -3,9 +3,10 @@
     python -m bench.overhead [--seconds 8] [--connections 32] [--state embedded|redis|both]
 
 Prints requests/s and p50/p99 latency for the direct path and for the gateway (auth on), streaming
-and not, and the gateway/direct ratio. The worker runs with no simulated delays, so the figures are
-the cost of HTTP, JSON and the gateway's own work. On two cores the gateway gets core 0 and the
-worker and the load generator share core 1.
+and not, the gateway/direct ratio, and the gateway process's CPU time per request (user + system,
+from /proc: the figure least disturbed by other load on a shared machine). The worker runs with no
+simulated delays, so the figures are the cost of HTTP, JSON and the gateway's own work. On two cores
+the gateway gets core 0 and the worker and the load generator share core 1.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ CHAT = {"model": "grok-code-fast-1", "max_tokens": 16,
                      {"role": "user", "content": "Write a function that reverses a linked list in Python."}]}
 
 
-def _row(name: str, r: LoadResult, base: LoadResult | None) -> str:
+def _row(name: str, r: LoadResult, base: LoadResult | None, cpu_us: float | None = None) -> str:
     ratio = f"{r.requests_per_s / base.requests_per_s:6.2f}" if base else "     -"
-    return (f"{name:<34} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio} {r.errors:6d}")
+    cpu = f"{cpu_us:9.0f}" if cpu_us is not None else "        -"
+    return f"{name:<34} {r.requests_per_s:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {ratio} {cpu} {r.errors:6d}"
 
 
 def main() -> None:
@@ -50,14 +52,16 @@ def main() -> None:
                 gw = start_gateway("0", [sim.url], env)
                 try:
                     run_load(gw.url + "/v1/chat/completions", body, key, 2, args.connections, "1")  # warm-up
+                    cpu0 = gw.cpu_seconds()
                     through = run_load(gw.url + "/v1/chat/completions", body, key, args.seconds, args.connections,
                                        "1")
+                    cpu_us = (gw.cpu_seconds() - cpu0) / (through.requests_per_s * args.seconds) * 1e6
                 finally:
                     gw.stop()
-                rows.append(_row(f"gateway, {state} state ({label})", through, direct))
+                rows.append(_row(f"gateway, {state} state ({label})", through, direct, cpu_us))
     finally:
         sim.stop()
-    print(f"{'path':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'errors':>6}")
+    print(f"{'path':<34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'cpu us/req':>9} {'errors':>6}")
     for row in rows:
         print(row)
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gateway import errors
-from gateway.api import admin, admin_limits, health, partner
+from gateway.api import admin, admin_limits, health, metrics, partner
 from gateway.api.openai import ROUTES, OpenAIEndpoint
 from gateway.config import Settings
 from gateway.proxy.asgi import Receive, Scope, Send
@@ -62,7 +62,8 @@ class GatewayApp:
 
     def attach(self, rt: Runtime) -> None:
         self.api.state.runtime = rt
-        self._openai = OpenAIEndpoint(rt.key_cache, rt.forwarder, rt.settings.max_body_bytes)
+        self._openai = OpenAIEndpoint(rt.key_cache, rt.forwarder, rt.settings.max_body_bytes, rt.metrics,
+                                      rt.request_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in ROUTES and self._openai is not None:
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     api = FastAPI(title="LLM gateway", version="0.1.0", lifespan=lifespan)
     _install_error_handlers(api)
     api.include_router(health.router)
+    api.include_router(metrics.router)
     api.include_router(admin.router)
     api.include_router(admin_limits.router)
     api.include_router(partner.router)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     # Worker base URLs, e.g. "http://10.0.0.5:8000,http://10.0.0.6:8000".
-    workers: list[str] = Field(default_factory=list)
+    workers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Empty: in-process state (embedded default). Otherwise a redis:// URL.
     redis_url: str = ""
     # Empty: SQLite in data_dir. Otherwise e.g. postgresql://user@host/db or sqlite:///path.
@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     upstream_read_timeout_s: float = 600.0
     upstream_max_connections: int = 1000
     auto_migrate: bool = True
+    # One JSON line per request on the "gateway.requests" logger (never a key or a prompt).
+    request_log: bool = True
+    # Label request metrics by organisation (only where the number of organisations is bounded).
+    metrics_org_labels: bool = False
     # Rate limits. Expected number of gateway replicas: while Redis is unreachable, each replica of a
     # fail-open organisation enforces limit / replicas on its own.
     replicas: int = Field(default=1, ge=1)

@@ -16,6 +16,8 @@ from gateway.auth import KeyCache
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.limits.stage import RateLimitStage
+from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.requestlog import RequestLog
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import make_session
 from gateway.routing.policy import LeastInflight
@@ -46,6 +48,8 @@ class Runtime:
     key_cache: KeyCache
     workers: WorkerService
     forwarder: Forwarder
+    metrics: GatewayMetrics
+    request_log: RequestLog
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     limiter: RateLimitStage | None = None
     plans: PlanService | None = None
@@ -99,6 +103,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
         forwarder=Forwarder(http, pool, LeastInflight(), stages=[limiter], state=state, fallback=local_state),
+        metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
+        request_log=RequestLog(settings.request_log),
         limiter=limiter, plans=PlanService(sessions),
     )
     try:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from gateway import errors
 from gateway.auth import KeyCache
+from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.requestlog import RequestLog
 from gateway.proxy.asgi import (
     ClientGone,
     Receive,
@@ -41,19 +44,41 @@ def api_key_from(scope: Scope) -> str | None:
 
 
 class OpenAIEndpoint:
-    def __init__(self, keys: KeyCache, forwarder: Forwarder, max_body_bytes: int) -> None:
+    def __init__(self, keys: KeyCache, forwarder: Forwarder, max_body_bytes: int, metrics: GatewayMetrics,
+                 request_log: RequestLog) -> None:
         self._keys = keys
         self._forwarder = forwarder
         self._max_body = max_body_bytes
+        self._metrics = metrics
+        self._log = request_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request_id = "req_" + os.urandom(12).hex()
-        rid_header = [(b"x-request-id", request_id.encode())]
+        route = ROUTES[scope["path"]]
         ex: Exchange | None = None
-        kind = ROUTES[scope["path"]]
+        status, error_code = 200, None
+        try:
+            ex = await self._serve(scope, receive, send, request_id, route)
+            if ex is not None:
+                status = ex.status or 200
+        except errors.GatewayError as exc:
+            status, error_code = exc.status, exc.code
+            await send_error(send, exc, [(b"x-request-id", request_id.encode())])
+        except ClientGone:
+            status, error_code = 499, "client_disconnected"
+        elapsed = time.perf_counter() - started
+        model = ex.request.model if ex is not None else ""
+        if ex is not None and ex.outcome == "client_disconnected":
+            status = 499
+        self._metrics.observe(route, status, model, elapsed, ex)
+        self._log.write(request_id, route, status, elapsed, ex, error_code)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str,
+                     kind: str) -> Exchange | None:
         if scope["method"] != "POST":
-            await send_error(send, errors.method_not_allowed(), rid_header)
-            return
+            raise errors.method_not_allowed()
+        ex: Exchange | None = None
         try:
             length = header(scope, b"content-length")
             raw = await read_body(receive, self._max_body, int(length) if length and length.isdigit() else None)
@@ -72,7 +97,10 @@ class OpenAIEndpoint:
                 ex.outcome = "client_disconnected"
                 log.info("client disconnected from %s; upstream cancelled", request_id)
         except errors.GatewayError as exc:
-            # An error after admission still carries the stages' headers (x-ratelimit-*).
-            await send_error(send, exc, rid_header + ex.response_headers if ex is not None else rid_header)
-        except ClientGone:
-            return
+            if ex is not None:  # the failure is recorded with the exchange's details
+                ex.status = exc.status
+                # An error after admission still carries the stages' headers (x-ratelimit-*).
+                await send_error(send, exc, [(b"x-request-id", request_id.encode()), *ex.response_headers])
+                return ex
+            raise
+        return ex

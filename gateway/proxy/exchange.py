@@ -28,6 +28,7 @@ class Exchange:
     worker: Worker | None = None
     attempts: int = 0
     status: int = 0
+    upstream_started_at: float | None = None  # when the body went to the (first) worker
     first_byte_at: float | None = None
     finished_at: float | None = None
     bytes_sent: int = 0

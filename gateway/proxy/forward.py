@@ -55,7 +55,8 @@ class Forwarder:
                 admitted.append(stage)
                 stage.admit(ex, results)
             await self._dispatch(ex, results, send)
-        except errors.GatewayError:
+        except errors.GatewayError as exc:
+            ex.status = exc.status
             if ex.outcome == "ok":
                 ex.outcome = "rejected" if ex.worker is None else "upstream_error"
             raise
@@ -126,6 +127,8 @@ class Forwarder:
     async def _attempt(self, ex: Exchange, worker: Worker, send: Send) -> errors.GatewayError | None:
         """Relay one try; returns an error (nothing sent to the client) when another try may help."""
         headers = {"Content-Type": "application/json", "x-request-id": ex.request_id}
+        if ex.upstream_started_at is None:
+            ex.upstream_started_at = time.perf_counter()
         try:
             resp = await self._session.post(worker.url + ex.path, data=ex.payload, headers=headers)
         except aiohttp.ServerTimeoutError as exc:

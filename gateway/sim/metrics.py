@@ -57,7 +57,7 @@ def _metric(lines: list[str], name: str, kind: str, help_text: str, samples: lis
 
 def render_metrics(config: SimConfig, engine: Engine, cache: PrefixCache, stats: SimStats) -> bytes:
     """Prometheus text exposition (format 0.0.4)."""
-    m = f'model_name="{config.model}"'
+    m = 'model_name="{}"'.format(config.model.replace("\\", "\\\\").replace('"', '\\"'))
     lines: list[str] = []
     _metric(lines, "vllm:num_requests_running", "gauge", "Number of requests in model execution batches.",
             [(m, engine.running)])

@@ -106,6 +106,11 @@ class SimApp:
                     return
 
     # -- control ---------------------------------------------------------------------------------------
+    @property
+    def cancelled(self) -> int:
+        """Requests stopped because their client disconnected."""
+        return self.stats.cancelled
+
     def set_healthy(self, healthy: bool) -> None:
         self.healthy = healthy
 
@@ -133,17 +138,21 @@ class SimApp:
         try:
             raw = await read_body(receive, MAX_BODY_BYTES)
         except ValueError:
-            await self._json(send, 413, error_body(413, "request body too large"))
+            await self._reject(send, 413, "request body too large")
             return None
         try:
             body = orjson.loads(raw) if raw else {}
         except orjson.JSONDecodeError as exc:
-            await self._json(send, 400, error_body(400, f"invalid JSON body: {exc}"))
+            await self._reject(send, 400, f"invalid JSON body: {exc}")
             return None
         if not isinstance(body, dict):
-            await self._json(send, 400, error_body(400, "the JSON body must be an object"))
+            await self._reject(send, 400, "the JSON body must be an object")
             return None
         return body
+
+    async def _reject(self, send: Send, status: int, message: str) -> None:
+        self.stats.rejected += 1
+        await self._json(send, status, error_body(status, message))
 
     # -- /v1 -------------------------------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -118,7 +118,7 @@ async def test_admin_plans_crud_and_validation(gateway: Any) -> None:
         status, org, _ = await call(http, "POST", base + "/admin/orgs", json={"name": name + "-org"})
         status, _, _ = await call(http, "PUT", base + f"/admin/orgs/{org['id']}/plan", json={"plan_id": name})
         assert status == 200
-        status, err, _ = await call(http, "DELETE", base + f"/admin/plans/{plan['id']}")
+        status, _, _ = await call(http, "DELETE", base + f"/admin/plans/{plan['id']}")
         assert status == 409  # in use
         status, _, _ = await call(http, "PUT", base + "/admin/orgs/org_nope/plan", json={"plan_id": None})
         assert status == 404

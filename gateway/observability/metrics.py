@@ -1,0 +1,138 @@
+"""Every Prometheus metric of the gateway, defined once, and the /metrics exposition.
+
+With several server processes (``gateway serve --processes N``) prometheus-client's multiprocess
+mode is used: each ``serve`` invocation gets its own ``PROMETHEUS_MULTIPROC_DIR`` (a fresh temporary
+folder unless one is given), so two gateways on one host never wipe or mix each other's counters.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from gateway.proxy.exchange import Exchange
+    from gateway.routing.pool import WorkerPool
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+TPS_BUCKETS = (1, 5, 10, 20, 40, 60, 80, 100, 150, 200, 300, 500, 1000)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class PoolCollector(Collector):
+    """Per-worker health, in-flight requests, queue and KV usage, read from the pool at scrape time."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        healthy = GaugeMetricFamily("gateway_worker_healthy", "1 if the worker passes health checks",
+                                    labels=["worker", "url"])
+        inflight = GaugeMetricFamily("gateway_worker_inflight_requests",
+                                     "Requests this gateway process has in flight at the worker", labels=["worker"])
+        waiting = GaugeMetricFamily("gateway_worker_queue_requests",
+                                    "The worker's waiting requests (vllm:num_requests_waiting)", labels=["worker"])
+        kv = GaugeMetricFamily("gateway_worker_kv_usage_ratio", "The worker's KV cache usage (0..1)",
+                               labels=["worker"])
+        for w in self._pool.all():
+            healthy.add_metric([w.id, w.url], 1.0 if w.healthy else 0.0)
+            inflight.add_metric([w.id], float(w.inflight))
+            if "vllm:num_requests_waiting" in w.metrics:
+                waiting.add_metric([w.id], w.metrics["vllm:num_requests_waiting"])
+            if "vllm:kv_cache_usage_perc" in w.metrics:
+                kv.add_metric([w.id], w.metrics["vllm:kv_cache_usage_perc"])
+        yield from (healthy, inflight, waiting, kv)
+
+
+class GatewayMetrics:
+    """The request-path metrics. Label children are cached so a request costs a few dict lookups."""
+
+    def __init__(self, pool: WorkerPool, org_labels: bool = False) -> None:
+        self._multiproc = multiprocess_dir()
+        # In multiprocess mode values live in files; the registry here only serves exposition.
+        self.registry = CollectorRegistry(auto_describe=True)
+        metric_registry = None if self._multiproc else self.registry
+        if self._multiproc:
+            MultiProcessCollector(self.registry, path=self._multiproc)  # type: ignore[no-untyped-call]
+        self.registry.register(PoolCollector(pool))
+        self._org_labels = org_labels
+        # Label children by (metric, labels): label lookups cost more than the increments themselves.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        labels = ["model", "route", "status"] + (["org"] if org_labels else [])
+        self.requests = Counter("gateway_requests_total", "Requests by model, route and status", labels,
+                                registry=metric_registry)
+        self.latency = Histogram("gateway_request_duration_seconds", "Total request latency", ["model", "route"],
+                                 buckets=LATENCY_BUCKETS, registry=metric_registry)
+        self.ttft = Histogram("gateway_time_to_first_token_seconds", "Time to the first byte of the answer",
+                              ["model"], buckets=LATENCY_BUCKETS, registry=metric_registry)
+        self.tpot = Histogram("gateway_time_per_output_token_seconds", "Decode time per output token",
+                              ["model"], buckets=TPOT_BUCKETS, registry=metric_registry)
+        self.output_tps = Histogram("gateway_output_tokens_per_second", "Output tokens per second per request",
+                                    ["model"], buckets=TPS_BUCKETS, registry=metric_registry)
+        self.overhead = Histogram("gateway_overhead_seconds",
+                                  "Time the gateway spent before the upstream call (auth, parse, state, choice)",
+                                  ["route"], buckets=OVERHEAD_BUCKETS, registry=metric_registry)
+        self.tokens = Counter("gateway_tokens_total", "Tokens by model and type "
+                              "(input = uncached prompt, cached_input, output, reasoning)", ["model", "type"],
+                              registry=metric_registry)
+        self.outcomes = Counter("gateway_request_outcomes_total", "Requests by outcome (ok, rejected, "
+                                "upstream_error, upstream_cut, client_disconnected)", ["outcome"],
+                                registry=metric_registry)
+        self.degraded = Counter("gateway_state_fallbacks_total",
+                                "Requests served from local state because Redis was unreachable",
+                                registry=metric_registry)
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe(self, route: str, status: int, model: str, elapsed: float, ex: Exchange | None) -> None:
+        labels: tuple[str, ...] = (model, route, str(status))
+        if self._org_labels:
+            labels = (*labels, ex.principal.org_id if ex is not None else "")
+        self._child(self.requests, *labels).inc()
+        self._child(self.latency, model, route).observe(elapsed)
+        if ex is None:
+            return
+        self._child(self.outcomes, ex.outcome).inc()
+        if ex.degraded:
+            self.degraded.inc()
+        if ex.upstream_started_at is not None:
+            self._child(self.overhead, route).observe(ex.upstream_started_at - ex.started)
+        if ex.first_byte_at is not None and ex.upstream_started_at is not None:
+            self._child(self.ttft, model).observe(ex.first_byte_at - ex.upstream_started_at)
+        usage = ex.usage
+        if not usage:
+            return
+        prompt = int(usage.get("prompt_tokens") or 0)
+        details = usage.get("prompt_tokens_details") or {}
+        cached = min(int(details.get("cached_tokens") or 0), prompt)
+        output = int(usage.get("completion_tokens") or 0)
+        reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+        self._child(self.tokens, model, "input").inc(prompt - cached)
+        self._child(self.tokens, model, "cached_input").inc(cached)
+        self._child(self.tokens, model, "output").inc(output)
+        if reasoning:
+            self._child(self.tokens, model, "reasoning").inc(reasoning)
+        if output > 1 and ex.first_byte_at is not None and ex.finished_at is not None and ex.request.stream:
+            decode = ex.finished_at - ex.first_byte_at
+            if decode > 0:
+                self._child(self.tpot, model).observe(decode / (output - 1))
+                self._child(self.output_tps, model).observe((output - 1) / decode)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
