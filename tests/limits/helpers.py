@@ -53,6 +53,11 @@ class PrivateRedis:
         finally:
             await client.aclose()
 
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()

@@ -118,3 +118,4 @@ async def test_unlimited_org_has_no_limit_headers(gateway: Any, api_key: str) ->
     async with aiohttp.ClientSession() as http:
         status, _, headers = await complete(http, gateway.url, api_key)
         assert status == 200 and not any(h.startswith("x-ratelimit") for h in headers)
+

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import secrets
+import signal
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
+from redis.asyncio import Redis
 
 from tests.conftest import Backend, gateway_settings, serve_gateway
-from tests.limits.helpers import complete, new_key, org_with_plan, private_redis
+from tests.limits.helpers import chat, complete, new_key, org_with_plan, private_redis
 
 
 async def test_outage_fails_open_with_a_local_share_or_closed_with_503(pg_database: str, sims: Any) -> None:
@@ -83,3 +89,60 @@ async def test_one_script_call_before_the_upstream_call_and_one_after(pg_databas
     assert delta(before, middle) == {"evalsha": 5}
     # Every kind of limit, org and key: still one EVALSHA before the call, plus one to settle after it.
     assert delta(middle, after) == {"evalsha": 10}
+
+
+async def test_settling_survives_a_dropped_redis_connection(pg_database: str, sims: Any) -> None:
+    """The gateway's Redis connections are dropped at the last byte of the answer and Redis freezes for
+    0.3 s (SIGSTOP), while the client disconnects: the settling retries on a fresh connection instead of
+    settling locally, so the concurrency lease in Redis is released and the key does not lock itself out
+    until the lease expires."""
+    async with private_redis() as redis_server:
+        backend = Backend("shared", pg_database, redis_server.url, "gwtest-leave-" + secrets.token_hex(3))
+        gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims]))
+        try:
+            async with aiohttp.ClientSession() as http:
+                org, _ = await org_with_plan(http, gw.url, "leave-" + secrets.token_hex(3), concurrency=1)
+                key = (await new_key(http, gw.url, org))["key"]
+            body = orjson.dumps(chat())
+            loop = asyncio.get_running_loop()
+
+            async def freeze_redis() -> None:
+                # Drop the gateway's connections, then freeze Redis for 0.3 s: the settling must reconnect.
+                admin = Redis.from_url(redis_server.url)
+                await admin.client_kill_filter(_type="normal", skipme=True)
+                await admin.aclose()
+                os.kill(redis_server.pid, signal.SIGSTOP)
+                loop.call_later(0.3, os.kill, redis_server.pid, signal.SIGCONT)
+
+            statuses = []
+            for _ in range(3):
+                statuses.append(await _leave_after_answer(gw.app, key, body, freeze_redis))
+                await asyncio.sleep(0.5)  # Redis resumes; the settling completes
+            assert statuses == [200, 200, 200]
+        finally:
+            await gw.stop()
+
+
+async def _leave_after_answer(app: Any, key: str, body: bytes, at_last_byte: Callable[[], Awaitable[None]]) -> int:
+    """One request through the ASGI app whose client disconnects as soon as the answer is complete."""
+    answered = asyncio.Event()
+    state: dict[str, Any] = {"sent": False, "status": 0}
+
+    async def receive() -> dict[str, Any]:
+        if not state["sent"]:
+            state["sent"] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await answered.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            state["status"] = message["status"]
+        elif not message.get("more_body"):
+            await at_last_byte()
+            answered.set()
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")]}
+    await app(scope, receive, send)
+    return int(state["status"])
