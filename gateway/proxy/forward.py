@@ -186,6 +186,7 @@ class Forwarder:
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *extra]})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+        ex.responded = True
         ex.bytes_sent = len(body)
         return True
 
@@ -217,6 +218,8 @@ class Forwarder:
             log.warning("stream %s from worker %s cut: %s", ex.request_id, resp.url.host, cut)
             event = errors.upstream_failed(f"the stream was interrupted ({cut})").body_bytes()
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": False})
+            ex.responded = True
             return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        ex.responded = True
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import signal
@@ -11,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from redis.asyncio import Redis
 
 from tests.conftest import Backend, gateway_settings, serve_gateway
@@ -146,3 +148,31 @@ async def _leave_after_answer(app: Any, key: str, body: bytes, at_last_byte: Cal
              "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")]}
     await app(scope, receive, send)
     return int(state["status"])
+
+
+async def test_a_disconnect_after_the_answer_does_not_cancel_the_settling(
+        pg_database: str, sims: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn reports a disconnect as soon as a response is complete; that must not cancel the request
+    while it settles in Redis (here frozen for 0.3 s at the last byte): the settling completes before
+    the request ends, and the request is recorded as answered, not as a client disconnect."""
+    async with private_redis() as redis_server:
+        backend = Backend("shared", pg_database, redis_server.url, "gwtest-after-" + secrets.token_hex(3))
+        gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims]))
+        try:
+            async with aiohttp.ClientSession() as http:
+                org, _ = await org_with_plan(http, gw.url, "after-" + secrets.token_hex(3), concurrency=1)
+                key = (await new_key(http, gw.url, org))["key"]
+            loop = asyncio.get_running_loop()
+
+            async def freeze_redis() -> None:
+                os.kill(redis_server.pid, signal.SIGSTOP)
+                loop.call_later(0.3, os.kill, redis_server.pid, signal.SIGCONT)
+
+            caplog.set_level(logging.INFO, logger="gateway")
+            status = await _leave_after_answer(gw.app, key, orjson.dumps(chat()), freeze_redis)
+            assert status == 200
+            records = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.requests"]
+            assert records and records[-1]["status"] == 200 and records[-1]["outcome"] == "ok"
+            assert not [r for r in caplog.records if "client disconnected" in r.getMessage()]
+        finally:
+            await gw.stop()
