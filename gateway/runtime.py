@@ -29,6 +29,7 @@ from gateway.state.base import StateStore
 from gateway.state.keys import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.state.resp import RespClient
 
 log = logging.getLogger("gateway")
 
@@ -94,7 +95,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keys = KeyService(sessions)
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
-    state: StateStore = RedisState(redis) if redis is not None else local_state
+    lean = RespClient(settings.redis_url) if settings.redis_url.startswith("redis://") else None
+    state: StateStore = RedisState(redis, lean) if redis is not None else local_state
     keyspace = KeySpace(settings.redis_prefix)
     limiter = RateLimitStage(keyspace, replicas=settings.replicas,
                              default_max_tokens=settings.limits_default_max_tokens, lease_s=settings.limits_lease_s)
@@ -120,4 +122,6 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await http.close()
         if redis is not None:
             await redis.aclose()
+        if lean is not None:
+            await lean.close()
         await engine.dispose()

@@ -18,18 +18,21 @@ from gateway.state.base import StateStore
 from gateway.state.keys import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.state.resp import RespClient
 from tests.conftest import REDIS_URL
 
 T0 = 1_900_000_000_000  # a fixed "now" in ms
 LEASE = 600_000
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-lean"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    """In process, on Redis through redis-py's pipeline, and on Redis through the lean client."""
     if request.param == "memory":
         yield MemoryState()
         return
-    state = RedisState(Redis.from_url(REDIS_URL))
+    lean = RespClient(REDIS_URL) if request.param == "redis-lean" else None
+    state = RedisState(Redis.from_url(REDIS_URL), lean)
     yield state
     await state.close()
 
@@ -159,7 +162,7 @@ async def test_settle_moves_org_and_key_buckets(store: StateStore, space: KeySpa
 async def test_both_stores_answer_alike(space: KeySpace) -> None:
     """A random sequence of reservations and settlements gives identical answers on both stores."""
     memory = Limiter(MemoryState(), space)
-    redis_state = RedisState(Redis.from_url(REDIS_URL))
+    redis_state = RedisState(Redis.from_url(REDIS_URL), RespClient(REDIS_URL))
     redis_lim = Limiter(redis_state, space)
     rng = random.Random(7)
     vector = limits(org=(20, 5000, 50_000, 3), key=(8, 2000, 0, 2))
