@@ -35,76 +35,74 @@ def reserve(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: 
     lease = int(args[2])
     tokens = int(args[3])
     limits = [int(a) for a in args[4:12]]
+    cost = (1, tokens, tokens)
     admitted, failed, worst = 1, 0, 0
-    states: list[tuple[list[float], bool, int]] = []
+    states: list[tuple[list[float], dict[str, Any] | None, dict[str, float] | None, int]] = []
     for s in (0, 1):
-        hkey, zkey = keys[2 * s], keys[2 * s + 1]
         base = 4 * s
-        cost = (1, tokens, tokens)
         used = [0.0, 0.0, 0.0]
-        any_bucket = any(limits[base + i] > 0 for i in range(3))
+        h: dict[str, Any] | None = None
+        z: dict[str, float] | None = None
         conc = 0
-        if any_bucket:
-            h = data.hash(hkey)
+        if limits[base] > 0 or limits[base + 1] > 0 or limits[base + 2] > 0:
+            h = data.hash(keys[2 * s])
             ts = _num(h.get("ts"))
             elapsed = max(now - (ts if ts is not None else now), 0)
             for i in range(3):
                 limit = limits[base + i]
-                u = _num(h.get(_FIELDS[i])) or 0.0
-                if limit > 0:
-                    u = u - elapsed * limit / WINDOWS_MS[i]
-                    u = max(u, 0.0)
-                    retry = 0
-                    if cost[i] > limit:
-                        retry = -1
-                    elif u + cost[i] > limit:
-                        retry = math.ceil((u + cost[i] - limit) * WINDOWS_MS[i] / limit)
-                    if retry != 0:
-                        admitted = 0
-                        if retry == -1 or (worst != -1 and retry > worst):
-                            worst, failed = retry, base + i + 1
-                else:
-                    u = 0.0
+                if limit <= 0:
+                    continue
+                u = (_num(h.get(_FIELDS[i])) or 0.0) - elapsed * limit / WINDOWS_MS[i]
+                u = max(u, 0.0)
+                retry = 0
+                if cost[i] > limit:
+                    retry = -1
+                elif u + cost[i] > limit:
+                    retry = math.ceil((u + cost[i] - limit) * WINDOWS_MS[i] / limit)
+                if retry != 0:
+                    admitted = 0
+                    if retry == -1 or (worst != -1 and retry > worst):
+                        worst, failed = retry, base + i + 1
                 used[i] = u
         climit = limits[base + 3]
         if climit > 0:
-            z = data.zset(zkey)
-            for member in [m for m, score in z.items() if score <= now]:
+            z = data.zset(keys[2 * s + 1])
+            expired = [m for m, score in z.items() if score <= now]
+            for member in expired:
                 del z[member]
             conc = len(z)
             if conc + 1 > climit:
                 admitted = 0
                 if worst != -1 and worst < CONCURRENCY_RETRY_MS:
                     worst, failed = CONCURRENCY_RETRY_MS, base + 4
-        states.append((used, any_bucket, conc))
+        states.append((used, h, z, conc))
 
     out: list[int] = []
     for s in (0, 1):
-        hkey, zkey = keys[2 * s], keys[2 * s + 1]
         base = 4 * s
-        used, any_bucket, conc = states[s]
-        cost = (1, tokens, tokens)
+        used, h, z, conc = states[s]
         ttl = 1000
         for i in range(3):
             limit = limits[base + i]
-            if limit > 0 and admitted:
-                used[i] = used[i] + cost[i]
             if limit > 0:
+                if admitted:
+                    used[i] += cost[i]
                 reset = math.ceil(used[i] * WINDOWS_MS[i] / limit)
-                ttl = max(ttl, reset)
-                out += [max(math.floor(limit - used[i]), 0), reset]
+                if reset > ttl:
+                    ttl = reset
+                remaining = math.floor(limit - used[i])
+                out += (remaining if remaining > 0 else 0, reset)
             else:
-                out += [0, 0]
+                out += (0, 0)
         climit = limits[base + 3]
-        if climit > 0 and admitted:
-            data.zset(zkey)[request_id] = now + lease
-            data.expire(zkey, now_ms + lease)
+        if z is not None and admitted:
+            z[request_id] = now + lease
+            data.expire(keys[2 * s + 1], now_ms + lease)
             conc += 1
-        out += [max(climit - conc, 0) if climit > 0 else 0, 0]
-        if any_bucket and admitted:
-            h = data.hash(hkey)
+        out += (max(climit - conc, 0) if climit > 0 else 0, 0)
+        if h is not None and admitted:
             h.update(r=used[0], t=used[1], d=used[2], ts=now)
-            data.expire(hkey, now_ms + ttl + 1000)
+            data.expire(keys[2 * s], now_ms + ttl + 1000)
     return [admitted, failed, worst, *out]
 
 
