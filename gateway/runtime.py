@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from gateway.auth import KeyCache
 from gateway.config import Settings
 from gateway.db import engine as db
+from gateway.limits.stage import RateLimitStage
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.requestlog import RequestLog
 from gateway.proxy.forward import Forwarder
@@ -22,11 +23,13 @@ from gateway.proxy.upstream import make_session
 from gateway.routing.policy import LeastInflight
 from gateway.routing.pool import WorkerPool
 from gateway.services.keys import KeyService
+from gateway.services.plans import PlanService
 from gateway.services.workers import WorkerService
 from gateway.state.base import StateStore
 from gateway.state.keys import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.state.resp import RespClient
 
 log = logging.getLogger("gateway")
 
@@ -49,6 +52,8 @@ class Runtime:
     metrics: GatewayMetrics
     request_log: RequestLog
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    limiter: RateLimitStage | None = None
+    plans: PlanService | None = None
 
     async def ready(self) -> dict[str, bool]:
         checks = {"workers": self.pool.has_healthy()}
@@ -90,14 +95,19 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keys = KeyService(sessions)
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
-    state: StateStore = RedisState(redis) if redis is not None else local_state
+    lean = RespClient(settings.redis_url) if settings.redis_url.startswith("redis://") else None
+    state: StateStore = RedisState(redis, lean) if redis is not None else local_state
+    keyspace = KeySpace(settings.redis_prefix)
+    limiter = RateLimitStage(keyspace, replicas=settings.replicas,
+                             default_max_tokens=settings.limits_default_max_tokens, lease_s=settings.limits_lease_s)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
-        local_state=local_state, keyspace=KeySpace(settings.redis_prefix), pool=pool, keys=keys,
+        local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, LeastInflight(), stages=[], state=state, fallback=local_state),
+        forwarder=Forwarder(http, pool, LeastInflight(), stages=[limiter], state=state, fallback=local_state),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
+        limiter=limiter, plans=PlanService(sessions),
     )
     try:
         await workers.sync()
@@ -112,4 +122,6 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await http.close()
         if redis is not None:
             await redis.aclose()
+        if lean is not None:
+            await lean.close()
         await engine.dispose()

@@ -84,21 +84,27 @@ class Forwarder:
 
     async def _settle(self, ex: Exchange, admitted: list[Stage]) -> None:
         """One round trip after the response: the router's record and every admitted stage's settling."""
-        trip = self._fallback.round_trip() if ex.degraded else self._state.round_trip()
-        if ex.worker is not None:
-            self._router.finish(ex, trip)
-        for stage in admitted:
-            stage.finish(ex, trip)
-        try:
-            await trip.execute()
-        except StoreUnavailable as exc:
-            log.warning("shared state unreachable while settling %s, settling locally: %s", ex.request_id, exc)
-            local = self._fallback.round_trip()
+        stores: list[StateStore | MemoryState] = [self._fallback] if ex.degraded else [self._state, self._state]
+        for store in stores:
+            trip = store.round_trip()
             if ex.worker is not None:
-                self._router.finish(ex, local)
+                self._router.finish(ex, trip)
             for stage in admitted:
-                stage.finish(ex, local)
-            await local.execute()
+                stage.finish(ex, trip)
+            try:
+                await trip.execute()
+                return
+            except StoreUnavailable as exc:
+                # Once more on a fresh connection (a dropped one is often all it was): a lost settling
+                # would hold concurrency leases in Redis until they expire.
+                log.warning("shared state unreachable while settling %s: %s", ex.request_id, exc)
+        log.warning("settling %s locally", ex.request_id)
+        local = self._fallback.round_trip()
+        if ex.worker is not None:
+            self._router.finish(ex, local)
+        for stage in admitted:
+            stage.finish(ex, local)
+        await local.execute()
 
     async def _dispatch(self, ex: Exchange, results: list[Any], send: Send) -> None:
         model = ex.request.model
@@ -180,6 +186,7 @@ class Forwarder:
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *extra]})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+        ex.responded = True
         ex.bytes_sent = len(body)
         return True
 
@@ -211,6 +218,8 @@ class Forwarder:
             log.warning("stream %s from worker %s cut: %s", ex.request_id, resp.url.host, cut)
             event = errors.upstream_failed(f"the stream was interrupted ({cut})").body_bytes()
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": False})
+            ex.responded = True
             return False
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        ex.responded = True
         return True
