@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from gateway.cli_limits import register as register_limit_verbs
 from gateway.config import Settings
 
 app = typer.Typer(help="LLM API gateway", no_args_is_help=True, add_completion=False)
@@ -20,6 +21,7 @@ db_app = typer.Typer(help="Database schema", no_args_is_help=True)
 keys_app = typer.Typer(help="Organisations and API keys", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+register_limit_verbs(app, keys_app)
 billing_app = typer.Typer(help="Billing: Stripe meter sync and reconciliation", no_args_is_help=True)
 app.add_typer(billing_app, name="billing")
 

@@ -64,9 +64,13 @@ class Settings(BaseSettings):
     request_log: bool = True
     # Label request metrics by organisation (only where the number of organisations is bounded).
     metrics_org_labels: bool = False
-
-    # Concurrent requests' Redis round trips share one pipeline (see gateway/state/coalesce.py).
-    redis_coalesce: bool = True
+    # Rate limits. Expected number of gateway replicas: while Redis is unreachable, each replica of a
+    # fail-open organisation enforces limit / replicas on its own.
+    replicas: int = Field(default=1, ge=1)
+    # Output tokens reserved for a request without max_tokens / max_completion_tokens (settled later).
+    limits_default_max_tokens: int = Field(default=1024, ge=0)
+    # A concurrency slot is released when the request ends, or after this long if a replica died.
+    limits_lease_s: float = Field(default=900.0, gt=0)
 
     # Billing: usage records go to the ledger (off only to measure what metering costs).
     metering_enabled: bool = True

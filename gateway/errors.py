@@ -97,6 +97,18 @@ def method_not_allowed() -> GatewayError:
     return GatewayError(405, "Method not allowed.", "invalid_request_error", code="method_not_allowed")
 
 
+def rate_limited(limit_type: str, message: str, headers: dict[str, str]) -> GatewayError:
+    """429 on a rate limit: ``limit_type`` is ``requests`` or ``tokens`` (OpenAI's error types)."""
+    return GatewayError(429, message, limit_type, code="rate_limit_exceeded", headers=headers)
+
+
+def limits_unavailable() -> GatewayError:
+    """503 for an organisation whose plan fails closed while the shared rate-limit store is down."""
+    return GatewayError(503, "Rate limits cannot be checked right now (the shared store is unreachable) and this "
+                        "organisation's plan fails closed. Please retry shortly.", "service_unavailable",
+                        code="rate_limits_unavailable", headers={"retry-after": "1"})
+
+
 def insufficient_quota(scope: str, used_ticks: int, limit_ticks: int) -> GatewayError:
     """Over a spend cap (OpenAI answers an exhausted balance the same way)."""
     def usd(ticks: int) -> str:  # 1 USD = 10^10 ticks; shown to the cent-hundredth, integers only

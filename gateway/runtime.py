@@ -16,6 +16,7 @@ from gateway.auth import KeyCache
 from gateway.billing_runtime import BillingRuntime
 from gateway.config import Settings
 from gateway.db import engine as db
+from gateway.limits.stage import RateLimitStage
 from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.requestlog import RequestLog
 from gateway.proxy.forward import Forwarder
@@ -24,12 +25,13 @@ from gateway.routing.policy import LeastInflight
 from gateway.routing.pool import WorkerPool
 from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
+from gateway.services.plans import PlanService
 from gateway.services.workers import WorkerService
 from gateway.state.base import StateStore
-from gateway.state.coalesce import CoalescingRedisState
 from gateway.state.keys import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.state.resp import RespClient
 
 log = logging.getLogger("gateway")
 
@@ -53,6 +55,8 @@ class Runtime:
     request_log: RequestLog
     billing: BillingRuntime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    limiter: RateLimitStage | None = None
+    plans: PlanService | None = None
 
     async def ready(self) -> dict[str, bool]:
         checks = {"workers": self.pool.has_healthy()}
@@ -94,20 +98,22 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keys = KeyService(sessions)
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
-    state: StateStore = local_state
-    if redis is not None:
-        state = CoalescingRedisState(redis) if settings.redis_coalesce else RedisState(redis)
+    lean = RespClient(settings.redis_url) if settings.redis_url.startswith("redis://") else None
+    state: StateStore = RedisState(redis, lean) if redis is not None else local_state
     keyspace = KeySpace(settings.redis_prefix)
+    limiter = RateLimitStage(keyspace, replicas=settings.replicas,
+                             default_max_tokens=settings.limits_default_max_tokens, lease_s=settings.limits_lease_s)
     billing = BillingRuntime.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
                                    local_state)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, LeastInflight(), stages=[*billing.stages], state=state,
+        forwarder=Forwarder(http, pool, LeastInflight(), stages=[limiter, *billing.stages], state=state,
                             fallback=local_state),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
+        limiter=limiter, plans=PlanService(sessions),
         billing=billing,
     )
     try:
@@ -126,4 +132,6 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await http.close()
         if redis is not None:
             await redis.aclose()
+        if lean is not None:
+            await lean.close()
         await engine.dispose()

@@ -18,6 +18,33 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The limits one request is checked against, resolved when the key is verified (no SQL later).
+
+    ``org_*`` come from the organisation's plan and cap the whole organisation; ``key_*`` cap this key
+    alone (the key's own override, else the plan's per-key default; kept only when tighter than the
+    organisation's). ``None`` means no limit. ``fail_open``: while Redis is unreachable, each replica
+    keeps serving with its share of the limits (True) or refuses with 503 (False).
+    """
+
+    org_rpm: int | None = None
+    org_tpm: int | None = None
+    org_tpd: int | None = None
+    org_concurrency: int | None = None
+    key_rpm: int | None = None
+    key_tpm: int | None = None
+    key_tpd: int | None = None
+    key_concurrency: int | None = None
+    fail_open: bool = True
+    plan: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return all(v is None for v in (self.org_rpm, self.org_tpm, self.org_tpd, self.org_concurrency,
+                                       self.key_rpm, self.key_tpm, self.key_tpd, self.key_concurrency))
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a verified API key and its organisation."""
 
@@ -26,4 +53,9 @@ class Principal:
     org_name: str
     cache_salt: str
     cache_isolation: bool
+    # Rate limits of the key and its organisation (None: unlimited).
+    limits: RateLimits | None = None
+    # May this key manage its own organisation's keys through /v1/organization/keys?
+    manage_keys: bool = False
+    # Monthly spend caps (None: none).
     budget: Budget | None = None

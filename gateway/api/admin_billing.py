@@ -90,7 +90,7 @@ def _plan(stored: StoredPlan) -> dict[str, Any]:
                                                    "output": p.rates.output}}
 
 
-@router.post("/orgs/{org_id}/plans", status_code=201)
+@router.post("/orgs/{org_id}/price-plans", status_code=201)
 async def add_plan(org_id: str, body: PlanIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     await _require_org(rt, org_id)
     rates = FREE if body.free else Rates(body.rates.input, body.rates.cached, body.rates.output) if body.rates \
@@ -101,12 +101,12 @@ async def add_plan(org_id: str, body: PlanIn, rt: Runtime = Depends(get_runtime)
     return _plan(stored)
 
 
-@router.get("/orgs/{org_id}/plans")
+@router.get("/orgs/{org_id}/price-plans")
 async def list_plans(org_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     return {"object": "list", "data": [_plan(p) for p in await rt.billing.service.list_plans(org_id)]}
 
 
-@router.delete("/plans/{plan_id}")
+@router.delete("/price-plans/{plan_id}")
 async def delete_plan(plan_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     if not await rt.billing.service.delete_plan(plan_id):
         raise errors.not_found(f"price plan {plan_id!r} not found")

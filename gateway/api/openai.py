@@ -93,13 +93,16 @@ class OpenAIEndpoint:
                 # Always meter streams: ask the worker for usage; the SSE tap drops that chunk again.
                 options = request.body.get("stream_options") or {}
                 ex.set_fields({"stream_options": {**options, "include_usage": True}})
-            if not await run_until_disconnect(self._forwarder.forward(ex, send), receive):
+            current = ex
+            if not await run_until_disconnect(self._forwarder.forward(ex, send), receive,
+                                              lambda: current.responded):
                 ex.outcome = "client_disconnected"
                 log.info("client disconnected from %s; upstream cancelled", request_id)
         except errors.GatewayError as exc:
             if ex is not None:  # the failure is recorded with the exchange's details
                 ex.status = exc.status
-                await send_error(send, exc, [(b"x-request-id", request_id.encode())])
+                # An error after admission still carries the stages' headers (x-ratelimit-*).
+                await send_error(send, exc, [(b"x-request-id", request_id.encode()), *ex.response_headers])
                 return ex
             raise
         return ex

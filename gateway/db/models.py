@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -21,6 +21,8 @@ class Organization(Base):
     cache_salt: Mapped[str] = mapped_column(String(64))
     cache_isolation: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The rate-limit plan (plans.id); NULL: unlimited. Checked by the service, no FK (SQLite ALTER).
+    plan_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
 
 
 class ApiKey(Base):
@@ -35,6 +37,15 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # This key's own limits (tighter than the plan's); NULL: the plan's per-key default.
+    rpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+    tpd: Mapped[int | None] = mapped_column(BigInteger, nullable=True, default=None)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    # May manage its own organisation's keys through /v1/organization/keys.
+    manage_keys: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set on a rotated key: the key that replaces it (the old one lives until expires_at).
+    replaced_by: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
 
     __table_args__ = (Index("ix_api_keys_org_id", "org_id"),)
 
@@ -44,4 +55,26 @@ class Worker(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     url: Mapped[str] = mapped_column(String(500), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Plan(Base):
+    """A named tier of rate limits, assigned to organisations. NULL limits mean unlimited."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Caps on the whole organisation.
+    rpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tpd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Default caps on each key of the organisation (a key's own override wins).
+    key_rpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    key_tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    key_tpd: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    key_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # While Redis is unreachable: serve with each replica's share of the limits (True) or answer 503.
+    fail_open: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -68,11 +68,15 @@ async def _wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def run_until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
+async def run_until_disconnect(work: Awaitable[None], receive: Receive,
+                               responded: Callable[[], bool] | None = None) -> bool:
     """Run ``work`` while watching the client; cancel it the moment the client disconnects.
 
     Returns True if ``work`` finished, False if the client went away first. Cancelling ``work``
     closes its upstream connection, so the worker stops generating for a client that is gone.
+    Once ``responded()`` is true (the whole answer was sent), a disconnect no longer cancels: what
+    is left is settling (leases, reservations, usage), which must complete. uvicorn reports a
+    disconnect as soon as a response is complete, so this matters on every request.
     """
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(receive))
@@ -85,6 +89,9 @@ async def run_until_disconnect(work: Awaitable[None], receive: Receive) -> bool:
     if task.done():
         watcher.cancel()
         task.result()
+        return True
+    if responded is not None and responded():
+        await task
         return True
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -32,6 +32,8 @@ class Exchange:
     first_byte_at: float | None = None
     finished_at: float | None = None
     bytes_sent: int = 0
+    # The whole answer went to the client: a disconnect now must not cancel the settling.
+    responded: bool = False
     # "ok", "rejected", "upstream_error", "upstream_cut", "client_disconnected"
     outcome: str = "ok"
     # The worker's usage object, when it reported one; content_events counts streamed chunks.

@@ -94,21 +94,27 @@ class Forwarder:
         A relayed answer settles just before its last message goes out, so that what the stages hand
         on (the usage record) is stored before the client holds a complete response."""
         ex.settled = True
-        trip = self._fallback.round_trip() if ex.degraded else self._state.round_trip()
-        if ex.worker is not None:
-            self._router.finish(ex, trip)
-        for stage in admitted:
-            stage.finish(ex, trip)
-        try:
-            await trip.execute()
-        except StoreUnavailable as exc:
-            log.warning("shared state unreachable while settling %s, settling locally: %s", ex.request_id, exc)
-            local = self._fallback.round_trip()
+        stores: list[StateStore | MemoryState] = [self._fallback] if ex.degraded else [self._state, self._state]
+        for store in stores:
+            trip = store.round_trip()
             if ex.worker is not None:
-                self._router.finish(ex, local)
+                self._router.finish(ex, trip)
             for stage in admitted:
-                stage.finish(ex, local)
-            await local.execute()
+                stage.finish(ex, trip)
+            try:
+                await trip.execute()
+                return
+            except StoreUnavailable as exc:
+                # Once more on a fresh connection (a dropped one is often all it was): a lost settling
+                # would hold concurrency leases in Redis until they expire.
+                log.warning("shared state unreachable while settling %s: %s", ex.request_id, exc)
+        log.warning("settling %s locally", ex.request_id)
+        local = self._fallback.round_trip()
+        if ex.worker is not None:
+            self._router.finish(ex, local)
+        for stage in admitted:
+            stage.finish(ex, local)
+        await local.execute()
 
     async def _dispatch(self, ex: Exchange, results: list[Any], send: Send, admitted: list[Stage]) -> None:
         model = ex.request.model
@@ -194,6 +200,7 @@ class Forwarder:
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *extra]})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+        ex.responded = True
         ex.bytes_sent = len(body)
         return True
 
@@ -228,8 +235,10 @@ class Forwarder:
             ex.finished_at = time.perf_counter()
             await asyncio.shield(self._settle(ex, admitted))
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": False})
+            ex.responded = True
             return False
         ex.finished_at = time.perf_counter()
         await asyncio.shield(self._settle(ex, admitted))  # a client leaving now must not lose it
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        ex.responded = True
         return True

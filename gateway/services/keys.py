@@ -10,15 +10,17 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger import config as ledger_config
-from gateway.db.models import ApiKey, Organization
+from gateway.db.models import ApiKey, Organization, Plan
+from gateway.services.plans import resolve_limits
 from gateway.types import Budget, Principal
 
 KEY_PREFIX = "sk-gw-"
@@ -39,6 +41,17 @@ class OrgView:
     name: str
     cache_isolation: bool
     created_at: datetime
+    plan_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """A key's own limits (None: the plan's per-key default applies)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    tpd: int | None = None
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,9 @@ class KeyView:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    limits: KeyLimits = field(default_factory=KeyLimits)
+    manage_keys: bool = False
+    replaced_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +97,13 @@ def split_key(key: str) -> tuple[str, str] | None:
 
 
 def _org_view(org: Organization) -> OrgView:
-    return OrgView(org.id, org.name, org.cache_isolation, org.created_at)
+    return OrgView(org.id, org.name, org.cache_isolation, org.created_at, org.plan_id)
 
 
 def _key_view(key: ApiKey) -> KeyView:
     return KeyView(key.id, key.org_id, key.name, f"{KEY_PREFIX}{key.lookup}", key.created_at,
-                   key.expires_at, key.revoked_at)
+                   key.expires_at, key.revoked_at,
+                   KeyLimits(key.rpm, key.tpm, key.tpd, key.concurrency), bool(key.manage_keys), key.replaced_by)
 
 
 class KeyService:
@@ -114,22 +131,79 @@ class KeyService:
         except Conflict:  # created concurrently
             return await self.get_or_create_org(name)
 
+    async def get_org(self, org_id: str) -> OrgView:
+        async with self._sessions() as s:
+            org = await s.get(Organization, org_id)
+        if org is None:
+            raise NotFound(f"organisation {org_id!r} not found")
+        return _org_view(org)
+
     async def list_orgs(self) -> list[OrgView]:
         async with self._sessions() as s:
             rows = (await s.execute(select(Organization).order_by(Organization.created_at))).scalars()
             return [_org_view(o) for o in rows]
 
-    async def create_key(self, org_id: str, name: str, expires_at: datetime | None = None) -> CreatedKey:
+    async def create_key(self, org_id: str, name: str, expires_at: datetime | None = None, *,
+                         limits: KeyLimits | None = None, manage_keys: bool = False) -> CreatedKey:
         lookup = secrets.token_hex(_LOOKUP_HEX // 2)
         secret = secrets.token_urlsafe(32)
+        own = limits or KeyLimits()
+        _check_key_limits(own)
         key = ApiKey(id=new_id("key"), org_id=org_id, name=name, lookup=lookup,
-                     secret_hash=hash_secret(secret), created_at=now(), expires_at=expires_at)
+                     secret_hash=hash_secret(secret), created_at=now(), expires_at=expires_at,
+                     rpm=own.rpm, tpm=own.tpm, tpd=own.tpd, concurrency=own.concurrency, manage_keys=manage_keys)
         async with self._sessions() as s:
             if await s.get(Organization, org_id) is None:
                 raise NotFound(f"organisation {org_id!r} not found")
             s.add(key)
             await s.commit()
         return CreatedKey(f"{KEY_PREFIX}{lookup}_{secret}", _key_view(key))
+
+    async def get_key(self, key_id: str, org_id: str | None = None) -> KeyView:
+        """One key; with ``org_id``, only a key of that organisation (another's reads as not found)."""
+        async with self._sessions() as s:
+            return _key_view(await _find_key(s, key_id, org_id))
+
+    async def update_key(self, key_id: str, changes: dict[str, Any], org_id: str | None = None) -> KeyView:
+        """Change a key's name, expiry or own limits (a null clears a limit). Every replica sees the change
+        within the key cache TTL."""
+        unknown = set(changes) - {"name", "expires_at", *_KEY_LIMITS}
+        if unknown:
+            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        _check_key_limits(KeyLimits(**{k: v for k, v in changes.items() if k in _KEY_LIMITS}))
+        async with self._sessions() as s:
+            key = await _find_key(s, key_id, org_id)
+            for name, value in changes.items():
+                setattr(key, name, value)
+            await s.commit()
+            return _key_view(key)
+
+    async def rotate_key(self, key_id: str, overlap_s: float, org_id: str | None = None) -> CreatedKey:
+        """A new secret for the same key identity (organisation, name, limits, expiry); the old secret stays
+        valid for ``overlap_s`` seconds more, then expires."""
+        if overlap_s < 0:
+            raise ValueError("overlap_s must be >= 0")
+        lookup = secrets.token_hex(_LOOKUP_HEX // 2)
+        secret = secrets.token_urlsafe(32)
+        async with self._sessions() as s:
+            old = await _find_key(s, key_id, org_id)
+            moment = now()
+            if old.revoked_at is not None or (old.expires_at is not None and _aware(old.expires_at) <= moment):
+                raise Conflict(f"key {key_id!r} is revoked or expired")
+            if old.replaced_by is not None:
+                raise Conflict(f"key {key_id!r} was already rotated to {old.replaced_by!r}; rotate that one")
+            new = ApiKey(id=new_id("key"), org_id=old.org_id, name=old.name, lookup=lookup,
+                         secret_hash=hash_secret(secret), created_at=moment, expires_at=old.expires_at,
+                         rpm=old.rpm, tpm=old.tpm, tpd=old.tpd, concurrency=old.concurrency,
+                         manage_keys=old.manage_keys)
+            s.add(new)
+            await s.flush()
+            ends = moment + timedelta(seconds=overlap_s)
+            if old.expires_at is None or _aware(old.expires_at) > ends:
+                old.expires_at = ends
+            old.replaced_by = new.id
+            await s.commit()
+            return CreatedKey(f"{KEY_PREFIX}{lookup}_{secret}", _key_view(new))
 
     async def list_keys(self, org_id: str | None = None) -> list[KeyView]:
         query = select(ApiKey).order_by(ApiKey.created_at)
@@ -138,38 +212,37 @@ class KeyService:
         async with self._sessions() as s:
             return [_key_view(k) for k in (await s.execute(query)).scalars()]
 
-    async def revoke_key(self, key_id: str) -> KeyView:
+    async def revoke_key(self, key_id: str, org_id: str | None = None) -> KeyView:
         async with self._sessions() as s:
-            result = await s.execute(
-                update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)).values(revoked_at=now())
-            )
-            await s.commit()
-            key = await s.get(ApiKey, key_id)
-            if key is None:
-                raise NotFound(f"key {key_id!r} not found")
-            del result
+            key = await _find_key(s, key_id, org_id)
+            if key.revoked_at is None:
+                key.revoked_at = now()
+                await s.commit()
             return _key_view(key)
 
     async def verify(self, lookup: str, secret: str) -> Principal | None:
-        """The principal of a live key whose secret matches, else None. One indexed SQL query."""
+        """The principal of a live key whose secret matches, with its rate limits, else None. One indexed
+        SQL query (the plan comes along in an outer join)."""
         query = (
-            select(ApiKey, Organization)
+            select(ApiKey, Organization, Plan)
             .join(Organization, Organization.id == ApiKey.org_id)
+            .outerjoin(Plan, Plan.id == Organization.plan_id)
             .where(ApiKey.lookup == lookup)
         )
         async with self._sessions() as s:
             row = (await s.execute(query)).one_or_none()
             if row is None:
                 return None
-            key, org = row
+            key, org, plan = row
             if not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
                 return None
             if key.revoked_at is not None:
                 return None
             if key.expires_at is not None and _aware(key.expires_at) <= now():
                 return None
-            budget = await _budget(s, org.id, key.id)
-        return Principal(key.id, org.id, org.name, org.cache_salt, org.cache_isolation, budget)
+            budget = await _budget(s, org.id, key.id)  # spend caps: only queried further when set
+        return Principal(key.id, org.id, org.name, org.cache_salt, org.cache_isolation,
+                         limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys), budget=budget)
 
 
 async def _budget(session: AsyncSession, org_id: str, key_id: str) -> Budget | None:
@@ -182,6 +255,23 @@ async def _budget(session: AsyncSession, org_id: str, key_id: str) -> Budget | N
     spend = await ledger_config.month_spend(session, org_id, [key_id], at)
     return Budget(month=at.strftime("%Y-%m"), org_limit_ticks=org_cap, key_limit_ticks=key_cap,
                   org_spent_ticks=spend[""], key_spent_ticks=spend[key_id])
+
+
+_KEY_LIMITS = ("rpm", "tpm", "tpd", "concurrency")
+
+
+def _check_key_limits(limits: KeyLimits) -> None:
+    for name in _KEY_LIMITS:
+        value = getattr(limits, name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or null")
+
+
+async def _find_key(s: AsyncSession, key_id: str, org_id: str | None) -> ApiKey:
+    key = await s.get(ApiKey, key_id)
+    if key is None or (org_id is not None and key.org_id != org_id):
+        raise NotFound(f"key {key_id!r} not found")
+    return key
 
 
 def _aware(moment: datetime) -> datetime:

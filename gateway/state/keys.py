@@ -17,6 +17,19 @@ class KeySpace:
         """A key used only to check reachability."""
         return f"{self.prefix}:{{probe}}"
 
+    # --- rate limits: every key of one organisation shares the hash tag {lim:ORG}, so one script can
+    # check and reserve the organisation's and the key's limits atomically (also on Redis Cluster).
+    def limit_buckets(self, org_id: str, key_id: str | None = None) -> str:
+        """Hash of token-bucket levels (r: requests/min, t: tokens/min, d: tokens/day, ts: last update)
+        of an organisation, or of one of its keys."""
+        subject = f"key:{key_id}" if key_id else "org"
+        return f"{self.prefix}:{{lim:{org_id}}}:{subject}:buckets"
+
+    def limit_leases(self, org_id: str, key_id: str | None = None) -> str:
+        """Sorted set of in-flight request ids (score: lease deadline in ms) of an organisation or key."""
+        subject = f"key:{key_id}" if key_id else "org"
+        return f"{self.prefix}:{{lim:{org_id}}}:{subject}:leases"
+
     def usage_stream(self) -> str:
         """The durable stream of usage records, read by the ledger writer's consumer group."""
         return f"{self.prefix}:{{usage}}"

@@ -126,18 +126,18 @@ async def test_a_free_plan_meters_at_list_value_and_bills_zero(gateway: ServedGa
     org, _, key = await _org_key(gateway)
     now = datetime.now(UTC)
     async with aiohttp.ClientSession(headers=ADMIN) as http:
-        async with http.post(f"{gateway.url}/admin/orgs/{org}/plans", json={
+        async with http.post(f"{gateway.url}/admin/orgs/{org}/price-plans", json={
                 "name": "launch-free", "free": True, "starts_at": (now - timedelta(days=1)).isoformat(),
                 "ends_at": (now + timedelta(days=1)).isoformat()}) as r:
             assert r.status == 201, await r.text()
             plan_id = (await r.json())["id"]
-        async with http.post(f"{gateway.url}/admin/orgs/{org}/plans", json={
+        async with http.post(f"{gateway.url}/admin/orgs/{org}/price-plans", json={
                 "name": "bad", "free": True, "starts_at": now.isoformat(),
                 "ends_at": (now - timedelta(days=1)).isoformat()}) as r:
             assert r.status == 400
         client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
-        async with http.delete(f"{gateway.url}/admin/plans/{plan_id}") as r:
+        async with http.delete(f"{gateway.url}/admin/price-plans/{plan_id}") as r:
             assert r.status == 200
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
         await client.close()

@@ -1,0 +1,106 @@
+"""Partner self-service under ``/v1/organization``: an organisation's API key reads its own organisation,
+its limits and its keys; a key created with ``manage_keys`` also creates, changes, rotates and revokes
+them (per team, per end user). Every query is scoped to the caller's organisation: another
+organisation's key reads as not found. Admin keys are never accepted here (they are not API keys)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from gateway import errors
+from gateway.api.admin_limits import service_error
+from gateway.api.admin_models import (
+    CreatedKeyOut,
+    EffectiveLimits,
+    KeyList,
+    KeyOut,
+    KeyPatch,
+    OwnKeyIn,
+    OwnOrgOut,
+    RevokedKeyOut,
+    RotateIn,
+)
+from gateway.api.deps import get_runtime, require_api_key
+from gateway.runtime import Runtime
+from gateway.services.keys import Conflict, KeyLimits, NotFound
+from gateway.types import Principal
+
+router = APIRouter(prefix="/v1/organization", tags=["partner"])
+
+_SERVICE_ERRORS = (NotFound, Conflict, ValueError)
+
+
+def _manager(principal: Principal) -> Principal:
+    if not principal.manage_keys:
+        raise errors.forbidden("This API key may not manage keys; use a key created with manage_keys.")
+    return principal
+
+
+async def require_manager(principal: Principal = Depends(require_api_key)) -> Principal:
+    return _manager(principal)
+
+
+@router.get("", response_model=OwnOrgOut)
+async def own_org(p: Principal = Depends(require_api_key)) -> OwnOrgOut:
+    return OwnOrgOut(id=p.org_id, name=p.org_name, key_id=p.key_id, limits=EffectiveLimits.of(p.limits))
+
+
+@router.get("/keys", response_model=KeyList)
+async def list_own_keys(p: Principal = Depends(require_api_key), rt: Runtime = Depends(get_runtime)) -> KeyList:
+    return KeyList(data=[KeyOut.of(k) for k in await rt.keys.list_keys(p.org_id)])
+
+
+@router.get("/keys/{key_id}", response_model=KeyOut)
+async def get_own_key(key_id: str, p: Principal = Depends(require_api_key),
+                      rt: Runtime = Depends(get_runtime)) -> KeyOut:
+    try:
+        return KeyOut.of(await rt.keys.get_key(key_id, org_id=p.org_id))
+    except _SERVICE_ERRORS as exc:
+        raise service_error(exc) from None
+
+
+@router.post("/keys", status_code=201, response_model=CreatedKeyOut)
+async def create_own_key(body: OwnKeyIn, p: Principal = Depends(require_manager),
+                         rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
+    try:
+        created = await rt.keys.create_key(p.org_id, body.name, body.expires_at,
+                                           limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency))
+    except _SERVICE_ERRORS as exc:
+        raise service_error(exc) from None
+    return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
+
+
+@router.patch("/keys/{key_id}", response_model=KeyOut)
+async def update_own_key(key_id: str, body: KeyPatch, p: Principal = Depends(require_manager),
+                         rt: Runtime = Depends(get_runtime)) -> KeyOut:
+    changes = body.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] is None:
+        raise errors.invalid_request("name cannot be null", param="name")
+    try:
+        view = await rt.keys.update_key(key_id, changes, org_id=p.org_id)
+    except _SERVICE_ERRORS as exc:
+        raise service_error(exc) from None
+    rt.key_cache.forget(key_id)
+    return KeyOut.of(view)
+
+
+@router.post("/keys/{key_id}/rotate", status_code=201, response_model=CreatedKeyOut)
+async def rotate_own_key(key_id: str, body: RotateIn | None = None, p: Principal = Depends(require_manager),
+                         rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
+    try:
+        created = await rt.keys.rotate_key(key_id, (body or RotateIn()).overlap_s, org_id=p.org_id)
+    except _SERVICE_ERRORS as exc:
+        raise service_error(exc) from None
+    rt.key_cache.forget(key_id)
+    return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
+
+
+@router.delete("/keys/{key_id}", response_model=RevokedKeyOut)
+async def revoke_own_key(key_id: str, p: Principal = Depends(require_manager),
+                         rt: Runtime = Depends(get_runtime)) -> RevokedKeyOut:
+    try:
+        view = await rt.keys.revoke_key(key_id, org_id=p.org_id)
+    except _SERVICE_ERRORS as exc:
+        raise service_error(exc) from None
+    rt.key_cache.forget(key_id)
+    return RevokedKeyOut(**KeyOut.of(view).model_dump())

@@ -1,0 +1,173 @@
+"""Test plumbing for the limiter: a private redis-server, a worker that counts requests in flight, and
+admin calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+import uvicorn
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.sim.config import SimConfig
+from gateway.sim.run import free_port
+from gateway.sim.server import SimApp, create_sim_app
+from tests.conftest import ADMIN_KEY
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+class PrivateRedis:
+    """A throwaway redis-server on a free port (never the shared one on 6379: tests kill this one)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = tempfile.mkdtemp(prefix="gw-redis-")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is needed for the outage tests"
+        self._proc = subprocess.Popen(  # noqa: ASYNC220 - starts in milliseconds, once per test
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self._dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = Redis.from_url(self.url)
+        try:
+            for _ in range(200):
+                try:
+                    if await client.ping():
+                        return
+                except (OSError, RedisError):
+                    pass
+                await asyncio.sleep(0.02)
+            raise RuntimeError("private redis-server did not start")
+        finally:
+            await client.aclose()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(5)
+
+    async def commandstats(self) -> dict[str, int]:
+        client = Redis.from_url(self.url)
+        try:
+            info = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
+
+
+@contextlib.asynccontextmanager
+async def private_redis() -> AsyncIterator[PrivateRedis]:
+    server = PrivateRedis()
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+        shutil.rmtree(server._dir, ignore_errors=True)
+
+
+class CountingWorker:
+    """A simulated worker behind an ASGI wrapper that counts the completions requests in flight."""
+
+    def __init__(self, app: SimApp) -> None:
+        self.app = app
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.served = 0
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/") or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        self.in_flight += 1
+        self.served += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
+class _InLoopServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def counting_worker(config: SimConfig) -> AsyncIterator[tuple[str, CountingWorker]]:
+    worker = CountingWorker(create_sim_app(config))
+    server = _InLoopServer(uvicorn.Config(worker, host="127.0.0.1", port=0, loop="none", http="httptools",
+                                          lifespan="on", log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", worker
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def call(http: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str] | None = None,
+               **kw: Any) -> tuple[int, Any, dict[str, str]]:
+    async with http.request(method, url, headers=headers if headers is not None else ADMIN, **kw) as resp:
+        body = await resp.json(content_type=None)
+        return resp.status, body, {k.lower(): v for k, v in resp.headers.items()}
+
+
+async def org_with_plan(http: aiohttp.ClientSession, base: str, name: str, **plan: Any) -> tuple[str, str]:
+    """A new organisation on a new plan; returns (org id, plan id)."""
+    status, org, _ = await call(http, "POST", base + "/admin/orgs", json={"name": name})
+    assert status == 201, org
+    status, created, _ = await call(http, "POST", base + "/admin/plans", json={"name": name + "-plan", **plan})
+    assert status == 201, created
+    status, assigned, _ = await call(http, "PUT", base + f"/admin/orgs/{org['id']}/plan",
+                                     json={"plan_id": created["id"]})
+    assert status == 200 and assigned["plan_id"] == created["id"], assigned
+    return org["id"], created["id"]
+
+
+async def new_key(http: aiohttp.ClientSession, base: str, org_id: str, **fields: Any) -> dict[str, Any]:
+    status, created, _ = await call(http, "POST", base + "/admin/keys", json={"org_id": org_id, **fields})
+    assert status == 201, created
+    return created  # type: ignore[no-any-return]
+
+
+def chat(max_tokens: int | None = 8, content: str = "hello", stream: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "grok-code-fast-1", "messages": [{"role": "user", "content": content}],
+                            "stream": stream}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    return body
+
+
+async def complete(http: aiohttp.ClientSession, base: str, key: str, body: dict[str, Any] | None = None
+                   ) -> tuple[int, Any, dict[str, str]]:
+    async with http.post(base + "/v1/chat/completions", json=body or chat(),
+                         headers={"Authorization": f"Bearer {key}"}) as resp:
+        raw = await resp.read()
+        headers = {k.lower(): v for k, v in resp.headers.items()}
+        if resp.content_type == "application/json":
+            return resp.status, orjson.loads(raw), headers
+        return resp.status, raw, headers
