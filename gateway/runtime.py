@@ -17,7 +17,8 @@ from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import make_session
-from gateway.routing.policy import LeastInflight
+from gateway.routing.choose import RuleParams
+from gateway.routing.policy import PrefixRouter, RouterConfig
 from gateway.routing.pool import WorkerPool
 from gateway.services.keys import KeyService
 from gateway.services.workers import WorkerService
@@ -44,6 +45,7 @@ class Runtime:
     key_cache: KeyCache
     workers: WorkerService
     forwarder: Forwarder
+    router: PrefixRouter
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def ready(self) -> dict[str, bool]:
@@ -71,6 +73,19 @@ async def _every(interval: float, job: str, step: object) -> None:
         await asyncio.sleep(interval)
 
 
+def router_config(settings: Settings) -> RouterConfig:
+    return RouterConfig(
+        policy=settings.routing_policy, block_bytes=settings.routing_block_bytes,
+        max_blocks=settings.routing_max_blocks,
+        rule=RuleParams(settings.routing_load_factor, settings.routing_load_slack, settings.routing_kv_limit),
+        default_kv_tokens=settings.routing_kv_tokens, bytes_per_token=settings.routing_bytes_per_token,
+        feedback_ratio=settings.routing_feedback_ratio,
+        inflight_ttl_ms=int(settings.routing_inflight_ttl_s * 1000),
+        affinity_ttl_ms=int(settings.routing_affinity_ttl_s * 1000),
+        index_ttl_ms=int(settings.routing_index_ttl_s * 1000),
+    )
+
+
 @contextlib.asynccontextmanager
 async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     url = settings.sqlalchemy_url
@@ -87,11 +102,13 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
     state: StateStore = RedisState(redis) if redis is not None else local_state
+    keyspace = KeySpace(settings.redis_prefix)
+    router = PrefixRouter(pool, keyspace, local_state, state, router_config(settings))
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
-        local_state=local_state, keyspace=KeySpace(settings.redis_prefix), pool=pool, keys=keys,
+        local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, LeastInflight(), stages=[], state=state, fallback=local_state),
+        forwarder=Forwarder(http, pool, router, stages=[], state=state, fallback=local_state), router=router,
     )
     try:
         await workers.sync()
@@ -103,6 +120,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await router.drain()
         await http.close()
         if redis is not None:
             await redis.aclose()

@@ -16,11 +16,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 import uvicorn
-from gateway.sim.run import RunningSim, start_sim_server
 
 from gateway.app import GatewayApp, create_app
 from gateway.config import Settings
 from gateway.sim.config import SimConfig
+from gateway.sim.run import RunningSim, start_sim_server
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -89,7 +89,7 @@ class Forwarder:
         for stage in admitted:
             stage.finish(ex, trip)
         try:
-            await trip.execute()
+            results = await trip.execute()
         except StoreUnavailable as exc:
             log.warning("shared state unreachable while settling %s, settling locally: %s", ex.request_id, exc)
             local = self._fallback.round_trip()
@@ -97,7 +97,9 @@ class Forwarder:
                 self._router.finish(ex, local)
             for stage in admitted:
                 stage.finish(ex, local)
-            await local.execute()
+            results = await local.execute()
+        if ex.worker is not None:
+            self._router.settled(ex, results)
 
     async def _dispatch(self, ex: Exchange, results: list[Any], send: Send) -> None:
         model = ex.request.model
