@@ -3,8 +3,9 @@
 Per model and worker, a sorted set of block hashes (8 raw bytes) scored by last use, bounded to the
 worker's KV capacity (oldest out first); per model and worker, a sorted set of the requests in flight
 with their deadlines (so a replica that dies mid-request leaks nothing for long); per conversation hint,
-the worker it was last routed to. ``prefix_route`` answers every candidate's match and load, chooses and
-reserves in one call; ``prefix_record`` settles after the response; ``prefix_purge`` forgets a worker.
+the worker it was last routed to. ``prefix_route`` answers every candidate's match and load, chooses,
+reserves and records in one call; ``prefix_record`` settles after the response (release, feedback);
+``prefix_purge`` forgets a worker.
 The Lua files in ``state/lua/`` and the functions here have the same semantics; the tests run both.
 """
 
@@ -24,6 +25,22 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, ttl: int) -> int:
+    """Record every block (scores as in the Lua files), evict down to ``cap``; returns the evicted count."""
+    index: dict[Any, float] = store.zset(key)
+    base = now * 4096
+    for i in range(len(hashes) // _H):
+        index[hashes[i * _H:(i + 1) * _H]] = float(base + 4095 - min(i, 4095))
+    evicted = 0
+    size = len(index)
+    if size > cap + cap // 16:
+        evicted = size - cap
+        for member in heapq.nsmallest(evicted, index, key=index.__getitem__):
+            del index[member]
+    store.expire(key, now + ttl)
+    return evicted
+
+
 def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
     hashes: bytes = args[0]
     use_prefix = _s(args[1]) == "1"
@@ -33,6 +50,8 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     inflight_ttl = int(args[7])
     affinity_ttl = int(args[8])
     has_hint = _s(args[9]) == "1"
+    index_ttl = int(args[10])
+    f = 11
     n = (len(keys) - 1) // 2
     blocks = len(hashes) // _H
     ids: list[str] = []
@@ -41,13 +60,13 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     matches: list[int] = []
     flights: list[int] = []
     for i in range(n):
-        ids.append(_s(args[10 + 3 * i]))
+        ids.append(_s(args[f + 4 * i]))
         inflight = store.zset(keys[2 + 2 * i])
         for member in [m for m, deadline in inflight.items() if deadline <= now]:
             del inflight[member]
         flights.append(len(inflight))
-        loads.append(len(inflight) + float(args[11 + 3 * i]))
-        kv.append(float(args[12 + 3 * i]))
+        loads.append(len(inflight) + float(args[f + 4 * i + 1]))
+        kv.append(float(args[f + 4 * i + 2]))
         m = 0
         if use_prefix and blocks:
             index: dict[Any, float] = store.zset(keys[1 + 2 * i])
@@ -66,6 +85,7 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
         if bound_to is not None and bound_to in ids:
             affinity = ids.index(bound_to)
     chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix)
+    evicted = 0
     if chosen >= 0:
         inflight = store.zset(keys[2 + 2 * chosen])
         inflight[rid] = now + inflight_ttl
@@ -73,7 +93,9 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
         if has_hint:
             store.value(keys[0])["v"] = ids[chosen]
             store.expire(keys[0], now + affinity_ttl)
-    return [chosen, int(by_affinity), *matches, *flights]
+        if use_prefix and blocks:
+            evicted = _add_blocks(store, keys[1 + 2 * chosen], hashes, int(args[f + 4 * chosen + 3]), now, index_ttl)
+    return [chosen, int(by_affinity), evicted, *matches, *flights]
 
 
 def _record_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
@@ -96,15 +118,7 @@ def _record_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now:
                 del index[member]
             stale = len(old)
     if record and blocks:
-        base = now * 4096
-        for i in range(blocks):
-            index[hashes[i * _H:(i + 1) * _H]] = float(base + 4095 - min(i, 4095))
-        size = len(index)
-        if size > cap + cap // 16:
-            evicted = size - cap
-            for member in heapq.nsmallest(evicted, index, key=index.__getitem__):
-                del index[member]
-        store.expire(keys[0], now + ttl)
+        evicted = _add_blocks(store, keys[0], hashes, cap, now, ttl)
     return [stale, evicted]
 
 

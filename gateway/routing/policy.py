@@ -117,11 +117,11 @@ class PrefixRouter:
         args: list[Any] = [note.key.hashes if cfg.policy == PREFIX_AWARE else b"",
                            "1" if cfg.policy == PREFIX_AWARE else "0", cfg.rule.load_factor, cfg.rule.load_slack,
                            cfg.rule.kv_limit, self._next_turn() % len(candidates), ex.request_id,
-                           cfg.inflight_ttl_ms, cfg.affinity_ttl_ms, "1" if note.hint else "0"]
+                           cfg.inflight_ttl_ms, cfg.affinity_ttl_ms, "1" if note.hint else "0", cfg.index_ttl_ms]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id))
             keys.append(self._keys.inflight(model, w.id))
-            args.extend((w.id, w.metrics.get("waiting", 0.0), w.metrics.get("kv", 0.0)))
+            args.extend((w.id, w.metrics.get("waiting", 0.0), w.metrics.get("kv", 0.0), self.index_bound(w)))
         note.result = trip.call(ROUTE, keys, args)
 
     def choose(self, ex: Exchange, results: list[Any], candidates: list[Worker],
@@ -169,16 +169,20 @@ class PrefixRouter:
                 if predicted > 0 and held < predicted * self.config.feedback_ratio:
                     reported_blocks = held
                     self.stats.feedback_corrections += 1
-        record = "1" if ex.status == 200 and policy_records(self.config.policy) else "0"
-        if note.reserved is None and record == "0":
+        # prefix_route recorded the reserved worker; record again after a correction (it dropped this
+        # request's entries too) or when a retry went elsewhere
+        record = ex.status == 200 and self.config.policy == PREFIX_AWARE and (
+            reported_blocks >= 0 or note.reserved != worker.id)
+        if note.reserved is None and not record:
             return
         note.settle_result = trip.call(RECORD, [self._keys.prefix_index(model, worker.id),
                            self._keys.inflight(model, note.reserved or worker.id)],
-                  [key.hashes, self._index_bound(worker), ex.request_id, predicted, reported_blocks, record,
-                   self.config.index_ttl_ms])
+                  [key.hashes, self.index_bound(worker), ex.request_id, predicted, reported_blocks,
+                   "1" if record else "0", self.config.index_ttl_ms])
 
     def settled(self, ex: Exchange, results: list[Any]) -> None:
         """The post-request round trip's results (entries dropped as stale, evicted by the bound)."""
+        self.stats.settled += 1
         note: _Note | None = ex.notes.get(_NOTE)
         if note is None or not 0 <= note.settle_result < len(results):
             return
@@ -241,8 +245,10 @@ class PrefixRouter:
                  exclude: Collection[str]) -> Worker | None:
         n = len(note.ids)
         chosen, by_affinity = int(result[0]), int(result[1])
-        matches = [int(m) for m in result[2:2 + n]]
-        flights = [int(f) for f in result[2 + n:2 + 2 * n]]
+        matches = [int(m) for m in result[3:3 + n]]
+        flights = [int(f) for f in result[3 + n:3 + 2 * n]]
+        if not exclude:
+            self.stats.index_evictions += int(result[2])
         note.matches = dict(zip(note.ids, matches, strict=True))
         by_id = {w.id: w for w in candidates}
         if chosen >= 0 and note.reserved is None:
@@ -279,7 +285,7 @@ class PrefixRouter:
         self._turn += 1
         return self._turn
 
-    def _index_bound(self, worker: Worker) -> int:
+    def index_bound(self, worker: Worker) -> int:
         cfg = self.config
         kv_tokens = worker.metrics.get("kv_tokens") or cfg.default_kv_tokens
         return max(16, int(kv_tokens * cfg.bytes_per_token / cfg.block_bytes))
@@ -296,6 +302,3 @@ class PrefixRouter:
             for key in [k for k in self._local.keys() if k.startswith(prefix)]:  # noqa: SIM118
                 self._local.delete(key)
 
-
-def policy_records(policy: str) -> bool:
-    return policy == PREFIX_AWARE

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 @dataclass
 class RoutingStats:
     requests: int = 0  # requests routed (first attempts)
+    settled: int = 0  # requests whose post-request round trip completed
     prefix_hits: int = 0  # routed to a worker believed to hold at least one block of the prompt
     affinity_hits: int = 0  # kept on the worker of their conversation hint
     retries: int = 0  # second attempts, chosen locally without a shared in-flight reservation

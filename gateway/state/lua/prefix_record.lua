@@ -1,10 +1,10 @@
 -- After the response: release the in-flight slot, correct the index from what the worker reported,
--- and record the worker that served the request as holding its blocks.
+-- and (after a correction, or when a retry went to another worker than the one prefix_route recorded)
+-- record the worker that served the request as holding its blocks.
 -- KEYS[1] the serving worker's prefix index ZSET, KEYS[2] the reserved worker's in-flight ZSET.
 -- ARGV: packed 8-byte hashes, index bound (entries), request id, predicted blocks, reported blocks
 --       (-1: unknown), record (1/0), index ttl ms.
--- Scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what is
--- left of a chain after eviction is always a prefix of it (the lookup's binary search relies on this).
+-- Scores as in prefix_route.lua.
 -- Feedback: reported < predicted means the worker evicted block `reported` (and, being LRU, everything
 -- used no later): entries scored at or below that block's score are dropped.
 -- Returns {entries dropped as stale, entries evicted by the bound}.

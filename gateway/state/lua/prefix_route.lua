@@ -1,10 +1,16 @@
 -- Prefix-aware routing, before the upstream call: for every candidate worker, the longest run of the
 -- request's leading blocks in its index and its requests in flight (all replicas); then the choice
--- (the rule of gateway/routing/choose.py, kept identical) and the reservation of one in-flight slot.
+-- (the rule of gateway/routing/choose.py, kept identical), the reservation of one in-flight slot, and
+-- the recording of the chosen worker for the request's blocks (at once, so that a request arriving
+-- before this one ends already sees where its prefix is going).
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
 -- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, start (0-based),
---       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), then per candidate: id, waiting, kv.
--- Returns {chosen (0-based, -1 none), affinity used (1/0), match_1..match_n, inflight_1..inflight_n}.
+--       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms,
+--       then per candidate: id, waiting, kv usage, index bound (entries).
+-- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
+-- is left of a chain after eviction is always a prefix of it (the binary search below relies on this).
+-- Returns {chosen (0-based, -1 none), affinity used (1/0), entries evicted, match_1..match_n,
+--          inflight_1..inflight_n}.
 local hashes = ARGV[1]
 local use_prefix = ARGV[2] == '1'
 local load_factor = tonumber(ARGV[3])
@@ -15,6 +21,8 @@ local rid = ARGV[7]
 local inflight_ttl = tonumber(ARGV[8])
 local affinity_ttl = tonumber(ARGV[9])
 local has_hint = ARGV[10] == '1'
+local index_ttl = tonumber(ARGV[11])
+local F = 11
 local n = (#KEYS - 1) / 2
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
@@ -22,12 +30,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local ids, loads, kv, matches, flights = {}, {}, {}, {}, {}
 for i = 1, n do
-  ids[i] = ARGV[8 + 3 * i]
+  ids[i] = ARGV[F + 4 * i - 3]
   local inf = KEYS[2 * i + 1]
   redis.call('ZREMRANGEBYSCORE', inf, '-inf', now)
   flights[i] = redis.call('ZCARD', inf)
-  loads[i] = flights[i] + tonumber(ARGV[9 + 3 * i])
-  kv[i] = tonumber(ARGV[10 + 3 * i])
+  loads[i] = flights[i] + tonumber(ARGV[F + 4 * i - 2])
+  kv[i] = tonumber(ARGV[F + 4 * i - 1])
   local m = 0
   if use_prefix and blocks > 0 then
     local idx = KEYS[2 * i]
@@ -93,14 +101,34 @@ if chosen < 0 then
   end
 end
 
+local evicted = 0
 if chosen > 0 then
   local inf = KEYS[2 * chosen + 1]
   redis.call('ZADD', inf, now + inflight_ttl, rid)
   redis.call('PEXPIRE', inf, inflight_ttl)
   if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
+  if use_prefix and blocks > 0 then
+    local idx = KEYS[2 * chosen]
+    local cap = tonumber(ARGV[F + 4 * chosen])
+    local base = now * 4096
+    local args = {}
+    for b = 1, blocks do
+      args[#args + 1] = string.format('%.0f', base + 4095 - math.min(b - 1, 4095))
+      args[#args + 1] = string.sub(hashes, (b - 1) * 8 + 1, b * 8)
+    end
+    for j = 1, #args, 1000 do
+      redis.call('ZADD', idx, unpack(args, j, math.min(j + 999, #args)))
+    end
+    local size = redis.call('ZCARD', idx)
+    if size > cap + math.floor(cap / 16) then
+      evicted = size - cap
+      redis.call('ZPOPMIN', idx, evicted)
+    end
+    redis.call('PEXPIRE', idx, index_ttl)
+  end
 end
 
-local out = {chosen - 1, by_affinity}
+local out = {chosen - 1, by_affinity, evicted}
 for i = 1, n do out[#out + 1] = matches[i] end
 for i = 1, n do out[#out + 1] = flights[i] end
 return out
