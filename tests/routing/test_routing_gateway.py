@@ -202,3 +202,25 @@ async def test_removed_or_restarted_workers_are_forgotten(backend: Backend, sims
         sims[0].app.set_healthy(True)
         await served.stop()
         await extra.stop()
+
+
+async def test_every_request_is_settled_and_releases_its_inflight_slot(backend: Backend, sims: list[Any]) -> None:
+    served = await serve_gateway(gateway_settings(backend, [s.url for s in sims], routing_block_bytes=64))
+    try:
+        key = await new_key(served)
+        rt = served.app.runtime
+        async with aiohttp.ClientSession() as http:
+            for i in range(10):
+                body = {"model": MODEL, "max_tokens": 3, "stream": i % 2 == 0,
+                        "messages": [{"role": "user", "content": f"{i} {SYSTEM}"}]}
+                async with http.post(served.url + "/v1/chat/completions", json=body,
+                                     headers={"Authorization": f"Bearer {key}"}) as resp:
+                    assert resp.status == 200
+                    await resp.read()
+        await settled(served, 10)
+        for w in rt.pool.all():
+            key_name = rt.keyspace.inflight(MODEL, w.id)
+            left = await rt.redis.zcard(key_name) if rt.redis is not None else len(rt.local_state.zset(key_name))
+            assert left == 0
+    finally:
+        await served.stop()
