@@ -45,6 +45,7 @@ from gateway.sim.tokens import Tokenizer
 
 MODEL = "grok-code-fast-1"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+TUNING: dict[str, str] = {}  # GATEWAY_ROUTING_* overrides from --set
 LOGS: list[str] = []  # gateway logs of this run, printed on request and removed at the end
 RUN_PREFIX = "gwreplay-" + os.urandom(3).hex()  # every Redis key of this run starts with it
 
@@ -279,7 +280,8 @@ def make_keys(env: dict[str, str], orgs: list[str]) -> list[str]:
 
 def start_gateways(policy: str, replicas: int, sims: SimFarm, base_env: dict[str, str], cpu: str | None,
                    extra: dict[str, str] | None = None) -> list[Proc]:
-    env = {**base_env, "GATEWAY_ROUTING_POLICY": policy, "GATEWAY_REDIS_PREFIX": f"{RUN_PREFIX}-{os.urandom(3).hex()}",
+    env = {**base_env, **TUNING, "GATEWAY_ROUTING_POLICY": policy,
+           "GATEWAY_REDIS_PREFIX": f"{RUN_PREFIX}-{os.urandom(3).hex()}",
            "GATEWAY_HEALTH_INTERVAL_S": "0.5", "GATEWAY_AUTO_MIGRATE": "false",
            "GATEWAY_WORKERS": orjson.dumps(sims.urls).decode(), **(extra or {})}
     return [start_logged_gateway(cpu, env) for _ in range(replicas)]
@@ -346,7 +348,8 @@ def agentic(args: argparse.Namespace, base_env: dict[str, str]) -> None:
         print_header(f"agentic coding: {cfg.sessions} sessions x {cfg.turns} turns, {cfg.partners} partners, "
                      f"{args.workers} workers x {kv:,} KV tokens")
         ceil: float | None = None
-        runs = [(p, 1, True) for p in POLICIES] + [("prefix_aware", 2, True), ("prefix_aware", 1, False)]
+        runs = [(p, 1, True) for p in args.policies] + [("prefix_aware", 2, True), ("prefix_aware", 1, False)]
+        runs = [r for r in runs if r[0] in args.policies]
         for policy, replicas, hints in runs:
             sims.reset()
             gws = start_gateways(policy, replicas, sims, base_env, "0" if args.pin else None)
@@ -381,19 +384,20 @@ def sglang_row(sims: SimFarm, job: Any, args: argparse.Namespace, ceil: float) -
 
 
 def mooncake_runs(args: argparse.Namespace, base_env: dict[str, str]) -> None:
-    n = 300 if args.quick else 600
+    n = 600 if args.quick else 1200
     block_tokens = 32
-    requests = list(mooncake(n, block_tokens, duration_s=15.0 if args.quick else 30.0, offset=args.offset))
+    requests = list(mooncake(n, block_tokens, duration_s=10.0 if args.quick else 20.0, offset=args.offset))
     key_env = base_env
     key = make_keys(key_env, ["mooncake"])[0]
-    for label, kv, policies in (("small caches", 16_000, POLICIES), ("large caches", 1_000_000,
+    for label, kv, policies in (("small caches", 100_000, POLICIES), ("large caches", 1_000_000,
                                                                     ["round_robin", "prefix_aware"])):
         sims = SimFarm(sim_configs(args.workers, kv, 40_000.0, 1000.0), cpu=1 if args.pin else None)
         try:
             print_header(f"mooncake conversation trace: {n} requests, blocks of 512 -> {block_tokens} tokens, "
                          f"{args.workers} workers x {kv:,} KV tokens ({label})")
             ceil: float | None = None
-            runs = [(p, 1) for p in policies] + [("prefix_aware", 2)]
+            runs = [(p, 1) for p in policies if p in args.policies]
+            runs += [("prefix_aware", 2)] if "prefix_aware" in args.policies else []
             for policy, replicas in runs:
                 sims.reset()
                 gws = start_gateways(policy, replicas, sims, base_env, "0" if args.pin else None)
@@ -419,10 +423,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller run")
     ap.add_argument("--offset", type=int, default=0, help="first Mooncake row")
     ap.add_argument("--sglang", action="store_true", help="add sglang-router's cache_aware policy as a peer row")
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a gateway setting for every run, e.g. routing_load_factor=1.5")
     ap.add_argument("--logs", action="store_true", help="print the tail of every gateway log at the end")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to cores")
     args = ap.parse_args()
     args.pin = args.pin and (os.cpu_count() or 1) > 1
+    args.policies = args.policies.split(",")
+    for item in args.set:
+        name, _, value = item.partition("=")
+        TUNING["GATEWAY_" + name.upper()] = value
     data = tempfile.mkdtemp(prefix="gw-replay-")
     base_env = {"GATEWAY_DATA_DIR": data, "GATEWAY_REDIS_URL": REDIS_URL, "GATEWAY_DATABASE_URL": "",
                 "GATEWAY_LOG_LEVEL": "WARNING"}

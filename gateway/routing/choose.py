@@ -11,10 +11,15 @@ worker's own scraped ``vllm:num_requests_waiting``) and ``kv`` (scraped ``vllm:k
    its worker up to the bound and then spills to the others, which then hold the prefix too.
 2. *Affinity.* A conversation hint (``x-grok-conv-id``, ``x-session-id``, ``prompt_cache_key``,
    ``user``) bound to an eligible worker keeps the request there.
-3. *Prefix.* Otherwise the eligible worker with the longest match wins; ties go to the lower load,
-   then the lower KV usage, then the first in a rotation that starts at ``start`` (advanced per request).
+3. *Cost.* Otherwise the eligible worker with the lowest cost wins, in blocks of prefill work:
+   ``cost = (blocks not matched there) + load_cost x load`` (NVIDIA Dynamo's form: blocks to prefill plus
+   the work already queued, with ``load_cost`` the blocks one request in flight is worth). A conversation
+   with a long private prefix stays put through ordinary load swings (moving it means recomputing it);
+   a new conversation that only shares a system prompt goes where the queue is shortest; a hot shared
+   prefix spreads as soon as its worker's queue outweighs one copy of the prefix. Ties go to the lower
+   KV usage, then to the first in a rotation that starts at ``start`` (advanced per request).
 
-With ``prefix=False`` step 3 ignores matches: plain least-loaded with the same load accounting.
+With ``prefix=False`` matches are ignored: plain least-loaded with the same load accounting.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RuleParams:
-    load_factor: float = 1.25
+    load_factor: float = 1.5
     load_slack: float = 2.0
     kv_limit: float = 0.95
+    load_cost: float = 8.0  # blocks of prefill one request in flight is worth
 
 
 def eligible(loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool], params: RuleParams) -> list[bool]:
@@ -59,15 +65,12 @@ def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], al
         return affinity, True
     n = len(ok)
     best = -1
+    best_cost = 0.0
     for k in range(n):
         i = (start + k) % n
         if not ok[i]:
             continue
-        if best < 0:
-            best = i
-            continue
-        mi = matches[i] if prefix else 0
-        mb = matches[best] if prefix else 0
-        if mi > mb or (mi == mb and (loads[i] < loads[best] or (loads[i] == loads[best] and kv[i] < kv[best]))):
-            best = i
+        cost = params.load_cost * loads[i] - (matches[i] if prefix else 0)
+        if best < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[best]):
+            best, best_cost = i, cost
     return best, False

@@ -27,7 +27,7 @@ from gateway.proxy.request import CHAT
 from gateway.routing.choose import RuleParams, pick
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.pool import Worker, WorkerPool
-from gateway.routing.prefix import PrefixKey, prefix_key
+from gateway.routing.prefix import PrefixKey, blocks_in_bytes, bytes_in_blocks, prefix_key
 from gateway.routing.stats import RoutingStats
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.keys import KeySpace
@@ -116,7 +116,7 @@ class PrefixRouter:
         keys = [self._keys.affinity(model, note.hint or "-")]
         args: list[Any] = [note.key.hashes if cfg.policy == PREFIX_AWARE else b"",
                            "1" if cfg.policy == PREFIX_AWARE else "0", cfg.rule.load_factor, cfg.rule.load_slack,
-                           cfg.rule.kv_limit, self._next_turn() % len(candidates), ex.request_id,
+                           cfg.rule.kv_limit, cfg.rule.load_cost, self._next_turn() % len(candidates), ex.request_id,
                            cfg.inflight_ttl_ms, cfg.affinity_ttl_ms, "1" if note.hint else "0", cfg.index_ttl_ms]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id))
@@ -160,13 +160,14 @@ class PrefixRouter:
         reported_blocks = -1
         predicted = note.predicted_blocks
         if isinstance(prompt_tokens, int) and prompt_tokens > 0 and key.total_bytes > 0:
-            per_block = key.block_bytes * prompt_tokens / key.total_bytes  # tokens in one block
+            per_byte = prompt_tokens / key.total_bytes  # tokens per canonical byte, for this request
             self.stats.prompt_tokens += prompt_tokens
-            self.stats.predicted_cached_tokens += min(prompt_tokens, int(predicted * per_block))
+            predicted_tokens = int(bytes_in_blocks(predicted, key.block_bytes) * per_byte)
+            self.stats.predicted_cached_tokens += min(prompt_tokens, predicted_tokens)
             if isinstance(cached, int):
                 self.stats.reported_cached_tokens += cached
-                held = int(cached / per_block) if per_block > 0 else 0
-                if predicted > 0 and held < predicted * self.config.feedback_ratio:
+                held = blocks_in_bytes(int(cached / per_byte), key.block_bytes)
+                if predicted > 0 and cached < predicted_tokens * self.config.feedback_ratio:
                     reported_blocks = held
                     self.stats.feedback_corrections += 1
         # prefix_route recorded the reserved worker; record again after a correction (it dropped this

@@ -53,7 +53,7 @@ async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str
                 waiting: tuple[float, ...] = (0, 0, 0), kv: tuple[float, ...] = (0, 0, 0), start: int = 0,
                 prefix: bool = True, cap: int = 1000) -> dict[str, Any]:
     keys = [ks.affinity(MODEL, hint or "-")]
-    args: list[Any] = [hashes, "1" if prefix else "0", 1.25, 2.0, 0.95, start, rid, 60_000, 60_000,
+    args: list[Any] = [hashes, "1" if prefix else "0", 1.25, 2.0, 0.95, 4.0, start, rid, 60_000, 60_000,
                        "1" if hint else "0", 60_000]
     for i, w in enumerate(WORKERS):
         keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]

@@ -63,3 +63,29 @@ def test_completions_prompt_forms() -> None:
     assert completion_bytes({"prompt": [1, 2, 3]}) == completion_bytes({"prompt": [[1, 2, 3], [4]]})
     assert len(completion_bytes({"prompt": [1, 2, 3]})) == 12
     assert completion_bytes({"prompt": [-1]}) == b""  # not token ids: no key, no error
+
+
+def test_blocks_grow_coarse_after_the_first_ones() -> None:
+    from gateway.routing.prefix import COARSE, FINE_BLOCKS, blocks_in_bytes, bytes_in_blocks
+
+    data = {"prompt": "y" * (FINE_BLOCKS * 64 + 3 * COARSE * 64 + 10)}
+    key = prefix_key(False, data, "m", "", 64, 1024)
+    assert key.blocks == FINE_BLOCKS + 3
+    for blocks in (0, 5, FINE_BLOCKS, FINE_BLOCKS + 7):
+        assert blocks_in_bytes(bytes_in_blocks(blocks, 64), 64) == blocks
+    longer = prefix_key(False, {"prompt": data["prompt"] + "z" * 5000}, "m", "", 64, 1024)
+    assert longer.hashes.startswith(key.hashes)  # boundaries depend on the position only
+
+
+def test_the_salt_is_spliced_into_the_forwarded_body() -> None:
+    import orjson
+
+    from gateway.proxy.exchange import Exchange
+    from gateway.proxy.request import CHAT, parse
+    from gateway.types import Principal
+
+    for raw in (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]} \n',
+                b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'):
+        ex = Exchange("r", Principal("k", "o", "o", "s", True), parse(raw, CHAT), "/v1/chat/completions", raw)
+        ex.set_fields({"cache_salt": "s"})
+        assert orjson.loads(ex.payload) == {**orjson.loads(raw), "cache_salt": "s"}

@@ -24,21 +24,21 @@ async def test_redis_killed_mid_test_keeps_serving_then_comes_back(pg_database: 
         router = rt.router
         key = await new_key(served)
         async with aiohttp.ClientSession() as http:
-            home, _ = await chat(http, served.url, key, "first")
-            assert (await chat(http, served.url, key, "second"))[0] == home
+            home, _ = await chat(http, served, key, "first")
+            assert (await chat(http, served, key, "second"))[0] == home
             assert await rt.redis.keys(rt.keyspace.routing_prefix() + "*")
             assert router.stats.local_fallbacks == 0 and not router.stats.degraded
 
             own_redis.kill()
-            local_home, _ = await chat(http, served.url, key, "third")  # served, on the local index
+            local_home, _ = await chat(http, served, key, "third")  # served, on the local index
             assert router.stats.degraded and router.stats.local_fallbacks == 1
             for i in range(3):  # the local index learns and keeps the prefix together
-                assert (await chat(http, served.url, key, f"more {i}"))[0] == local_home
+                assert (await chat(http, served, key, f"more {i}"))[0] == local_home
             assert router.stats.local_fallbacks == 4 and router.stats.prefix_hits >= 4
 
             await own_redis.start()  # a fresh, empty Redis on the same port
             for i in range(5):  # a pooled connection from before the outage may fail once more
-                await chat(http, served.url, key, f"back {i}")
+                await chat(http, served, key, f"back {i}")
                 if not router.stats.degraded:
                     break
             assert not router.stats.degraded

@@ -22,15 +22,21 @@ async def new_key(served: ServedGateway, org: str | None = None) -> str:
     return (await rt.keys.create_key(view.id, "k")).key
 
 
-async def chat(http: aiohttp.ClientSession, url: str, key: str, user: str, system: str = SYSTEM,
+async def chat(http: aiohttp.ClientSession, gw: ServedGateway, key: str, user: str, system: str = SYSTEM,
                headers: dict[str, str] | None = None, max_tokens: int = 4) -> tuple[str, dict[str, Any]]:
+    """One chat request; returns once the gateway also settled it (in-flight released), as a client's
+    next turn would find it."""
     body = {"model": MODEL, "max_tokens": max_tokens,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]}
-    async with http.post(url + "/v1/chat/completions", json=body,
+    stats = gw.app.runtime.router.stats
+    before = stats.settled
+    async with http.post(gw.url + "/v1/chat/completions", json=body,
                          headers={"Authorization": f"Bearer {key}", **(headers or {})}) as resp:
         assert resp.status == 200, await resp.text()
         data = await resp.json()
-        return resp.headers["x-gateway-worker"], data["usage"]
+        worker = resp.headers["x-gateway-worker"]
+    await settled(gw, before + 1)
+    return worker, data["usage"]
 
 
 async def settled(served: ServedGateway, count: int) -> None:
@@ -67,7 +73,7 @@ async def test_same_prefix_lands_on_the_same_worker_through_either_replica(backe
                 seen = []
                 for turn in range(4):
                     gw = (first, second)[turn % 2]
-                    worker, usage = await chat(http, gw.url, key, history, system=system)
+                    worker, usage = await chat(http, gw, key, history, system=system)
                     seen.append(worker)
                     if turn:
                         assert usage["prompt_tokens_details"]["cached_tokens"] > 0
@@ -91,10 +97,10 @@ async def test_a_hot_shared_prefix_spreads_under_load(backend: Backend) -> None:
     try:
         key = await new_key(served)
         async with aiohttp.ClientSession() as http:
-            home, _ = await chat(http, served.url, key, "warm up")
+            home, _ = await chat(http, served, key, "warm up")
             for i in range(3):  # one at a time: the prefix keeps them on its worker
-                assert (await chat(http, served.url, key, f"question {i}"))[0] == home
-            burst = await asyncio.gather(*(chat(http, served.url, key, f"user {i}", max_tokens=10)
+                assert (await chat(http, served, key, f"question {i}"))[0] == home
+            burst = await asyncio.gather(*(chat(http, served, key, f"user {i}", max_tokens=10)
                                            for i in range(12)))
         counts = Counter(worker for worker, _ in burst)
         assert len(counts) == 2 and min(counts.values()) >= 3, counts
@@ -110,12 +116,12 @@ async def test_another_tenant_never_matches(backend: Backend, sims: list[Any]) -
         key_a, key_b = await new_key(served), await new_key(served)
         router = served.app.runtime.router
         async with aiohttp.ClientSession() as http:
-            worker_a, _ = await chat(http, served.url, key_a, "same words")
-            again, usage = await chat(http, served.url, key_a, "same words")
+            worker_a, _ = await chat(http, served, key_a, "same words")
+            again, usage = await chat(http, served, key_a, "same words")
             assert again == worker_a and usage["prompt_tokens_details"]["cached_tokens"] > 0
             await settled(served, 2)
             hits, predicted = router.stats.prefix_hits, router.stats.predicted_cached_tokens
-            _, usage_b = await chat(http, served.url, key_b, "same words")
+            _, usage_b = await chat(http, served, key_b, "same words")
             await settled(served, 3)
         assert usage_b["prompt_tokens_details"]["cached_tokens"] == 0
         assert router.stats.prefix_hits == hits and router.stats.predicted_cached_tokens == predicted
@@ -135,7 +141,7 @@ async def test_affinity_hints_keep_a_conversation_on_its_worker(backend: Backend
                 for conv in range(3):
                     value = f"{hint}-{conv}-{secrets.token_hex(2)}"
                     # short, unrelated prompts: nothing to match, only the hint binds them
-                    seen = {(await chat(http, served.url, key, f"q{i}", system="s", headers={hint: value}))[0]
+                    seen = {(await chat(http, served, key, f"q{i}", system="s", headers={hint: value}))[0]
                             for i in range(4)}
                     assert len(seen) == 1
         assert served.app.runtime.router.stats.affinity_hits >= 18
@@ -155,9 +161,9 @@ async def test_feedback_drops_entries_the_worker_no_longer_holds(backend: Backen
         assert worker.metrics["kv_tokens"] == SimConfig().kv_capacity_tokens  # scraped cache_config_info
         assert router.index_bound(worker) == SimConfig().kv_capacity_tokens * 4 // 64
         async with aiohttp.ClientSession() as http:
-            await chat(http, served.url, key, "hello")
+            await chat(http, served, key, "hello")
             sim.app.reset()  # the worker lost its cache behind the gateway's back
-            _, usage = await chat(http, served.url, key, "hello")
+            _, usage = await chat(http, served, key, "hello")
             await settled(served, 2)
         assert usage["prompt_tokens_details"]["cached_tokens"] == 0
         assert router.stats.feedback_corrections == 1 and router.stats.stale_entries_dropped > 0
@@ -179,7 +185,7 @@ async def test_removed_or_restarted_workers_are_forgotten(backend: Backend, sims
                 assert resp.status == 201
                 extra_id = (await resp.json())["id"]
             for i in range(6):
-                await chat(http, served.url, key, "request", system=f"{i} {SYSTEM}")  # unrelated prompts
+                await chat(http, served, key, "request", system=f"{i} {SYSTEM}")  # unrelated prompts
             assert await index_size(served, extra_id) > 0
             # a restart (the health check fails, then passes) forgets the configured worker's entries
             config_id = next(w.id for w in rt.pool.all() if w.url == sims[0].url)

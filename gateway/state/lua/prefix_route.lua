@@ -4,7 +4,7 @@
 -- the recording of the chosen worker for the request's blocks (at once, so that a request arriving
 -- before this one ends already sees where its prefix is going).
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
--- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, start (0-based),
+-- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
 --       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms,
 --       then per candidate: id, waiting, kv usage, index bound (entries).
 -- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
@@ -16,13 +16,14 @@ local use_prefix = ARGV[2] == '1'
 local load_factor = tonumber(ARGV[3])
 local slack = tonumber(ARGV[4])
 local kv_limit = tonumber(ARGV[5])
-local start = tonumber(ARGV[6])
-local rid = ARGV[7]
-local inflight_ttl = tonumber(ARGV[8])
-local affinity_ttl = tonumber(ARGV[9])
-local has_hint = ARGV[10] == '1'
-local index_ttl = tonumber(ARGV[11])
-local F = 11
+local load_cost = tonumber(ARGV[6])
+local start = tonumber(ARGV[7])
+local rid = ARGV[8]
+local inflight_ttl = tonumber(ARGV[9])
+local affinity_ttl = tonumber(ARGV[10])
+local has_hint = ARGV[11] == '1'
+local index_ttl = tonumber(ARGV[12])
+local F = 12
 local n = (#KEYS - 1) / 2
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
@@ -84,18 +85,15 @@ if has_hint then
   end
 end
 if chosen < 0 then
+  local best_cost = 0
   for k = 0, n - 1 do
     local i = (start + k) % n + 1
     if ok[i] then
-      if chosen < 0 then
+      local cost = load_cost * loads[i]
+      if use_prefix then cost = cost - matches[i] end
+      if chosen < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[chosen]) then
         chosen = i
-      else
-        local mi, mb = 0, 0
-        if use_prefix then mi = matches[i]; mb = matches[chosen] end
-        if mi > mb or (mi == mb and (loads[i] < loads[chosen] or
-            (loads[i] == loads[chosen] and kv[i] < kv[chosen]))) then
-          chosen = i
-        end
+        best_cost = cost
       end
     end
   end
