@@ -68,7 +68,7 @@ class BillingRuntime:
         stages: list[Stage] = []
         if settings.metering_enabled:
             stages = [Budgets(keyspace, catalog, settings.budget_default_output_tokens,
-                              settings.budget_reservation_ttl_s), Metering(keyspace, catalog)]
+                              settings.budget_reservation_ttl_s), Metering(keyspace, catalog, shared=redis is not None)]
         return cls(settings, service, catalog, keyspace, redis, queue, streams, stages)
 
     async def refresh_plans(self) -> None:

@@ -29,7 +29,7 @@ def _append_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_m
     return b"%d-0" % now_ms
 
 
-def local_queue(data: MemoryData, key: str) -> deque[bytes]:
+def local_queue(data: MemoryData, key: str) -> deque[bytes | UsageRecord]:
     """The in-process stand-in for the usage stream (drained by the embedded ledger writer)."""
     holder = data.value(key)
     queue = holder.get("q")
@@ -92,9 +92,12 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
 class Metering:
     """A Stage: nothing before the upstream call; one XADD in the post-request round trip."""
 
-    def __init__(self, keyspace: KeySpace, catalog: PriceCatalog) -> None:
+    def __init__(self, keyspace: KeySpace, catalog: PriceCatalog, shared: bool = True) -> None:
         self._stream = keyspace.usage_stream()
         self._catalog = catalog
+        # With no shared store the record only goes to the in-process queue: hand over the object
+        # (with a store it is encoded, and a trip that falls back to local state carries the bytes).
+        self._encode = shared
 
     def plan(self, ex: Exchange, trip: RoundTrip) -> None:
         return None
@@ -105,4 +108,4 @@ class Metering:
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
         record = usage_record(ex, self._catalog)
         if record is not None:
-            trip.call(USAGE_APPEND, [self._stream], [record.encode()])
+            trip.call(USAGE_APPEND, [self._stream], [record.encode() if self._encode else record])

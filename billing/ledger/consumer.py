@@ -124,9 +124,10 @@ class StreamConsumer:
 
 
 class QueueConsumer:
-    """Drains an in-process queue of encoded records; a failed write puts the batch back."""
+    """Drains an in-process queue of records (objects, or encoded when a Redis trip fell back to local
+    state); a failed write puts the batch back."""
 
-    def __init__(self, queue: deque[bytes], writer: LedgerWriter, batch_size: int = 2000) -> None:
+    def __init__(self, queue: deque[bytes | UsageRecord], writer: LedgerWriter, batch_size: int = 2000) -> None:
         self._queue = queue
         self._writer = writer
         self._batch_size = batch_size
@@ -135,13 +136,16 @@ class QueueConsumer:
         return len(self._queue)
 
     async def step(self) -> int:
-        taken: list[bytes] = []
+        taken: list[bytes | UsageRecord] = []
         while self._queue and len(taken) < self._batch_size:
             taken.append(self._queue.popleft())
         if not taken:
             return 0
         records: list[UsageRecord] = []
         for raw in taken:
+            if isinstance(raw, UsageRecord):
+                records.append(raw)
+                continue
             try:
                 records.append(UsageRecord.decode(raw))
             except (orjson.JSONDecodeError, TypeError) as exc:

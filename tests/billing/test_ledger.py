@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.consumer import FIELD, GROUP, QueueConsumer, StreamConsumer
 from billing.ledger.models import UsageHourly, UsageRow
 from billing.ledger.writer import LedgerWriter
+from billing.money import REFERENCE_RATES, PlanBook, PricePlan, Rates
+from billing.usage import UsageRecord, tokens_from_usage
 from tests.billing.conftest import make_record
 
 
@@ -94,7 +99,8 @@ async def test_a_failed_write_leaves_entries_pending_and_poison_goes_to_dead_let
 
 async def test_queue_consumer_puts_a_batch_back_when_the_write_fails(ledger_engine: AsyncEngine) -> None:
     org = "org_" + secrets.token_hex(4)
-    queue: deque[bytes] = deque(make_record(org, i).encode() for i in range(5))
+    queue: deque[bytes | UsageRecord] = deque(make_record(org, i).encode() for i in range(4))
+    queue.append(make_record(org, 4))  # the embedded gateway queues the record object itself
     # A record whose org id is too long for the column fails on PostgreSQL; SQLite ignores lengths, so
     # make the failure portable: a null request id violates NOT NULL everywhere.
     queue.append(make_record(org, 5, request_id=None).encode())  # type: ignore[arg-type]
@@ -108,3 +114,40 @@ async def test_queue_consumer_puts_a_batch_back_when_the_write_fails(ledger_engi
     queue.pop()
     assert await consumer.step() == 5
     assert not queue
+
+
+_count = st.integers(min_value=0, max_value=10**6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prompt=_count, cached=_count, completion=_count, reasoning=_count, xai=st.booleans(),
+       rates=st.one_of(st.none(), st.builds(Rates, st.integers(0, 10**5), st.integers(0, 10**5),
+                                            st.integers(0, 10**5))),
+       minutes=st.integers(-120, 120))
+async def test_property_ledger_cost_is_tokens_times_the_plan_rates(
+        ledger_engine: AsyncEngine, prompt: int, cached: int, completion: int, reasoning: int, xai: bool,
+        rates: Rates | None, minutes: int) -> None:
+    start = datetime(2026, 11, 29, 12, tzinfo=UTC)
+    plan = PricePlan("p", "org_prop", starts_at=start, ends_at=start + timedelta(hours=1), rates=rates)
+    if not xai:
+        completion = max(completion, reasoning)  # inside: completion includes reasoning
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+             "total_tokens": prompt + completion + (reasoning if xai else 0),
+             "prompt_tokens_details": {"cached_tokens": cached},
+             "completion_tokens_details": {"reasoning_tokens": reasoning}}
+    at = start + timedelta(minutes=minutes)
+    tokens = tokens_from_usage(usage)
+    charge = PlanBook(plans=[plan]).charge("org_prop", "grok-code-fast-1", at, tokens)
+    record = make_record("org_prop", 0, request_id="req_prop_" + secrets.token_hex(6),
+                         started_at_ms=int(at.timestamp() * 1000), prompt_tokens=tokens.prompt,
+                         cached_tokens=tokens.cached, output_tokens=tokens.output, reasoning_tokens=tokens.reasoning,
+                         list_ticks=charge.list_ticks, billed_ticks=charge.billed_ticks, plan=charge.plan)
+    assert await LedgerWriter(ledger_engine).write([record]) == 1
+    async with ledger_engine.connect() as conn:
+        row = (await conn.execute(select(UsageRow).where(UsageRow.request_id == record.request_id))).one()
+    applied = (rates or REFERENCE_RATES) if plan.covers("grok-code-fast-1", at) else REFERENCE_RATES
+    output = completion + (reasoning if xai and reasoning else 0)
+    c = min(cached, prompt)
+    assert row.output_tokens == output
+    assert row.billed_ticks == (prompt - c) * applied.input + c * applied.cached + output * applied.output
+    assert row.list_ticks == (prompt - c) * 2_000 + c * 200 + output * 15_000

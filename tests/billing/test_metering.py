@@ -194,3 +194,27 @@ async def test_a_key_budget_applies_to_that_key_only(gateway: ServedGateway) -> 
             assert "API key" in (await r.json())["error"]["message"]
         async with http.post(gateway.url + "/v1/chat/completions", json=body, headers={"x-api-key": other}) as r:
             assert r.status == 200
+
+
+async def test_a_client_that_leaves_mid_stream_is_billed_for_what_was_streamed(backend: Backend) -> None:
+    slow = await start_sim_server(SimConfig(worker_id="slow", time_scale=1.0, decode_tokens_per_s=100.0))
+    served = await serve_gateway(gateway_settings(backend, [slow.url]))
+    try:
+        org, _, key = await _org_key(served)
+        async with aiohttp.ClientSession() as http:
+            resp = await http.post(served.url + "/v1/chat/completions", headers={"x-api-key": key},
+                                   json={"model": MODEL, "max_tokens": 400, "stream": True,
+                                         "messages": [{"role": "user", "content": "a long answer please"}]})
+            seen = 0
+            async for line in resp.content:
+                if b'"content":"' in line and b'"content":""' not in line:
+                    seen += 1
+                if seen >= 3:
+                    break
+            resp.close()
+        (row,) = await ledger_rows(served, org, 1)
+        assert (row.status, row.reported) == ("client_disconnected", False)
+        assert 3 <= row.output_tokens < 400
+    finally:
+        await served.stop()
+        await slow.stop()
