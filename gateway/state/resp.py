@@ -40,18 +40,21 @@ class _Incomplete(Exception):
 
 def encode(args: Sequence[Any]) -> bytes:
     """One command in RESP (an array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
+    parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
+        kind = type(arg)
+        if kind is int:
+            data = b"%d" % arg
+        elif kind is str:
             data = arg.encode()
+        elif kind is bytes:
+            data = arg
         elif isinstance(arg, int | float):
             data = str(arg).encode()
         else:
-            raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+            raise TypeError(f"cannot send {kind.__name__} to Redis")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
@@ -75,10 +78,17 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
         count = int(line)
         if count < 0:
             return None, pos
-        items = []
+        items: list[Any] = []
         for _ in range(count):
-            item, pos = _parse(buf, pos)
-            items.append(item)
+            if buf[pos:pos + 1] == b":":  # integers inline: the scripts answer arrays of them
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    raise _Incomplete
+                items.append(int(buf[pos + 1:end]))
+                pos = end + 2
+            else:
+                item, pos = _parse(buf, pos)
+                items.append(item)
         return items, pos
     if kind == 43:  # '+'
         return line, pos
