@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gateway import errors
-from gateway.api import admin, admin_limits, health, metrics, partner
+from gateway.api import admin, admin_billing, admin_limits, health, metrics, partner
 from gateway.api.openai import ROUTES, OpenAIEndpoint
 from gateway.config import Settings
 from gateway.proxy.asgi import Receive, Scope, Send
@@ -88,5 +88,6 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     api.include_router(admin.router)
     api.include_router(admin_limits.router)
     api.include_router(partner.router)
+    api.include_router(admin_billing.router)
     gateway = GatewayApp(api)
     return gateway

@@ -22,6 +22,8 @@ keys_app = typer.Typer(help="Organisations and API keys", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 register_limit_verbs(app, keys_app)
+billing_app = typer.Typer(help="Billing: Stripe meter sync and reconciliation", no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
 
 
 def _logging(level: str = "INFO") -> None:
@@ -143,6 +145,107 @@ def keys_revoke(key_id: str) -> None:
 
     asyncio.run(run())
     typer.echo(f"revoked {key_id}")
+
+
+@contextlib.asynccontextmanager
+async def _billing_service(settings: Settings) -> AsyncIterator[object]:
+    from gateway.db import engine as db
+    from gateway.services.billing import BillingService
+
+    await db.upgrade(settings.sqlalchemy_url)
+    engine = db.make_engine(settings.sqlalchemy_url)
+    try:
+        yield BillingService(db.sessionmaker(engine), settings)
+    finally:
+        await engine.dispose()
+
+
+@billing_app.command("sync")
+def billing_sync() -> None:
+    """Send unreported usage to Stripe as meter events (safe to run twice: nothing is sent twice)."""
+    from gateway.services.billing import BillingService, StripeNotConfigured
+
+    async def run() -> None:
+        async with _billing_service(Settings()) as svc:
+            assert isinstance(svc, BillingService)
+            report = await svc.stripe_sync()
+        typer.echo(f"rows claimed {report.rows_claimed}, events created {report.events_created}, sent "
+                   f"{report.sent}, already delivered {report.duplicates}, retries {report.retried}, "
+                   f"failed {report.failed}, still pending {report.pending}")
+        if report.pending:
+            raise typer.Exit(1)
+
+    _logging("WARNING")
+    try:
+        asyncio.run(run())
+    except StripeNotConfigured as exc:
+        typer.echo(f"Stripe is not configured: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@billing_app.command("reconcile")
+def billing_reconcile(
+    days: Annotated[int, typer.Option(help="Days back from today (UTC) to compare")] = 30,
+) -> None:
+    """Per customer, meter and day: ledger totals against what was sent and what Stripe reports."""
+    from datetime import UTC, datetime, timedelta
+
+    from gateway.services.billing import BillingService, StripeNotConfigured
+
+    async def run() -> int:
+        async with _billing_service(Settings()) as svc:
+            assert isinstance(svc, BillingService)
+            rows = await svc.stripe_reconcile(datetime.now(UTC) - timedelta(days=days))
+        typer.echo(f"{'customer':<24} {'day':<10} {'meter':<7} {'ledger':>14} {'sent':>14} {'stripe':>14}  status")
+        for r in rows:
+            status = "ok" if r.matches else "MISMATCH"
+            typer.echo(f"{r.customer_id:<24} {r.day.isoformat():<10} {r.meter:<7} {r.ledger:>14} {r.sent:>14} "
+                       f"{r.stripe:>14}  {status}")
+        mismatches = sum(1 for r in rows if not r.matches)
+        typer.echo(f"{len(rows)} rows, {mismatches} mismatched")
+        return mismatches
+
+    _logging("WARNING")
+    try:
+        mismatched = asyncio.run(run())
+    except StripeNotConfigured as exc:
+        typer.echo(f"Stripe is not configured: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if mismatched:
+        raise typer.Exit(1)
+
+
+@billing_app.command("writer")
+def billing_writer(
+    writers: Annotated[int, typer.Option(help="Stream consumers in this process")] = 2,
+) -> None:
+    """Move usage records from the Redis stream into the SQL ledger (a standalone ledger writer; run
+    replicas with GATEWAY_LEDGER_WRITERS=0 to keep that work off the request-serving processes)."""
+    from gateway.ledger_writer import run_writer
+
+    _logging()
+    settings = Settings()
+    if not settings.redis_url:
+        typer.echo("the standalone writer reads the Redis stream: set GATEWAY_REDIS_URL", err=True)
+        raise typer.Exit(2)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_writer(settings, writers))
+
+
+@billing_app.command("stripe-test-server")
+def billing_stripe_test_server(
+    port: Annotated[int, typer.Option(help="Port")] = 12111,
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+) -> None:
+    """Run the local Stripe-compatible test server (meter events, summaries) with the gateway's meters."""
+    import uvicorn
+
+    from billing.stripe.testserver import StripeTestServer
+
+    settings = Settings()
+    app_ = StripeTestServer([settings.stripe_meter_input, settings.stripe_meter_cached, settings.stripe_meter_output])
+    typer.echo(f"Stripe test server on http://{host}:{port} (GATEWAY_STRIPE_API_BASE), any sk_test_... key")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)
 
 
 @app.command()

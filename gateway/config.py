@@ -72,6 +72,35 @@ class Settings(BaseSettings):
     # A concurrency slot is released when the request ends, or after this long if a replica died.
     limits_lease_s: float = Field(default=900.0, gt=0)
 
+
+    # Billing: usage records go to the ledger (off only to measure what metering costs).
+    metering_enabled: bool = True
+    ledger_batch_size: int = 2000
+    # Stream consumers per replica (each a member of the ledger group; two overlap Redis and SQL waits).
+    # 0: this replica writes no ledger batches; run `gateway billing writer` as its own process instead.
+    ledger_writers: int = 2
+    # How long the ledger writer waits when nothing arrived (embedded queue, Redis stream block).
+    ledger_flush_interval_s: float = 0.5
+    # How often each replica re-reads price plans (budgets follow the key cache TTL).
+    billing_refresh_interval_s: float = 5.0
+    # Output tokens a budget reservation assumes when the request sets no max_tokens.
+    budget_default_output_tokens: int = 4096
+    # A reservation never settled (its replica died) is released after this long.
+    budget_reservation_ttl_s: float = 900.0
+    # Stripe: empty key disables the sync. The base URL points the SDK elsewhere (the local test server).
+    stripe_api_key: str = ""
+    stripe_api_base: str = ""
+    stripe_sync_interval_s: float = 300.0
+    # Meter event names of the three Stripe meters (uncached input, cached input, output tokens).
+    stripe_meter_input: str = "gateway_input_tokens"
+    stripe_meter_cached: str = "gateway_cached_input_tokens"
+    stripe_meter_output: str = "gateway_output_tokens"
+    # Calls per second to Stripe (test mode allows 25 in all).
+    stripe_max_calls_per_s: float = 20.0
+    # A usage window is sent once it closed this long ago (late records go in a later event).
+    stripe_window_s: int = 3600
+    stripe_settle_delay_s: float = 60.0
+
     @field_validator("workers", mode="before")
     @classmethod
     def _split_workers(cls, value: Any) -> Any:

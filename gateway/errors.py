@@ -107,3 +107,17 @@ def limits_unavailable() -> GatewayError:
     return GatewayError(503, "Rate limits cannot be checked right now (the shared store is unreachable) and this "
                         "organisation's plan fails closed. Please retry shortly.", "service_unavailable",
                         code="rate_limits_unavailable", headers={"retry-after": "1"})
+
+
+def insufficient_quota(scope: str, used_ticks: int, limit_ticks: int) -> GatewayError:
+    """Over a spend cap (OpenAI answers an exhausted balance the same way)."""
+    def usd(ticks: int) -> str:  # 1 USD = 10^10 ticks; shown to the cent-hundredth, integers only
+        return f"${ticks // 10**10}.{ticks % 10**10 // 10**6:04d}"
+
+    return GatewayError(
+        429,
+        f"You exceeded your {scope}'s monthly budget ({usd(used_ticks)} of {usd(limit_ticks)} used or "
+        "reserved). Raise the budget or wait for the next month.",
+        "insufficient_quota",
+        code="insufficient_quota",
+    )

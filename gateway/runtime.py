@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.auth import KeyCache
+from gateway.billing_runtime import BillingRuntime
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.limits.stage import RateLimitStage
@@ -22,6 +23,7 @@ from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import make_session
 from gateway.routing.policy import LeastInflight
 from gateway.routing.pool import WorkerPool
+from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
 from gateway.services.plans import PlanService
 from gateway.services.workers import WorkerService
@@ -51,6 +53,7 @@ class Runtime:
     forwarder: Forwarder
     metrics: GatewayMetrics
     request_log: RequestLog
+    billing: BillingRuntime
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     limiter: RateLimitStage | None = None
     plans: PlanService | None = None
@@ -100,18 +103,23 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keyspace = KeySpace(settings.redis_prefix)
     limiter = RateLimitStage(keyspace, replicas=settings.replicas,
                              default_max_tokens=settings.limits_default_max_tokens, lease_s=settings.limits_lease_s)
+    billing = BillingRuntime.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
+                                   local_state)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, LeastInflight(), stages=[limiter], state=state, fallback=local_state),
+        forwarder=Forwarder(http, pool, LeastInflight(), stages=[limiter, *billing.stages], state=state,
+                            fallback=local_state),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
-        limiter=limiter, plans=PlanService(sessions),
+        billing=billing, limiter=limiter, plans=PlanService(sessions),
     )
     try:
         await workers.sync()
         await pool.check_all()
+        await billing.refresh_plans()
+        billing.start()
         rt.tasks.append(asyncio.create_task(_every(settings.health_interval_s, "health", pool.check_all)))
         rt.tasks.append(asyncio.create_task(_every(settings.worker_sync_interval_s, "worker-sync", workers.sync)))
         yield rt
@@ -119,6 +127,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await billing.close()  # before the engine goes: the ledger writer finishes its batch
         await http.close()
         if redis is not None:
             await redis.aclose()

@@ -33,6 +33,18 @@ class RateLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """Monthly spend caps in ticks (None: no cap at that level) and the month-to-date spend SQL knew
+    when the key was verified (a floor for the state store's counter, e.g. after a Redis flush)."""
+
+    month: str  # "YYYY-MM", UTC
+    org_limit_ticks: int | None = None
+    key_limit_ticks: int | None = None
+    org_spent_ticks: int = 0
+    key_spent_ticks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: a verified API key and its organisation."""
 
@@ -45,3 +57,4 @@ class Principal:
     limits: RateLimits | None = None
     # May this key manage its own organisation's keys through /v1/organization/keys?
     manage_keys: bool = False
+    budget: Budget | None = None

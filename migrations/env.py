@@ -8,9 +8,10 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from billing.ledger.models import LedgerBase
 from gateway.db.models import Base
 
-target_metadata = Base.metadata
+target_metadata = [Base.metadata, LedgerBase.metadata]
 
 
 def _run(connection: Connection) -> None:

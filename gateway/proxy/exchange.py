@@ -39,6 +39,11 @@ class Exchange:
     # The worker's usage object, when it reported one; content_events counts streamed chunks.
     usage: dict[str, Any] | None = None
     content_events: int = 0
+    # Of content_events, those carrying reasoning; the model the worker says served the request.
+    reasoning_events: int = 0
+    served_model: str | None = None
+    # Set once the post-request round trip ran (the Forwarder runs it before the last response byte).
+    settled: bool = False
     # Set when the shared store was unreachable and local state answered instead.
     degraded: bool = False
     # Response headers the stages add (rate-limit headers, ...).

@@ -11,6 +11,7 @@ OpenAI-shaped error event so the client's SDK raises instead of taking a truncat
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -54,16 +55,21 @@ class Forwarder:
             for stage in self._stages:
                 admitted.append(stage)
                 stage.admit(ex, results)
-            await self._dispatch(ex, results, send)
+            await self._dispatch(ex, results, send, admitted)
         except errors.GatewayError as exc:
             ex.status = exc.status
             if ex.outcome == "ok":
                 ex.outcome = "rejected" if ex.worker is None else "upstream_error"
             raise
+        except asyncio.CancelledError:
+            if ex.outcome == "ok":
+                ex.outcome = "client_disconnected"
+            raise
         finally:
             if ex.finished_at is None:
                 ex.finished_at = time.perf_counter()
-            await self._settle(ex, admitted)
+            if not ex.settled:
+                await self._settle(ex, admitted)
 
     async def _round_trip(self, ex: Exchange) -> list[Any]:
         trip = self._state.round_trip()
@@ -83,7 +89,11 @@ class Forwarder:
             return await local.execute()
 
     async def _settle(self, ex: Exchange, admitted: list[Stage]) -> None:
-        """One round trip after the response: the router's record and every admitted stage's settling."""
+        """One round trip after the response: the router's record and every admitted stage's settling.
+
+        A relayed answer settles just before its last message goes out, so that what the stages hand
+        on (the usage record) is stored before the client holds a complete response."""
+        ex.settled = True
         stores: list[StateStore | MemoryState] = [self._fallback] if ex.degraded else [self._state, self._state]
         for store in stores:
             trip = store.round_trip()
@@ -106,7 +116,7 @@ class Forwarder:
             stage.finish(ex, local)
         await local.execute()
 
-    async def _dispatch(self, ex: Exchange, results: list[Any], send: Send) -> None:
+    async def _dispatch(self, ex: Exchange, results: list[Any], send: Send, admitted: list[Stage]) -> None:
         model = ex.request.model
         tried: list[str] = []
         failure: errors.GatewayError | None = None
@@ -122,7 +132,7 @@ class Forwarder:
             ex.attempts += 1
             worker.inflight += 1
             try:
-                failure = await self._attempt(ex, worker, send)
+                failure = await self._attempt(ex, worker, send, admitted)
             finally:
                 worker.inflight -= 1
             if failure is None:
@@ -130,7 +140,8 @@ class Forwarder:
         ex.outcome = "upstream_error"
         raise failure or errors.no_worker(model)
 
-    async def _attempt(self, ex: Exchange, worker: Worker, send: Send) -> errors.GatewayError | None:
+    async def _attempt(self, ex: Exchange, worker: Worker, send: Send,
+                       admitted: list[Stage]) -> errors.GatewayError | None:
         """Relay one try; returns an error (nothing sent to the client) when another try may help."""
         headers = {"Content-Type": "application/json", "x-request-id": ex.request_id}
         if ex.upstream_started_at is None:
@@ -156,9 +167,9 @@ class Forwarder:
             extra = [(b"x-request-id", ex.request_id.encode()), (b"x-gateway-worker", worker.id.encode()),
                      *ex.response_headers]
             if ex.request.stream and resp.status == 200:
-                complete = await self._relay_stream(ex, resp, send, extra)
+                complete = await self._relay_stream(ex, resp, send, extra, admitted)
             else:
-                complete = await self._relay_whole(ex, resp, send, extra)
+                complete = await self._relay_whole(ex, resp, send, extra, admitted)
             return None
         finally:
             ex.finished_at = time.perf_counter()
@@ -167,9 +178,8 @@ class Forwarder:
             else:
                 resp.close()  # drop the connection: the worker sees the cancel
 
-    async def _relay_whole(
-        self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send, extra: list[tuple[bytes, bytes]]
-    ) -> bool:
+    async def _relay_whole(self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send,
+                           extra: list[tuple[bytes, bytes]], admitted: list[Stage]) -> bool:
         try:
             body = await resp.read()
         except CONNECT_ERRORS as exc:
@@ -180,9 +190,13 @@ class Forwarder:
                 parsed = orjson.loads(body)
                 usage = parsed.get("usage") if isinstance(parsed, dict) else None
                 ex.usage = usage if isinstance(usage, dict) else None
+                model = parsed.get("model") if isinstance(parsed, dict) else None
+                ex.served_model = model[:200] if isinstance(model, str) and model else None
             except orjson.JSONDecodeError:
                 log.warning("worker %s sent a body that is not JSON", resp.url.host)
         ctype = resp.headers.get("Content-Type", "application/json").encode()
+        ex.finished_at = time.perf_counter()
+        await asyncio.shield(self._settle(ex, admitted))  # a client leaving now must not lose it
         await send({"type": "http.response.start", "status": resp.status,
                     "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *extra]})
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -190,9 +204,8 @@ class Forwarder:
         ex.bytes_sent = len(body)
         return True
 
-    async def _relay_stream(
-        self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send, extra: list[tuple[bytes, bytes]]
-    ) -> bool:
+    async def _relay_stream(self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send,
+                            extra: list[tuple[bytes, bytes]], admitted: list[Stage]) -> bool:
         await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
         tap = SseTap(drop_usage_event=not ex.request.include_usage)
         tail = b""
@@ -211,15 +224,21 @@ class Forwarder:
         finally:
             ex.usage = tap.usage
             ex.content_events = tap.content_events
+            ex.reasoning_events = tap.reasoning_events
+            ex.served_model = tap.model
         if cut is None and _DONE not in tail:
             cut = "stream ended without [DONE]"
         if cut is not None:
             ex.outcome = "upstream_cut"
             log.warning("stream %s from worker %s cut: %s", ex.request_id, resp.url.host, cut)
             event = errors.upstream_failed(f"the stream was interrupted ({cut})").body_bytes()
+            ex.finished_at = time.perf_counter()
+            await asyncio.shield(self._settle(ex, admitted))
             await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": False})
             ex.responded = True
             return False
+        ex.finished_at = time.perf_counter()
+        await asyncio.shield(self._settle(ex, admitted))  # a client leaving now must not lose it
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         ex.responded = True
         return True

@@ -6,22 +6,29 @@ the worker for usage the client did not ask for: that event is dropped from the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 _USAGE = b'"usage":{'
 _USAGE_SPACED = b'"usage": {'
+_MODEL = b'"model":"'
+# Generated pieces: a field with a non-empty string value counts as one (about one token per event);
+# one pass in C over the completed events.
+_PIECE = re.compile(rb'"(content|text|arguments|reasoning_content|reasoning)": ?"(?!")')
 
 
 class SseTap:
-    __slots__ = ("_drop_usage_event", "_pending", "content_events", "usage")
+    __slots__ = ("_drop_usage_event", "_pending", "content_events", "model", "reasoning_events", "usage")
 
     def __init__(self, drop_usage_event: bool) -> None:
         self._drop_usage_event = drop_usage_event
         self._pending = b""
         self.usage: dict[str, Any] | None = None
-        self.content_events = 0  # events carrying choices: about one per generated token
+        self.content_events = 0  # non-empty content, reasoning or tool-argument pieces: ~ one per token
+        self.reasoning_events = 0  # of which reasoning
+        self.model: str | None = None  # the model the worker says served the request
 
     def feed(self, chunk: bytes) -> bytes:
         """Return what to send to the client for this chunk (usually the chunk itself)."""
@@ -31,7 +38,15 @@ class SseTap:
             self._pending = data if len(data) < 1 << 20 else b""
             return chunk
         complete, self._pending = data[: end + 2], data[end + 2 :]
-        self.content_events += complete.count(b'"delta"') + complete.count(b'"text"')
+        found = _PIECE.findall(complete)
+        if found:
+            self.content_events += len(found)
+            self.reasoning_events += sum(1 for name in found if name[0] == 114)  # b"r": reasoning*
+        if self.model is None:
+            start = complete.find(_MODEL)
+            if start >= 0:
+                end = complete.find(b'"', start + len(_MODEL))
+                self.model = complete[start + len(_MODEL):end].decode(errors="replace")[:200] or None
         if _USAGE not in complete and _USAGE_SPACED not in complete:
             return chunk
         kept: list[bytes] = []

@@ -18,9 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.ledger import config as ledger_config
 from gateway.db.models import ApiKey, Organization, Plan
 from gateway.services.plans import resolve_limits
-from gateway.types import Principal
+from gateway.types import Budget, Principal
 
 KEY_PREFIX = "sk-gw-"
 _LOOKUP_HEX = 16
@@ -230,17 +231,18 @@ class KeyService:
         )
         async with self._sessions() as s:
             row = (await s.execute(query)).one_or_none()
-        if row is None:
-            return None
-        key, org, plan = row
-        if not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
-            return None
-        if key.revoked_at is not None:
-            return None
-        if key.expires_at is not None and _aware(key.expires_at) <= now():
-            return None
+            if row is None:
+                return None
+            key, org, plan = row
+            if not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+                return None
+            if key.revoked_at is not None:
+                return None
+            if key.expires_at is not None and _aware(key.expires_at) <= now():
+                return None
+            budget = await _budget(s, org.id, key.id)
         return Principal(key.id, org.id, org.name, org.cache_salt, org.cache_isolation,
-                         limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys))
+                         limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys), budget=budget)
 
 
 _KEY_LIMITS = ("rpm", "tpm", "tpd", "concurrency")
@@ -258,6 +260,18 @@ async def _find_key(s: AsyncSession, key_id: str, org_id: str | None) -> ApiKey:
     if key is None or (org_id is not None and key.org_id != org_id):
         raise NotFound(f"key {key_id!r} not found")
     return key
+
+
+async def _budget(session: AsyncSession, org_id: str, key_id: str) -> Budget | None:
+    """The spend caps that apply to a key, with the month-to-date spend the ledger knows."""
+    caps = await ledger_config.budgets_of(session, org_id)
+    org_cap, key_cap = caps.get(""), caps.get(key_id)
+    if org_cap is None and key_cap is None:
+        return None
+    at = now()
+    spend = await ledger_config.month_spend(session, org_id, [key_id], at)
+    return Budget(month=at.strftime("%Y-%m"), org_limit_ticks=org_cap, key_limit_ticks=key_cap,
+                  org_spent_ticks=spend[""], key_spent_ticks=spend[key_id])
 
 
 def _aware(moment: datetime) -> datetime:

@@ -29,3 +29,17 @@ class KeySpace:
         """Sorted set of in-flight request ids (score: lease deadline in ms) of an organisation or key."""
         subject = f"key:{key_id}" if key_id else "org"
         return f"{self.prefix}:{{lim:{org_id}}}:{subject}:leases"
+
+    def usage_stream(self) -> str:
+        """The durable stream of usage records, read by the ledger writer's consumer group."""
+        return f"{self.prefix}:{{usage}}"
+
+    def budget(self, org_id: str, month: str, key_id: str = "") -> tuple[str, str]:
+        """A monthly budget's spend hash (``spent``, ``reserved``) and its open reservations (a zset);
+        an organisation's and its keys' budgets share one hash tag so one script can check both."""
+        base = f"{self.prefix}:{{budget:{org_id}}}:{month}" + (f":{key_id}" if key_id else "")
+        return base, base + ":res"
+
+    def billing_sync_lock(self) -> str:
+        """Held by the one replica running the periodic Stripe sync."""
+        return f"{self.prefix}:{{billing}}:sync-lock"

@@ -1,0 +1,112 @@
+"""The usage record of one request, and how it is read from a worker's usage object.
+
+Rules (see the billing reference): cached tokens are clamped to the prompt; reasoning tokens are
+billed as output exactly once, whether the worker counted them inside ``completion_tokens``
+(OpenAI, vLLM: total = prompt + completion) or outside (xAI: total = prompt + completion +
+reasoning). When the usage object never arrived, the gateway counts what it saw and marks the
+record as counted rather than reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from billing.money import Tokens
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
+    """Billable tokens from an OpenAI-style usage object (tolerant of missing or odd fields)."""
+    prompt = _int(usage.get("prompt_tokens"))
+    completion = _int(usage.get("completion_tokens"))
+    prompt_details = usage.get("prompt_tokens_details")
+    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
+    completion_details = usage.get("completion_tokens_details")
+    reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
+    total = _int(usage.get("total_tokens"))
+    # xAI reports reasoning outside completion_tokens: total = prompt + completion + reasoning.
+    if reasoning and total == prompt + completion + reasoning:
+        outside = True
+    elif total == prompt + completion:
+        outside = False
+    else:  # no usable total: reasoning cannot be inside a smaller completion count
+        outside = reasoning > completion
+    output = completion + reasoning if outside else completion
+    return Tokens(prompt=prompt, cached=min(cached, prompt), output=output, reasoning=reasoning)
+
+
+def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A cheap prompt-size estimate (4 characters a token, a few tokens per message) for requests
+    whose usage never arrived and for budget reservations."""
+    chars = 0
+    overhead = 0
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            overhead += 4
+            if not isinstance(message, Mapping):
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                        chars += len(part["text"])
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        chars += len(prompt)
+    elif isinstance(prompt, list):
+        for item in prompt:
+            if isinstance(item, str):
+                chars += len(item)
+            elif isinstance(item, int):
+                overhead += 1
+            elif isinstance(item, list):
+                overhead += len(item)
+    return overhead + (chars + 3) // 4
+
+
+@dataclass(slots=True)  # not frozen: built on the request path, and frozen init costs ~2 us a field
+class UsageRecord:
+    """One ledger row: who, what served it, the tokens, the money, the timing and how it ended."""
+
+    request_id: str
+    org_id: str
+    key_id: str
+    model: str  # the model that served the request (priced)
+    requested_model: str
+    worker: str
+    prompt_tokens: int
+    cached_tokens: int
+    output_tokens: int  # reasoning included once
+    reasoning_tokens: int
+    list_ticks: int
+    billed_ticks: int
+    plan: str
+    started_at_ms: int  # Unix milliseconds: the plan valid at this moment was applied
+    ttfb_ms: int
+    duration_ms: int
+    status: str  # ok, upstream_cut, client_disconnected, upstream_error
+    http_status: int
+    reported: bool  # False: the worker's usage never arrived and the tokens were counted
+    stream: bool
+    end_user: str | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(self)  # orjson serialises dataclasses natively (fast, no asdict copy)
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> UsageRecord:
+        return cls(**orjson.loads(raw))
+
+    @property
+    def tokens(self) -> Tokens:
+        return Tokens(self.prompt_tokens, self.cached_tokens, self.output_tokens, self.reasoning_tokens)

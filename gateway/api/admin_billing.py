@@ -1,0 +1,169 @@
+"""The admin API for billing: price plans, spend caps, Stripe customers and usage. Guarded by the admin key.
+
+Money is exact: budgets as decimal dollar strings (``"100.00"``) or integer ticks (1 USD = 10^10
+ticks); plan rates in ticks per token (the list price of the reference model is 2,000 / 200 /
+15,000 for uncached input / cached input / output).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field, model_validator
+
+from billing.ledger.config import StoredPlan, month_start
+from billing.money import FREE, PricePlan, Rates, format_usd, usd_to_ticks
+from gateway import errors
+from gateway.api.deps import get_runtime, require_admin
+from gateway.runtime import Runtime
+
+router = APIRouter(prefix="/admin", tags=["billing"], dependencies=[Depends(require_admin)])
+
+
+class RatesIn(BaseModel):
+    input: int = Field(ge=0, le=10**12)
+    cached: int = Field(ge=0, le=10**12)
+    output: int = Field(ge=0, le=10**12)
+
+
+class PlanIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    starts_at: datetime
+    ends_at: datetime | None = None
+    model: str | None = Field(default=None, max_length=200)
+    # Exactly one of: free (meter every token, bill 0), rates (ticks per token), neither (list price).
+    free: bool = False
+    rates: RatesIn | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PlanIn:
+        if self.free and self.rates is not None:
+            raise ValueError("give either free or rates, not both")
+        for name in ("starts_at", "ends_at"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                setattr(self, name, moment.replace(tzinfo=UTC))
+        if self.ends_at is not None and self.ends_at <= self.starts_at:
+            raise ValueError("ends_at must be after starts_at")
+        return self
+
+
+class BudgetIn(BaseModel):
+    # A decimal dollar string ("250.00") or integer ticks; null removes the cap.
+    monthly_limit_usd: str | None = Field(default=None, max_length=30)
+    monthly_limit_ticks: int | None = Field(default=None, ge=0, le=10**18)
+    key_id: str = Field(default="", max_length=40)  # empty: the organisation's cap
+
+    def ticks(self) -> int | None:
+        if self.monthly_limit_usd is not None:
+            try:
+                ticks = usd_to_ticks(self.monthly_limit_usd)
+            except ValueError as exc:
+                raise errors.invalid_request(str(exc), param="monthly_limit_usd") from None
+            if ticks < 0:
+                raise errors.invalid_request("a budget cannot be negative", param="monthly_limit_usd")
+            return ticks
+        return self.monthly_limit_ticks
+
+
+class CustomerIn(BaseModel):
+    customer_id: str | None = Field(default=None, pattern=r"^cus_[A-Za-z0-9_]+$", max_length=100)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _require_org(rt: Runtime, org_id: str) -> None:
+    if not any(o.id == org_id for o in await rt.keys.list_orgs()):
+        raise errors.not_found(f"organisation {org_id!r} not found")
+
+
+def _plan(stored: StoredPlan) -> dict[str, Any]:
+    p = stored.plan
+    return {"id": stored.id, "object": "price_plan", "org_id": p.org_id, "name": p.name, "model": p.model,
+            "starts_at": p.starts_at.isoformat(), "ends_at": p.ends_at.isoformat() if p.ends_at else None,
+            "billing": "list" if p.rates is None else "free" if p.rates == FREE else "custom",
+            "rates": None if p.rates is None else {"input": p.rates.input, "cached": p.rates.cached,
+                                                   "output": p.rates.output}}
+
+
+@router.post("/orgs/{org_id}/price-plans", status_code=201)
+async def add_plan(org_id: str, body: PlanIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    await _require_org(rt, org_id)
+    rates = FREE if body.free else Rates(body.rates.input, body.rates.cached, body.rates.output) if body.rates \
+        else None
+    stored = await rt.billing.service.add_plan(PricePlan(body.name, org_id, body.starts_at, body.ends_at, rates,
+                                                         body.model))
+    await rt.billing.refresh_plans()  # this replica at once; the others within the refresh interval
+    return _plan(stored)
+
+
+@router.get("/orgs/{org_id}/price-plans")
+async def list_plans(org_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    return {"object": "list", "data": [_plan(p) for p in await rt.billing.service.list_plans(org_id)]}
+
+
+@router.delete("/price-plans/{plan_id}")
+async def delete_plan(plan_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    if not await rt.billing.service.delete_plan(plan_id):
+        raise errors.not_found(f"price plan {plan_id!r} not found")
+    await rt.billing.refresh_plans()
+    return {"id": plan_id, "deleted": True}
+
+
+async def _budget_view(rt: Runtime, org_id: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    caps, spend = await rt.billing.service.budgets(org_id, now)
+
+    def one(key_id: str) -> dict[str, Any]:
+        return {"key_id": key_id or None, "monthly_limit_ticks": caps[key_id],
+                "monthly_limit_usd": format_usd(caps[key_id]), "month_to_date_ticks": spend.get(key_id, 0),
+                "month_to_date_usd": format_usd(spend.get(key_id, 0))}
+
+    return {"object": "budget", "org_id": org_id, "month": now.strftime("%Y-%m"),
+            "organization": one("") if "" in caps else None,
+            "keys": [one(k) for k in sorted(caps) if k]}
+
+
+@router.put("/orgs/{org_id}/budget")
+async def set_budget(org_id: str, body: BudgetIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    await _require_org(rt, org_id)
+    if body.key_id and not any(k.id == body.key_id for k in await rt.keys.list_keys(org_id)):
+        raise errors.not_found(f"key {body.key_id!r} not found in organisation {org_id!r}")
+    await rt.billing.service.set_budget(org_id, body.key_id, body.ticks())
+    return await _budget_view(rt, org_id)
+
+
+@router.get("/orgs/{org_id}/budget")
+async def get_budget(org_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    return await _budget_view(rt, org_id)
+
+
+@router.put("/orgs/{org_id}/stripe")
+async def set_stripe_customer(org_id: str, body: CustomerIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    await _require_org(rt, org_id)
+    await rt.billing.service.set_customer(org_id, body.customer_id)
+    return {"object": "stripe_customer", "org_id": org_id, "customer_id": body.customer_id}
+
+
+@router.get("/orgs/{org_id}/usage")
+async def usage(org_id: str, start: datetime | None = None, end: datetime | None = None,
+                rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """Hourly usage and cost of an organisation (default: this month so far)."""
+    now = datetime.now(UTC)
+    start = _utc(start) if start else month_start(now)
+    end = _utc(end) if end else now + timedelta(hours=1)
+    rows = await rt.billing.service.usage(org_id, start, end)
+    billed = sum(r.billed_ticks for r in rows)
+    listed = sum(r.list_ticks for r in rows)
+    return {"object": "usage", "org_id": org_id, "start": start.isoformat(), "end": end.isoformat(),
+            "requests": sum(r.requests for r in rows), "list_ticks": listed, "billed_ticks": billed,
+            "list_usd": format_usd(listed), "billed_usd": format_usd(billed),
+            "data": [{"hour": r.hour.isoformat(), "key_id": r.key_id, "model": r.model, "requests": r.requests,
+                      "prompt_tokens": r.prompt_tokens, "cached_tokens": r.cached_tokens,
+                      "output_tokens": r.output_tokens, "reasoning_tokens": r.reasoning_tokens,
+                      "list_ticks": r.list_ticks, "billed_ticks": r.billed_ticks,
+                      "counted_requests": r.counted_requests} for r in rows]}

@@ -1,0 +1,210 @@
+// Usage dashboard: plain JavaScript and SVG, no build step, no third-party code.
+// Signs in with an API key (its own organisation, /v1/usage) or the admin key (/admin/usage).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const COLORS = ["var(--c1)", "var(--c2)", "var(--c3)", "var(--c4)"];
+const state = { key: sessionStorage.getItem("gw-key") || "", admin: sessionStorage.getItem("gw-admin") === "1" };
+
+function fmt(n) {
+  if (n === null || n === undefined || Number.isNaN(n)) return "–";
+  const a = Math.abs(n);
+  if (a >= 1e9) return (n / 1e9).toFixed(2) + "B";
+  if (a >= 1e6) return (n / 1e6).toFixed(2) + "M";
+  if (a >= 1e3) return (n / 1e3).toFixed(1) + "k";
+  return String(Math.round(n * 100) / 100);
+}
+const usd = (s) => "$" + Number(s).toFixed(4);
+const pct = (x) => (x === null || x === undefined) ? "–" : (100 * x).toFixed(1) + "%";
+
+async function api(path) {
+  const resp = await fetch(path, { headers: { Authorization: "Bearer " + state.key } });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error((body.error && body.error.message) || ("HTTP " + resp.status));
+  return body;
+}
+
+function range() {
+  const choice = $("range").value;
+  let end = new Date(), start;
+  if (choice === "custom" && $("start").value && $("end").value) {
+    start = new Date($("start").value); end = new Date($("end").value);
+  } else {
+    const hours = { "24h": 24, "7d": 168, "30d": 720 }[choice] || 168;
+    start = new Date(end.getTime() - hours * 3600e3);
+  }
+  return { start: start.toISOString(), end: end.toISOString() };
+}
+
+function usagePath(groupBy) {
+  const r = range();
+  const q = new URLSearchParams({ start: r.start, end: r.end, bucket: $("bucket").value, group_by: groupBy });
+  if (state.admin && $("org").value) q.set("org_id", $("org").value);
+  return (state.admin ? "/admin/usage?" : "/v1/usage?") + q.toString();
+}
+
+// --- SVG charts --------------------------------------------------------------------------
+const NS = "http://www.w3.org/2000/svg";
+function el(name, attrs, text) {
+  const e = document.createElementNS(NS, name);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function chart(containerId, labels, series, opts) {
+  // series: [{name, values}], opts: {stacked, line, format}
+  const box = $(containerId);
+  box.innerHTML = "";
+  if (!labels.length) { box.innerHTML = '<div class="empty">No usage in this range</div>'; return; }
+  const W = 600, H = 220, L = 56, B = 24, T = 8, R = 8;
+  const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-points": labels.length });
+  const totals = labels.map((_, i) => opts.stacked
+    ? series.reduce((s, se) => s + (se.values[i] || 0), 0)
+    : Math.max(...series.map((se) => se.values[i] || 0)));
+  const max = Math.max(1e-9, ...totals) * 1.08;
+  const x = (i) => L + (labels.length === 1 ? (W - L - R) / 2 : i * (W - L - R) / (labels.length - 1));
+  const y = (v) => H - B - (v / max) * (H - B - T);
+  for (let g = 0; g <= 4; g++) {
+    const v = max * g / 4;
+    svg.appendChild(el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e6ee" }));
+    svg.appendChild(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#6b7385" },
+      (opts.format || fmt)(v)));
+  }
+  const step = Math.max(1, Math.ceil(labels.length / 6));
+  labels.forEach((lab, i) => {
+    if (i % step) return;
+    svg.appendChild(el("text", { x: x(i), y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#6b7385" }, lab));
+  });
+  const bw = Math.max(2, (W - L - R) / labels.length * 0.7);
+  const base = labels.map(() => 0);
+  series.forEach((se, k) => {
+    if (opts.line) {
+      const pts = se.values.map((v, i) => `${x(i)},${y(v || 0)}`).join(" ");
+      svg.appendChild(el("polyline", { points: pts, fill: "none", stroke: COLORS[k % 4], "stroke-width": 2,
+                                        "data-series": se.name }));
+      se.values.forEach((v, i) => svg.appendChild(el("circle", { cx: x(i), cy: y(v || 0), r: 2.5, fill: COLORS[k % 4] })));
+    } else {
+      se.values.forEach((v, i) => {
+        const b0 = opts.stacked ? base[i] : 0;
+        const h = y(b0) - y(b0 + (v || 0));
+        const off = opts.stacked ? 0 : (k - (series.length - 1) / 2) * bw / series.length;
+        const rect = el("rect", { x: x(i) - bw / 2 + off, y: y(b0 + (v || 0)), width: opts.stacked ? bw : bw / series.length,
+                                  height: Math.max(0, h), fill: COLORS[k % 4], "data-series": se.name, "data-value": v || 0 });
+        rect.appendChild(el("title", {}, `${se.name} ${labels[i]}: ${(opts.format || fmt)(v || 0)}`));
+        svg.appendChild(rect);
+        if (opts.stacked) base[i] += v || 0;
+      });
+    }
+  });
+  box.appendChild(svg);
+  const legend = document.createElement("div");
+  legend.className = "legend";
+  series.forEach((se, k) => {
+    const item = document.createElement("span");
+    item.innerHTML = `<i style="background:${COLORS[k % 4]}"></i>`;
+    item.appendChild(document.createTextNode(se.name));
+    legend.appendChild(item);
+  });
+  box.appendChild(legend);
+}
+
+function table(containerId, groups, label) {
+  const box = $(containerId);
+  box.innerHTML = "";
+  if (!groups.length) { box.innerHTML = '<div class="empty">No usage in this range</div>'; return; }
+  const t = document.createElement("table");
+  t.innerHTML = `<thead><tr><th>${label}</th><th>requests</th><th>tokens</th><th>cached</th><th>billed</th></tr></thead>`;
+  const tb = document.createElement("tbody");
+  groups.slice(0, 10).forEach((g) => {
+    const tr = document.createElement("tr");
+    const cells = [g.name || g.group || "(none)", fmt(g.requests),
+      fmt(g.input_tokens + g.cached_input_tokens + g.output_tokens), pct(g.cached_share), usd(g.billed_cost_usd)];
+    cells.forEach((c) => { const td = document.createElement("td"); td.textContent = c; tr.appendChild(td); });
+    tb.appendChild(tr);
+  });
+  t.appendChild(tb);
+  box.appendChild(t);
+}
+
+function label(iso) {
+  const d = new Date(iso);
+  return $("bucket").value === "hour"
+    ? d.toISOString().slice(5, 13).replace("T", " ") + "h"
+    : d.toISOString().slice(5, 10);
+}
+
+function cards(t) {
+  const items = [["Requests", fmt(t.requests)], ["Errors", fmt(t.errors)], ["Input tokens", fmt(t.input_tokens)],
+    ["Cached input tokens", fmt(t.cached_input_tokens)], ["Output tokens", fmt(t.output_tokens)],
+    ["Cached share", pct(t.cached_share)], ["List cost", usd(t.list_cost_usd)], ["Billed cost", usd(t.billed_cost_usd)],
+    ["Rate-limited", fmt(t.rate_limited)]];
+  $("totals").innerHTML = "";
+  items.forEach(([k, v]) => {
+    const c = document.createElement("div");
+    c.className = "card";
+    c.innerHTML = `<div class="muted"></div><div class="v"></div>`;
+    c.children[0].textContent = k; c.children[1].textContent = v;
+    c.dataset.metric = k;
+    $("totals").appendChild(c);
+  });
+}
+
+async function load() {
+  $("app-error").textContent = "";
+  try {
+    const [byKey, byUser] = await Promise.all([api(usagePath("key")), api(usagePath("end_user"))]);
+    const rows = byKey.data;
+    const labels = rows.map((r) => label(r.start));
+    cards(byKey.totals);
+    chart("chart-tokens", labels, [
+      { name: "input", values: rows.map((r) => r.input_tokens) },
+      { name: "cached input", values: rows.map((r) => r.cached_input_tokens) },
+      { name: "output", values: rows.map((r) => r.output_tokens) }], { stacked: true });
+    chart("chart-cost", labels, [
+      { name: "list", values: rows.map((r) => Number(r.list_cost_usd)) },
+      { name: "billed", values: rows.map((r) => Number(r.billed_cost_usd)) }], { line: true, format: (v) => "$" + v.toFixed(4) });
+    chart("chart-cached", labels, [{ name: "cached share", values: rows.map((r) => r.cached_share || 0) }],
+      { line: true, format: pct });
+    chart("chart-requests", labels, [
+      { name: "requests", values: rows.map((r) => r.requests) },
+      { name: "errors", values: rows.map((r) => r.errors) }], {});
+    chart("chart-rejections", labels, [{ name: "rate-limited", values: rows.map((r) => r.rate_limited || 0) }], {});
+    table("top-keys", byKey.groups, "key");
+    table("top-users", byUser.groups, "end user");
+    document.body.dataset.loaded = "1";
+  } catch (err) {
+    $("app-error").textContent = err.message;
+  }
+}
+
+async function signIn(key) {
+  state.key = key;
+  state.admin = !key.startsWith("sk-gw-");
+  if (state.admin) {
+    const orgs = await api("/admin/orgs");
+    const sel = $("org");
+    sel.innerHTML = '<option value="">all</option>';
+    orgs.data.forEach((o) => { const op = document.createElement("option"); op.value = o.id; op.textContent = o.name; sel.appendChild(op); });
+    $("org-picker").hidden = false;
+    $("who").textContent = "admin";
+  } else {
+    const me = await api("/v1/usage/me");
+    $("who").textContent = me.org_name;
+  }
+  sessionStorage.setItem("gw-key", key);
+  sessionStorage.setItem("gw-admin", state.admin ? "1" : "0");
+  $("signin").hidden = true; $("app").hidden = false; $("signout").hidden = false;
+  await load();
+}
+
+$("signin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("signin-error").textContent = "";
+  try { await signIn($("key").value.trim()); } catch (err) { $("signin-error").textContent = err.message; }
+});
+$("signout").addEventListener("click", () => { sessionStorage.clear(); location.reload(); });
+$("refresh").addEventListener("click", load);
+["bucket", "org"].forEach((id) => $(id).addEventListener("change", load));
+$("range").addEventListener("change", () => { $("custom").hidden = $("range").value !== "custom"; load(); });
+if (state.key) signIn(state.key).catch(() => sessionStorage.clear());

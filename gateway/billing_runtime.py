@@ -1,0 +1,149 @@
+"""Billing's part of the lifespan: the price catalog, the stages, the ledger writer and the Stripe sync.
+
+Background tasks, per replica:
+- the ledger writer: with Redis, a consumer in the ``ledger`` group of the usage stream (replicas share
+  the work; entries a dead replica left pending are claimed after 30 s); always, a drain of the
+  in-process queue (the embedded default, and records taken while Redis was unreachable);
+- the price-plan refresh;
+- the Stripe sync (when a Stripe key is set), run by one replica at a time under a Redis lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing.ledger.consumer import QueueConsumer, StreamConsumer
+from billing.ledger.writer import LedgerWriter
+from gateway.budget import Budgets
+from gateway.config import Settings
+from gateway.metering import Metering, PriceCatalog, local_queue
+from gateway.proxy.stages import Stage
+from gateway.services.billing import BillingService
+from gateway.state.keys import KeySpace
+from gateway.state.memory import MemoryState
+
+log = logging.getLogger("gateway.billing")
+
+_STORE_ERRORS = (RedisError, SQLAlchemyError, OSError, ConnectionError, TimeoutError)
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass
+class BillingRuntime:
+    settings: Settings
+    service: BillingService
+    catalog: PriceCatalog
+    keyspace: KeySpace
+    redis: Redis | None
+    queue_consumer: QueueConsumer
+    stream_consumers: list[StreamConsumer]
+    stages: list[Stage] = field(default_factory=list)
+    # Stopped by setting this, never by cancelling a task in the middle of a SQL transaction.
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, service: BillingService, engine: AsyncEngine, keyspace: KeySpace,
+              redis: Redis | None, local_state: MemoryState) -> BillingRuntime:
+        catalog = PriceCatalog()
+        writer = LedgerWriter(engine)
+        stream_key = keyspace.usage_stream()
+        queue = QueueConsumer(local_queue(local_state, stream_key), writer, settings.ledger_batch_size)
+        streams = []
+        if redis is not None:
+            name = f"writer-{os.getpid()}-{os.urandom(3).hex()}"
+            streams = [StreamConsumer(redis, stream_key, writer, consumer=f"{name}-{i}",
+                                      batch_size=settings.ledger_batch_size,
+                                      block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
+                       for i in range(max(0, settings.ledger_writers))]
+        stages: list[Stage] = []
+        if settings.metering_enabled:
+            stages = [Budgets(keyspace, catalog, settings.budget_default_output_tokens,
+                              settings.budget_reservation_ttl_s), Metering(keyspace, catalog)]
+        return cls(settings, service, catalog, keyspace, redis, queue, streams, stages)
+
+    async def refresh_plans(self) -> None:
+        self.catalog.book = await self.service.plan_book()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._drain_queue()),
+                       asyncio.create_task(self._every(self.settings.billing_refresh_interval_s, self.refresh_plans))]
+        self._tasks += [asyncio.create_task(self._consume_stream(c)) for c in self.stream_consumers]
+        if self.settings.stripe_api_key:
+            self._tasks.append(asyncio.create_task(self._every(self.settings.stripe_sync_interval_s,
+                                                               self.sync_once)))
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep unless stopping; returns False once the runtime is stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return not self._stopping.is_set()
+
+    async def flush(self) -> None:
+        """Write what is queued in process now (at shutdown; tests call it to read the ledger at once)."""
+        while self.queue_consumer.pending():
+            await self.queue_consumer.step()
+
+    async def sync_once(self) -> bool:
+        """One Stripe sync, unless another replica holds the lock. Returns whether it ran."""
+        if self.redis is None:
+            await self.service.stripe_sync()
+            return True
+        lock = self.keyspace.billing_sync_lock()
+        token = os.urandom(8).hex()
+        ttl_ms = int(max(60.0, self.settings.stripe_sync_interval_s * 2) * 1000)
+        if not await self.redis.set(lock, token, nx=True, px=ttl_ms):
+            return False
+        try:
+            report = await self.service.stripe_sync()
+            if report.events_created or report.failed:
+                log.info("stripe sync: %s", report)
+        finally:
+            await self.redis.eval(_RELEASE, 1, lock, token)
+        return True
+
+    async def _drain_queue(self) -> None:
+        while await self._pause(self.settings.ledger_flush_interval_s):
+            try:
+                await self.flush()
+            except _STORE_ERRORS as exc:
+                log.warning("ledger write from the local queue failed (kept, retrying): %s", exc)
+
+    async def _consume_stream(self, consumer: StreamConsumer) -> None:
+        while not self._stopping.is_set():
+            try:
+                await consumer.step()
+                if consumer.caught_up:  # let records gather: batches, not a SQL statement per request
+                    await self._pause(self.settings.ledger_flush_interval_s)
+            except _STORE_ERRORS as exc:
+                log.warning("ledger writer: %s; entries stay pending, retrying", exc)
+                await self._pause(1.0)
+
+    async def _every(self, interval: float, job: object) -> None:
+        while True:
+            try:
+                await job()  # type: ignore[operator]
+            except Exception:  # a background job: log whatever went wrong and try again later
+                log.exception("billing job failed; retrying in %.1fs", interval)
+            if not await self._pause(interval):
+                return
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Let the tasks finish what they are writing, then write what is still queued."""
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(*_STORE_ERRORS):
+            await self.flush()

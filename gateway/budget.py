@@ -1,0 +1,139 @@
+"""Spend caps: a monthly budget per organisation and optionally per key, enforced in the state store.
+
+The budget comes with the principal (read with the key, cached with it: no SQL here). In the
+pre-request round trip the stage reserves the request's estimated cost (prompt estimate plus the
+output limit at the billed rates); a request is admitted while spent + reserved is under the limit,
+so concurrent requests overshoot by at most one request. ``finish`` releases the reservation and
+adds the real cost. Over budget: 429 ``insufficient_quota``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from billing.money import Tokens, cost
+from billing.usage import estimate_prompt_tokens
+from gateway import errors
+from gateway.metering import PriceCatalog, usage_record
+from gateway.proxy.exchange import Exchange
+from gateway.state.base import MemoryData, RoundTrip, Script
+from gateway.state.keys import KeySpace
+
+_NOTE = "budget"
+_KEEP_MS = 3_456_000_000  # month keys outlive their last use by 40 days
+
+
+def month_of(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m")
+
+
+def _purge(data: MemoryData, hash_key: str, res_key: str, now_ms: int) -> None:
+    spend, res = data.hash(hash_key), data.zset(res_key)
+    for member, expiry in list(res.items()):
+        if expiry <= now_ms:
+            del res[member]
+            spend["reserved"] = int(spend.get("reserved", 0)) - int(member.rsplit(":", 1)[1])
+
+
+def _reserve_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> Any:
+    member, estimate, ttl = str(args[0]), int(args[1]), int(args[2])
+    pairs = [(keys[i], keys[i + 1]) for i in range(0, len(keys), 2)]
+    used = limit = 0
+    for i, (hash_key, res_key) in enumerate(pairs, start=1):
+        _purge(data, hash_key, res_key, now_ms)
+        spend = data.hash(hash_key)
+        floor = int(args[2 + 2 * i])
+        if "spent" not in spend or floor > int(spend["spent"]):
+            spend["spent"] = floor
+        used = int(spend["spent"]) + int(spend.get("reserved", 0))
+        limit = int(args[1 + 2 * i])
+        if used >= limit:
+            return [0, i, str(used), str(limit)]
+    for hash_key, res_key in pairs:
+        spend = data.hash(hash_key)
+        spend["reserved"] = int(spend.get("reserved", 0)) + estimate
+        data.zset(res_key)[member] = now_ms + ttl
+        data.expire(hash_key, now_ms + ttl + _KEEP_MS)
+        data.expire(res_key, now_ms + ttl + _KEEP_MS)
+    return [1, 0, str(used), str(limit)]
+
+
+def _settle_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> Any:
+    member, estimate, spent, ttl = str(args[0]), int(args[1]), int(args[2]), int(args[3])
+    for i in range(0, len(keys), 2):
+        spend, res = data.hash(keys[i]), data.zset(keys[i + 1])
+        if res.pop(member, None) is not None:
+            spend["reserved"] = int(spend.get("reserved", 0)) - estimate
+        spend["spent"] = int(spend.get("spent", 0)) + spent
+        data.expire(keys[i], now_ms + ttl + _KEEP_MS)
+    return 1
+
+
+BUDGET_RESERVE = Script.load("budget_reserve", _reserve_py)
+BUDGET_SETTLE = Script.load("budget_settle", _settle_py)
+
+
+class Budgets:
+    """A Stage: one reservation script before the upstream call, one settling script after."""
+
+    def __init__(self, keyspace: KeySpace, catalog: PriceCatalog, default_output_tokens: int = 4096,
+                 reservation_ttl_s: float = 900.0) -> None:
+        self._keys = keyspace
+        self._catalog = catalog
+        self._default_output = default_output_tokens
+        self._ttl_ms = int(reservation_ttl_s * 1000)
+
+    def estimate(self, ex: Exchange) -> int:
+        body = ex.request.body
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or self._default_output
+        tokens = Tokens(prompt=estimate_prompt_tokens(body), cached=0, output=int(limit))
+        _, rates = self._catalog.book.billed_rates(ex.principal.org_id, ex.request.model,
+                                                   datetime.fromtimestamp(ex.started_wall, UTC))
+        return cost(tokens, rates)
+
+    def plan(self, ex: Exchange, trip: RoundTrip) -> None:
+        budget = ex.principal.budget
+        if budget is None:
+            return
+        month = month_of(ex.started_wall)
+        org = ex.principal.org_id
+        keys: list[str] = []
+        limits: list[Any] = []
+        same_month = budget.month == month
+        if budget.org_limit_ticks is not None:
+            keys += self._keys.budget(org, month)
+            limits += [budget.org_limit_ticks, budget.org_spent_ticks if same_month else 0]
+        if budget.key_limit_ticks is not None:
+            keys += self._keys.budget(org, month, ex.principal.key_id)
+            limits += [budget.key_limit_ticks, budget.key_spent_ticks if same_month else 0]
+        if not keys:
+            return
+        estimate = self.estimate(ex)
+        member = f"{ex.request_id}:{estimate}"
+        index = trip.call(BUDGET_RESERVE, keys, [member, estimate, self._ttl_ms, *limits])
+        ex.notes[_NOTE] = (index, keys, member, estimate, False)
+
+    def admit(self, ex: Exchange, results: list[Any]) -> None:
+        note = ex.notes.get(_NOTE)
+        if note is None:
+            return
+        index, keys, member, estimate, _ = note
+        admitted, which, used, limit = results[index]
+        if int(admitted):
+            ex.notes[_NOTE] = (index, keys, member, estimate, True)
+            return
+        budget = ex.principal.budget
+        org_checked = budget is not None and budget.org_limit_ticks is not None
+        scope = "organisation" if org_checked and int(which) == 1 else "API key"
+        raise errors.insufficient_quota(scope, int(used), int(limit))
+
+    def finish(self, ex: Exchange, trip: RoundTrip) -> None:
+        note = ex.notes.get(_NOTE)
+        if note is None or not note[4]:
+            return
+        _, keys, member, estimate, _ = note
+        record = usage_record(ex, self._catalog)
+        spent = record.billed_ticks if record is not None else 0
+        trip.call(BUDGET_SETTLE, keys, [member, estimate, spent, self._ttl_ms])

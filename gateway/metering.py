@@ -1,0 +1,108 @@
+"""The metering stage: every request's usage record, handed to the durable stream before the
+response completes.
+
+``finish`` builds the record (tokens the worker reported, or counted when the usage never arrived;
+the served model priced at the plan valid when the request started) and queues one script in the
+post-request round trip: XADD to the usage stream on Redis, an append to an in-process queue that the
+embedded ledger writer drains. No SQL, and nothing in the pre-request round trip.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from billing.money import PlanBook, Tokens
+from billing.usage import UsageRecord, estimate_prompt_tokens, tokens_from_usage
+from gateway.proxy.exchange import Exchange
+from gateway.state.base import MemoryData, RoundTrip, Script
+from gateway.state.keys import KeySpace
+
+_RECORD = "metering.record"
+_NONE = object()
+
+
+def _append_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> Any:
+    local_queue(data, keys[0]).append(args[0])
+    return b"%d-0" % now_ms
+
+
+def local_queue(data: MemoryData, key: str) -> deque[bytes]:
+    """The in-process stand-in for the usage stream (drained by the embedded ledger writer)."""
+    holder = data.value(key)
+    queue = holder.get("q")
+    if queue is None:
+        queue = holder["q"] = deque()
+    return queue
+
+
+USAGE_APPEND = Script.load("usage_append", _append_py)
+
+
+class PriceCatalog:
+    """The plan book the request path prices with; replaced whole by the periodic refresh."""
+
+    __slots__ = ("book",)
+
+    def __init__(self, book: PlanBook | None = None) -> None:
+        self.book = book or PlanBook()
+
+
+def usage_record(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
+    """The request's usage record, or None when nothing was generated (not billed). Built once."""
+    cached = ex.notes.get(_RECORD, None)
+    if cached is not None:
+        return None if cached is _NONE else cached
+    record = _build(ex, catalog)
+    ex.notes[_RECORD] = _NONE if record is None else record
+    return record
+
+
+def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
+    if ex.worker is None:
+        return None
+    if ex.usage is not None:
+        tokens = tokens_from_usage(ex.usage)
+        reported = True
+    elif ex.content_events > 0:  # the usage never came (stream cut, client gone): count what we saw
+        tokens = Tokens(prompt=estimate_prompt_tokens(ex.request.body), cached=0, output=ex.content_events,
+                        reasoning=min(ex.reasoning_events, ex.content_events))
+        reported = False
+    else:
+        return None
+    if tokens.prompt == 0 and tokens.output == 0:
+        return None
+    model = ex.served_model or ex.request.model
+    started = datetime.fromtimestamp(ex.started_wall, UTC)
+    charge = catalog.book.charge(ex.principal.org_id, model, started, tokens)
+    end = ex.finished_at if ex.finished_at is not None else ex.started
+    ttfb = ex.first_byte_at - ex.started if ex.first_byte_at is not None else 0.0
+    return UsageRecord(
+        request_id=ex.request_id, org_id=ex.principal.org_id, key_id=ex.principal.key_id, model=model,
+        requested_model=ex.request.model, worker=ex.worker.id, prompt_tokens=tokens.prompt,
+        cached_tokens=tokens.cached, output_tokens=tokens.output, reasoning_tokens=tokens.reasoning,
+        list_ticks=charge.list_ticks, billed_ticks=charge.billed_ticks, plan=charge.plan,
+        started_at_ms=int(ex.started_wall * 1000), ttfb_ms=int(ttfb * 1000), duration_ms=int((end - ex.started) * 1000),
+        status=ex.outcome, http_status=ex.status, reported=reported, stream=ex.request.stream, end_user=ex.end_user,
+    )
+
+
+class Metering:
+    """A Stage: nothing before the upstream call; one XADD in the post-request round trip."""
+
+    def __init__(self, keyspace: KeySpace, catalog: PriceCatalog) -> None:
+        self._stream = keyspace.usage_stream()
+        self._catalog = catalog
+
+    def plan(self, ex: Exchange, trip: RoundTrip) -> None:
+        return None
+
+    def admit(self, ex: Exchange, results: list[Any]) -> None:
+        return None
+
+    def finish(self, ex: Exchange, trip: RoundTrip) -> None:
+        record = usage_record(ex, self._catalog)
+        if record is not None:
+            trip.call(USAGE_APPEND, [self._stream], [record.encode()])
