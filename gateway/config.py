@@ -101,6 +101,32 @@ class Settings(BaseSettings):
     stripe_window_s: int = 3600
     stripe_settle_delay_s: float = 60.0
 
+    # Routing (see README "Routing"): prefix_aware, least_loaded, session_hash or round_robin.
+    routing_policy: str = "prefix_aware"
+    routing_block_bytes: int = Field(default=512, ge=16)  # canonical prompt bytes per hashed block
+    routing_max_blocks: int = Field(default=1024, ge=1, le=4096)  # leading blocks considered at most
+    routing_load_factor: float = Field(default=1.5, ge=1.0)  # bounded load: at most this x mean (+1)
+    routing_load_slack: float = Field(default=2.0, ge=0.0)  # ... or the least loaded worker + this
+    routing_kv_limit: float = Field(default=0.95, gt=0.0)  # skip workers whose KV usage is above this
+    # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load).
+    routing_load_cost_tokens: float = Field(default=1000.0, ge=0.0)
+    # KV capacity (tokens) of a worker that does not report vllm:cache_config_info.
+    routing_kv_tokens: int = Field(default=500_000, ge=1)
+    routing_bytes_per_token: float = Field(default=4.0, gt=0.0)  # to size the index from KV tokens
+    # Drop a worker's stale entries when it reports fewer cached tokens than this x predicted.
+    routing_feedback_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    routing_inflight_ttl_s: float = Field(default=300.0, gt=0.0)  # a lost request stops counting after this
+    routing_affinity_ttl_s: float = Field(default=1800.0, gt=0.0)  # a conversation hint's binding lives this long
+    routing_index_ttl_s: float = Field(default=86_400.0, gt=0.0)  # an idle worker's index expires after this
+
+    @field_validator("routing_policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        allowed = ("prefix_aware", "least_loaded", "session_hash", "round_robin")
+        if value not in allowed:
+            raise ValueError(f"routing_policy must be one of {', '.join(allowed)}")
+        return value
+
     @field_validator("workers", mode="before")
     @classmethod
     def _split_workers(cls, value: Any) -> Any:

@@ -9,6 +9,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.sim.run import SimProcess
 
 _BANNER = """
 LLM gateway demo is running.
@@ -37,37 +38,38 @@ Press Ctrl-C to stop everything.
 """
 
 
-async def _serve(port: int, n_workers: int, first_worker_port: int, admin_key: str) -> None:
+async def _serve(port: int, sims: list[SimProcess], admin_key: str) -> None:
     from gateway.cli import create_key
-    from gateway.sim.config import SimConfig
-    from gateway.sim.run import start_sim_process
 
-    sims = []
-    try:
-        for i in range(n_workers):
-            wport = first_worker_port + i
-            sims.append(await asyncio.to_thread(
-                start_sim_process, SimConfig(worker_id=f"sim-{wport}"), wport))
-        settings = Settings(workers=[s.url for s in sims], admin_key=admin_key, port=port)
-        key = await create_key(settings, "demo", "demo-key")
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, loop="none",
-                                               http="httptools", log_level="warning", access_log=False))
-        banner = _BANNER.format(port=port, workers=", ".join(s.url for s in sims), admin_key=admin_key, key=key)
-        serving = asyncio.create_task(server.serve())  # uvicorn turns Ctrl-C into a clean shutdown
-        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn exposes only a flag
-            await asyncio.sleep(0.05)
-        if server.started:
-            print(banner, flush=True)
-        await serving
-    finally:
-        for s in sims:
-            with contextlib.suppress(OSError):
-                s.stop()
-        print("demo stopped", flush=True)
+    settings = Settings(workers=[s.url for s in sims], admin_key=admin_key, port=port)
+    key = await create_key(settings, "demo", "demo-key")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, loop="none",
+                                           http="httptools", log_level="warning", access_log=False))
+    banner = _BANNER.format(port=port, workers=", ".join(s.url for s in sims), admin_key=admin_key, key=key)
+    serving = asyncio.create_task(server.serve())  # uvicorn turns Ctrl-C into a clean shutdown
+    while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn exposes only a flag
+        await asyncio.sleep(0.05)
+    if server.started:
+        print(banner, flush=True)
+    await serving
 
 
 def run_demo(port: int, n_workers: int, first_worker_port: int, admin_key: str) -> None:
     import uvloop
 
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_serve(port, n_workers, first_worker_port, admin_key))
+    from gateway.sim.config import SimConfig
+    from gateway.sim.run import start_sim_process
+
+    sims: list[SimProcess] = []
+    try:  # Ctrl-C at any point, start-up included, stops everything started so far
+        for i in range(n_workers):
+            wport = first_worker_port + i
+            sims.append(start_sim_process(SimConfig(worker_id=f"sim-{wport}"), wport))
+        uvloop.run(_serve(port, sims, admin_key))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for s in sims:
+            with contextlib.suppress(OSError):
+                s.stop()
+        print("demo stopped", flush=True)

@@ -21,7 +21,8 @@ from gateway.observability.metrics import GatewayMetrics
 from gateway.observability.requestlog import RequestLog
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import make_session
-from gateway.routing.policy import LeastInflight
+from gateway.routing.choose import RuleParams
+from gateway.routing.policy import PrefixRouter, RouterConfig
 from gateway.routing.pool import WorkerPool
 from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
@@ -54,6 +55,7 @@ class Runtime:
     metrics: GatewayMetrics
     request_log: RequestLog
     billing: BillingRuntime
+    router: PrefixRouter
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     limiter: RateLimitStage | None = None
     plans: PlanService | None = None
@@ -83,6 +85,21 @@ async def _every(interval: float, job: str, step: object) -> None:
         await asyncio.sleep(interval)
 
 
+def router_config(settings: Settings) -> RouterConfig:
+    return RouterConfig(
+        policy=settings.routing_policy, block_bytes=settings.routing_block_bytes,
+        max_blocks=settings.routing_max_blocks,
+        rule=RuleParams(settings.routing_load_factor, settings.routing_load_slack, settings.routing_kv_limit,
+                        settings.routing_load_cost_tokens * settings.routing_bytes_per_token
+                        / settings.routing_block_bytes),
+        default_kv_tokens=settings.routing_kv_tokens, bytes_per_token=settings.routing_bytes_per_token,
+        feedback_ratio=settings.routing_feedback_ratio,
+        inflight_ttl_ms=int(settings.routing_inflight_ttl_s * 1000),
+        affinity_ttl_ms=int(settings.routing_affinity_ttl_s * 1000),
+        index_ttl_ms=int(settings.routing_index_ttl_s * 1000),
+    )
+
+
 @contextlib.asynccontextmanager
 async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     url = settings.sqlalchemy_url
@@ -105,15 +122,16 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                              default_max_tokens=settings.limits_default_max_tokens, lease_s=settings.limits_lease_s)
     billing = BillingRuntime.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
                                    local_state)
+    router = PrefixRouter(pool, keyspace, local_state, state, router_config(settings))
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, LeastInflight(), stages=[limiter, *billing.stages], state=state,
+        forwarder=Forwarder(http, pool, router, stages=[limiter, *billing.stages], state=state,
                             fallback=local_state),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
-        billing=billing, limiter=limiter, plans=PlanService(sessions),
+        billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
     )
     try:
         await workers.sync()
@@ -127,6 +145,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await router.drain()
         await billing.close()  # before the engine goes: the ledger writer finishes its batch
         await http.close()
         if redis is not None:

@@ -63,11 +63,16 @@ class Exchange:
             self.payload = orjson.dumps(body)
             return
         body.update(fields)
-        raw = self.payload.rstrip()
+        raw = self.payload
         extra = orjson.dumps(fields)[1:-1]
-        if raw.endswith(b"}") and extra:
-            inner = raw[:-1].rstrip()
-            sep = b"" if inner.endswith(b"{") else b","
-            self.payload = inner + sep + extra + b"}"
+        end = len(raw)
+        while end and raw[end - 1] in b" \t\r\n":
+            end -= 1
+        if end and raw[end - 1] == 0x7D and extra:  # "}": splice before it, copying the body once
+            inner = end - 1
+            while inner and raw[inner - 1] in b" \t\r\n":
+                inner -= 1
+            sep = b"" if inner and raw[inner - 1] == 0x7B else b","  # "{": an empty object
+            self.payload = b"".join((memoryview(raw)[:inner], sep, extra, b"}"))
         else:
             self.payload = orjson.dumps(body)

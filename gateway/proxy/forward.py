@@ -27,7 +27,7 @@ from gateway.proxy.sse import SseTap
 from gateway.proxy.stages import Router, Stage
 from gateway.proxy.upstream import CONNECT_ERRORS
 from gateway.routing.pool import Worker, WorkerPool
-from gateway.state.base import StateStore, StoreUnavailable
+from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.memory import MemoryState
 
 log = logging.getLogger("gateway.proxy")
@@ -95,26 +95,29 @@ class Forwarder:
         on (the usage record) is stored before the client holds a complete response."""
         ex.settled = True
         stores: list[StateStore | MemoryState] = [self._fallback] if ex.degraded else [self._state, self._state]
+        results: list[Any] | None = None
         for store in stores:
-            trip = store.round_trip()
-            if ex.worker is not None:
-                self._router.finish(ex, trip)
-            for stage in admitted:
-                stage.finish(ex, trip)
+            trip = self._settle_trip(ex, admitted, store)
             try:
-                await trip.execute()
-                return
+                results = await trip.execute()
+                break
             except StoreUnavailable as exc:
                 # Once more on a fresh connection (a dropped one is often all it was): a lost settling
                 # would hold concurrency leases in Redis until they expire.
                 log.warning("shared state unreachable while settling %s: %s", ex.request_id, exc)
-        log.warning("settling %s locally", ex.request_id)
-        local = self._fallback.round_trip()
+        if results is None:
+            log.warning("settling %s locally", ex.request_id)
+            results = await self._settle_trip(ex, admitted, self._fallback).execute()
         if ex.worker is not None:
-            self._router.finish(ex, local)
+            self._router.settled(ex, results)
+
+    def _settle_trip(self, ex: Exchange, admitted: list[Stage], store: StateStore | MemoryState) -> RoundTrip:
+        trip = store.round_trip()
+        if ex.worker is not None:
+            self._router.finish(ex, trip)
         for stage in admitted:
-            stage.finish(ex, local)
-        await local.execute()
+            stage.finish(ex, trip)
+        return trip
 
     async def _dispatch(self, ex: Exchange, results: list[Any], send: Send, admitted: list[Stage]) -> None:
         model = ex.request.model

@@ -39,3 +39,6 @@ class Router(Protocol):
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
         """Queue the recording of where the request went and what the worker reported."""
+
+    def settled(self, ex: Exchange, results: list[Any]) -> None:
+        """Read the post-request round trip's results (counters); no I/O."""

@@ -1,39 +1,305 @@
-"""The routing choice among healthy workers serving the model.
+"""The Router: prefix-cache-aware, load-aware choice of a worker (and the simpler policies it is
+measured against: least_loaded, session_hash, round_robin).
 
-Until prefix-aware routing lands this is least in-flight requests, ties broken in rotation.
+Hot path of ``prefix_aware``: ``plan`` hashes the prompt (``prefix.py``), sets the tenant's
+``cache_salt`` on the forwarded body, and queues ONE script call (``prefix_route``) in the request's
+pre-request round trip. The script returns every candidate's matched prefix and shared in-flight count,
+applies the rule of ``choose.py`` and reserves an in-flight slot for the worker it picked, atomically,
+so replicas never race for the same idle worker. ``choose`` takes that pick (on a retry it applies the
+same rule locally to the returned figures, without a shared reservation). ``finish`` queues
+``prefix_record``: release the slot, correct the index from the cached tokens the worker reported,
+record the worker for the request's blocks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 from collections.abc import Collection
+from dataclasses import dataclass, field
 from typing import Any
 
+from xxhash import xxh3_64_hexdigest, xxh3_64_intdigest
+
 from gateway.proxy.exchange import Exchange
-from gateway.routing.pool import Worker
-from gateway.state.base import RoundTrip
+from gateway.proxy.request import CHAT
+from gateway.routing.choose import RuleParams, pick
+from gateway.routing.index import PURGE, RECORD, ROUTE
+from gateway.routing.pool import Worker, WorkerPool
+from gateway.routing.prefix import PrefixKey, blocks_in_bytes, bytes_in_blocks, prefix_key
+from gateway.routing.stats import RoutingStats
+from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
+from gateway.state.keys import KeySpace
+from gateway.state.memory import MemoryState
+
+log = logging.getLogger("gateway.routing")
+
+PREFIX_AWARE = "prefix_aware"
+LEAST_LOADED = "least_loaded"
+SESSION_HASH = "session_hash"
+ROUND_ROBIN = "round_robin"
+_HINT_HEADERS = ("x-grok-conv-id", "x-session-id")
+_HINT_FIELDS = ("prompt_cache_key", "user")
+_NOTE = "route"
 
 
-class LeastInflight:
-    def __init__(self) -> None:
+@dataclass(frozen=True)
+class RouterConfig:
+    policy: str = PREFIX_AWARE
+    block_bytes: int = 512
+    max_blocks: int = 1024
+    rule: RuleParams = field(default_factory=RuleParams)
+    default_kv_tokens: int = 500_000
+    bytes_per_token: float = 4.0
+    feedback_ratio: float = 0.5
+    inflight_ttl_ms: int = 300_000
+    affinity_ttl_ms: int = 1_800_000
+    index_ttl_ms: int = 86_400_000
+
+
+@dataclass(slots=True)
+class _Note:
+    key: PrefixKey
+    salt: str
+    hint: str | None
+    ids: list[str] = field(default_factory=list)
+    result: int = -1  # index of the route script's result, -1 when nothing was queued
+    reserved: str | None = None  # worker holding this request's shared in-flight slot
+    matches: dict[str, int] = field(default_factory=dict)
+    predicted_blocks: int = 0
+    settle_result: int = -1  # index of the record script's result in the post-request round trip
+
+
+def conversation_hint(ex: Exchange) -> str | None:
+    """The client's explicit conversation key: the headers first, then the body's fields."""
+    for name in _HINT_HEADERS:
+        value = ex.headers.get(name)
+        if value:
+            return value
+    body = ex.request.body
+    for name in _HINT_FIELDS:
+        value = body.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+class PrefixRouter:
+    def __init__(self, pool: WorkerPool, keys: KeySpace, local: MemoryState, shared: StateStore,
+                 config: RouterConfig | None = None, stats: RoutingStats | None = None,
+                 rng: random.Random | None = None) -> None:
+        self._pool = pool
+        self._keys = keys
+        self._local = local
+        self._shared = shared
+        self.config = config or RouterConfig()
+        self.stats = stats or RoutingStats()
+        self._rng = rng or random.Random()
         self._turn = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        pool.listeners.append(self._on_worker_event)
 
+    # --- the Router protocol -----------------------------------------------------------------------
     def plan(self, ex: Exchange, trip: RoundTrip) -> None:
-        return None
+        note = ex.notes.get(_NOTE)
+        if note is None:  # planned once, even when the round trip is replayed on the local store
+            note = ex.notes[_NOTE] = self._prepare(ex)
+        if self.config.policy not in (PREFIX_AWARE, LEAST_LOADED):
+            return
+        candidates = self._pool.candidates(ex.request.model)
+        if not candidates:
+            return
+        cfg = self.config
+        model = ex.request.model
+        note.ids = [w.id for w in candidates]
+        keys = [self._keys.affinity(model, note.hint or "-")]
+        args: list[Any] = [note.key.hashes if cfg.policy == PREFIX_AWARE else b"",
+                           "1" if cfg.policy == PREFIX_AWARE else "0", cfg.rule.load_factor, cfg.rule.load_slack,
+                           cfg.rule.kv_limit, cfg.rule.load_cost, self._next_turn() % len(candidates), ex.request_id,
+                           cfg.inflight_ttl_ms, cfg.affinity_ttl_ms, "1" if note.hint else "0", cfg.index_ttl_ms]
+        for w in candidates:
+            keys.append(self._keys.prefix_index(model, w.id))
+            keys.append(self._keys.inflight(model, w.id))
+            args.extend((w.id, w.metrics.get("waiting", 0.0), w.metrics.get("kv", 0.0), self.index_bound(w)))
+        note.result = trip.call(ROUTE, keys, args)
 
     def choose(self, ex: Exchange, results: list[Any], candidates: list[Worker],
                exclude: Collection[str]) -> Worker | None:
-        best: Worker | None = None
-        n = len(candidates)
-        if n == 0:
+        self._track_degraded(ex.degraded)
+        allowed = [w for w in candidates if w.id not in exclude]
+        if not allowed:
             return None
-        self._turn = (self._turn + 1) % n
-        for i in range(n):
-            w = candidates[(self._turn + i) % n]
-            if w.id in exclude:
-                continue
-            if best is None or w.inflight < best.inflight:
-                best = w
-        return best
+        note: _Note | None = ex.notes.get(_NOTE)
+        if exclude:
+            self.stats.retries += 1
+        else:
+            self.stats.requests += 1
+            if ex.degraded:
+                self.stats.local_fallbacks += 1
+        policy = self.config.policy
+        if policy == ROUND_ROBIN or note is None:
+            return allowed[self._next_turn() % len(allowed)]
+        if policy == SESSION_HASH:
+            return self._by_session(note, allowed)
+        if note.result < 0:
+            return allowed[self._next_turn() % len(allowed)]
+        return self._by_rule(note, results[note.result], candidates, exclude)
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
-        return None
+        note: _Note | None = ex.notes.get(_NOTE)
+        worker = ex.worker
+        if note is None or worker is None or self.config.policy not in (PREFIX_AWARE, LEAST_LOADED):
+            return
+        model = ex.request.model
+        key = note.key
+        usage = ex.usage or {}
+        prompt_tokens = usage.get("prompt_tokens")
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        reported_blocks = -1
+        predicted = note.predicted_blocks
+        if isinstance(prompt_tokens, int) and prompt_tokens > 0 and key.total_bytes > 0:
+            per_byte = prompt_tokens / key.total_bytes  # tokens per canonical byte, for this request
+            self.stats.prompt_tokens += prompt_tokens
+            predicted_tokens = int(bytes_in_blocks(predicted, key.block_bytes) * per_byte)
+            self.stats.predicted_cached_tokens += min(prompt_tokens, predicted_tokens)
+            if isinstance(cached, int):
+                self.stats.reported_cached_tokens += cached
+                held = blocks_in_bytes(int(cached / per_byte), key.block_bytes)
+                if predicted > 0 and cached < predicted_tokens * self.config.feedback_ratio:
+                    reported_blocks = held
+                    self.stats.feedback_corrections += 1
+        # prefix_route recorded the reserved worker; record again after a correction (it dropped this
+        # request's entries too) or when a retry went elsewhere
+        record = ex.status == 200 and self.config.policy == PREFIX_AWARE and (
+            reported_blocks >= 0 or note.reserved != worker.id)
+        if note.reserved is None and not record:
+            return
+        note.settle_result = trip.call(RECORD, [self._keys.prefix_index(model, worker.id),
+                           self._keys.inflight(model, note.reserved or worker.id)],
+                  [key.hashes, self.index_bound(worker), ex.request_id, predicted, reported_blocks,
+                   "1" if record else "0", self.config.index_ttl_ms])
+
+    def settled(self, ex: Exchange, results: list[Any]) -> None:
+        """The post-request round trip's results (entries dropped as stale, evicted by the bound)."""
+        self.stats.settled += 1
+        note: _Note | None = ex.notes.get(_NOTE)
+        if note is None or not 0 <= note.settle_result < len(results):
+            return
+        stale, evicted = results[note.settle_result]
+        self.stats.stale_entries_dropped += int(stale)
+        self.stats.index_evictions += int(evicted)
+
+    # --- workers that went away or restarted --------------------------------------------------------
+    async def purge(self, worker: Worker) -> int:
+        """Drop the worker's index and in-flight entries for every model it served, shared and local."""
+        dropped = 0
+        for model in worker.models:
+            keys = [self._keys.prefix_index(model, worker.id), self._keys.inflight(model, worker.id)]
+            dropped += int(await self._local.run(PURGE, keys, []))
+            if self._shared is not self._local:
+                try:
+                    dropped += int(await self._shared.run(PURGE, keys, []))
+                except StoreUnavailable as exc:
+                    log.warning("could not purge worker %s from the shared index: %s", worker.id, exc)
+        self.stats.worker_purges += 1
+        self.stats.purged_entries += dropped
+        return dropped
+
+    async def drain(self) -> None:
+        """Wait for pending purges (shutdown and tests)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _on_worker_event(self, event: str, worker: Worker) -> None:
+        log.info("worker %s %s: forgetting its prefix index", worker.id, event)
+        task = asyncio.get_running_loop().create_task(self._purge_logged(worker))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _purge_logged(self, worker: Worker) -> None:
+        dropped = await self.purge(worker)
+        log.info("worker %s: %d index entries dropped", worker.id, dropped)
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _prepare(self, ex: Exchange) -> _Note:
+        body = ex.request.body
+        client_salt = body.get("cache_salt")
+        client_salt = client_salt if isinstance(client_salt, str) else ""
+        principal = ex.principal
+        if principal.cache_isolation:
+            salt = principal.cache_salt + (":" + client_salt if client_salt else "")
+            ex.set_fields({"cache_salt": salt})
+        else:
+            salt = client_salt
+        hint = conversation_hint(ex)
+        hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
+        cfg = self.config
+        if cfg.policy == PREFIX_AWARE:
+            key = prefix_key(ex.request.kind == CHAT, body, ex.request.model, salt, cfg.block_bytes, cfg.max_blocks)
+        else:
+            key = PrefixKey(b"", 0, cfg.block_bytes)
+        return _Note(key=key, salt=salt, hint=hint_key)
+
+    def _by_rule(self, note: _Note, result: list[Any], candidates: list[Worker],
+                 exclude: Collection[str]) -> Worker | None:
+        n = len(note.ids)
+        chosen, by_affinity = int(result[0]), int(result[1])
+        matches = [int(m) for m in result[3:3 + n]]
+        flights = [int(f) for f in result[3 + n:3 + 2 * n]]
+        if not exclude:
+            self.stats.index_evictions += int(result[2])
+        note.matches = dict(zip(note.ids, matches, strict=True))
+        by_id = {w.id: w for w in candidates}
+        if chosen >= 0 and note.reserved is None:
+            note.reserved = note.ids[chosen]
+        if not exclude and chosen >= 0 and note.ids[chosen] in by_id:
+            worker = by_id[note.ids[chosen]]
+            if by_affinity:
+                self.stats.affinity_hits += 1
+        else:  # a retry, or the pool changed during the round trip: the same rule, locally
+            inflight = dict(zip(note.ids, flights, strict=True))
+            loads = [inflight.get(w.id, 0) + w.metrics.get("waiting", 0.0) for w in candidates]
+            kv = [w.metrics.get("kv", 0.0) for w in candidates]
+            found = [note.matches.get(w.id, 0) for w in candidates]
+            allowed = [w.id not in exclude for w in candidates]
+            index, _ = pick(found, loads, kv, allowed, self.config.rule, self._next_turn() % len(candidates),
+                            prefix=self.config.policy == PREFIX_AWARE)
+            if index < 0:
+                return None
+            worker = candidates[index]
+        note.predicted_blocks = note.matches.get(worker.id, 0)
+        if note.predicted_blocks:
+            self.stats.prefix_hits += 1
+        return worker
+
+    def _by_session(self, note: _Note, allowed: list[Worker]) -> Worker:
+        """Rendezvous hashing on the conversation hint (or the first block, or random)."""
+        seed = note.hint or (note.key.block(0).hex() if note.key.blocks else None)
+        if seed is None:
+            return allowed[self._rng.randrange(len(allowed))]
+        return max(allowed, key=lambda w: xxh3_64_intdigest(w.id.encode(), xxh3_64_intdigest(seed.encode())))
+
+    def _next_turn(self) -> int:
+        """Ties go to the first worker of a rotation that advances on every request."""
+        self._turn += 1
+        return self._turn
+
+    def index_bound(self, worker: Worker) -> int:
+        cfg = self.config
+        kv_tokens = worker.metrics.get("kv_tokens") or cfg.default_kv_tokens
+        return max(16, int(kv_tokens * cfg.bytes_per_token / cfg.block_bytes))
+
+    def _track_degraded(self, degraded: bool) -> None:
+        if degraded == self.stats.degraded:
+            return
+        self.stats.degraded = degraded
+        if degraded:
+            log.warning("routing on this replica's local prefix index: the shared store is unreachable")
+        else:
+            log.warning("the shared store is back: routing on the shared prefix index again")
+            prefix = self._keys.routing_prefix()
+            for key in [k for k in self._local.keys() if k.startswith(prefix)]:  # noqa: SIM118
+                self._local.delete(key)
+

@@ -2,7 +2,12 @@
 
 Workers come from the settings and from the admin API (stored in SQL, re-read by every replica in
 the background). A health loop asks each worker for ``GET /health`` and ``GET /v1/models``; a worker
-that fails is taken out of rotation until a check succeeds again.
+that fails is taken out of rotation until a check succeeds again. The same loop scrapes the load the
+router uses from ``GET /metrics`` (vLLM or SGLang names): requests waiting, KV usage, KV capacity, and
+the prefix-cache query counter, whose going backwards means the worker restarted.
+
+Listeners (the router) hear of workers that were removed, restarted or came back after failing, since
+their cache is gone or unknown: ``pool.listeners.append(fn)``, ``fn(event, worker)``.
 """
 
 from __future__ import annotations
@@ -10,13 +15,60 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 
 log = logging.getLogger("gateway.pool")
+
+REMOVED = "removed"
+RESTARTED = "restarted"
+WorkerListener = Callable[[str, "Worker"], None]
+
+_WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
+_KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage")
+_QUERIES = ("vllm:prefix_cache_queries_total",)
+
+
+def _label(labels: str, name: str) -> str | None:
+    at = labels.find(name + '="')
+    if at < 0:
+        return None
+    at += len(name) + 2
+    end = labels.find('"', at)
+    return labels[at:end] if end >= 0 else None
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """The load figures routing uses, from Prometheus text: ``waiting``, ``kv`` (0..1), ``kv_tokens``
+    (from ``vllm:cache_config_info``'s num_gpu_blocks x block_size) and ``queries`` (a counter)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        space = line.rfind(" ")
+        if space < 0:
+            continue
+        name = line[:brace] if 0 <= brace < space else line[:space]
+        try:
+            value = float(line[space + 1:])
+        except ValueError:
+            continue
+        if name in _WAITING:
+            out["waiting"] = out.get("waiting", 0.0) + value
+        elif name in _KV_USAGE:
+            out["kv"] = max(out.get("kv", 0.0), value)
+        elif name in _QUERIES:
+            out["queries"] = out.get("queries", 0.0) + value
+        elif name == "vllm:cache_config_info" and brace >= 0:
+            labels = line[brace:space]
+            blocks, size = _label(labels, "num_gpu_blocks"), _label(labels, "block_size")
+            if blocks and size and blocks.isdigit() and size.isdigit():
+                out["kv_tokens"] = float(int(blocks) * int(size))
+    return out
 
 
 def worker_id_for(url: str) -> str:
@@ -54,6 +106,11 @@ class WorkerPool:
         self._workers: dict[str, Worker] = {}
         self._health_timeout = aiohttp.ClientTimeout(total=health_timeout_s)
         self._rr = 0
+        self.listeners: list[WorkerListener] = []
+
+    def _tell(self, event: str, worker: Worker) -> None:
+        for listener in self.listeners:
+            listener(event, worker)
 
     # --- membership -------------------------------------------------------------------------
     def add(self, url: str, source: str) -> Worker:
@@ -66,7 +123,10 @@ class WorkerPool:
         return worker
 
     def remove(self, worker_id: str) -> Worker | None:
-        return self._workers.pop(worker_id, None)
+        worker = self._workers.pop(worker_id, None)
+        if worker is not None:
+            self._tell(REMOVED, worker)
+        return worker
 
     def sync_admin(self, urls: Iterable[str]) -> list[Worker]:
         """Make the admin-added workers exactly ``urls``; returns the workers that were removed."""
@@ -74,6 +134,7 @@ class WorkerPool:
         removed = [w for w in self._workers.values() if w.source == "admin" and w.id not in wanted]
         for w in removed:
             del self._workers[w.id]
+            self._tell(REMOVED, w)
         for url in wanted.values():
             self.add(url, "admin")
         return removed
@@ -127,15 +188,36 @@ class WorkerPool:
                 ok = bool(models)
                 if ok:
                     worker.models = models
+                    await self._scrape(worker)
             reason = None if ok else "health check failed"
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, AttributeError) as exc:
             ok, reason = False, f"health check error: {exc.__class__.__name__}"
         if ok and not worker.healthy:
             log.info("worker %s (%s) healthy, models %s", worker.id, worker.url, sorted(worker.models))
+            if worker.last_error is not None:  # it failed before: its cache may be gone
+                self._tell(RESTARTED, worker)
         elif not ok and worker.healthy:
             log.warning("worker %s (%s) unhealthy: %s", worker.id, worker.url, reason)
         worker.healthy = ok
         worker.last_error = reason
+
+    async def _scrape(self, worker: Worker) -> None:
+        """Load figures from ``/metrics``; a worker without them keeps its last (or no) figures."""
+        try:
+            async with self._session.get(worker.url + "/metrics", timeout=self._health_timeout) as resp:
+                if resp.status != 200:
+                    return
+                text = (await resp.read()).decode(errors="replace")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("metrics of %s not read: %s", worker.id, exc.__class__.__name__)
+            return
+        scraped = parse_metrics(text)
+        before = worker.metrics.get("queries")
+        worker.metrics = scraped
+        after = scraped.get("queries")
+        if before is not None and after is not None and after < before:
+            log.info("worker %s (%s) restarted (its prefix-cache counter went back)", worker.id, worker.url)
+            self._tell(RESTARTED, worker)
 
     async def check_all(self) -> None:
         await asyncio.gather(*(self.check(w) for w in list(self._workers.values())))

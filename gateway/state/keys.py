@@ -43,3 +43,24 @@ class KeySpace:
     def billing_sync_lock(self) -> str:
         """Held by the one replica running the periodic Stripe sync."""
         return f"{self.prefix}:{{billing}}:sync-lock"
+
+    # --- prefix-aware routing: every key of one model shares the hash tag {rt:MODEL} -------------
+    def route_tag(self, model: str) -> str:
+        safe = model.replace("{", "(").replace("}", ")")
+        return f"{self.prefix}:{{rt:{safe}}}"
+
+    def routing_prefix(self) -> str:
+        """What every routing key starts with (to clear the local fallback's routing state)."""
+        return f"{self.prefix}:{{rt:"
+
+    def prefix_index(self, model: str, worker_id: str) -> str:
+        """ZSET: block hash (8 raw bytes) -> last use (ms x 4096 + position order), one per worker."""
+        return f"{self.route_tag(model)}:idx:{worker_id}"
+
+    def inflight(self, model: str, worker_id: str) -> str:
+        """ZSET: request id -> deadline (ms); the worker's requests in flight from every replica."""
+        return f"{self.route_tag(model)}:inf:{worker_id}"
+
+    def affinity(self, model: str, hint: str) -> str:
+        """STRING: the worker a conversation hint (hashed with the tenant) was last routed to."""
+        return f"{self.route_tag(model)}:aff:{hint}"

@@ -89,10 +89,12 @@ async def test_one_script_call_before_the_upstream_call_and_one_after(pg_databas
         changed = {k: b[k] - a.get(k, 0) for k in b if b[k] != a.get(k, 0)}
         return {k: v for k, v in changed.items() if k not in inside_scripts | {"hello", "info"}}
 
-    # Request limits only: one EVALSHA per request (reserve before the upstream call; nothing to settle).
-    assert delta(before, middle) == {"evalsha": 5}
-    # Every kind of limit, org and key: still one EVALSHA before the call, plus one to settle after it.
-    assert delta(middle, after) == {"evalsha": 10}
+    # Per request the router adds one script to each round trip: its lookup before the upstream call
+    # (pipelined with the reserve: one round trip) and its record after it.
+    # Request limits only: reserve + lookup before the call; the router's record after (nothing to settle).
+    assert delta(before, middle) == {"evalsha": 5 * 3}
+    # Every kind of limit, org and key: still reserve + lookup before the call, settle + record after it.
+    assert delta(middle, after) == {"evalsha": 5 * 4}
 
 
 async def test_settling_survives_a_dropped_redis_connection(pg_database: str, sims: Any) -> None:

@@ -1,0 +1,472 @@
+"""Routing replay: the same workload through the gateway under each routing policy, side by side.
+
+    python -m bench.replay [--workload agentic,mooncake] [--workers 4] [--quick] [--sglang]
+
+Four simulated workers with finite KV caches (one child process, real timing model) sit behind one
+gateway, or two replicas sharing Redis (requests alternate between them at random). Per policy it
+prints: the share of prompt tokens served from cache as the workers reported it, the share a single
+infinite cache would have served (the ceiling, replayed offline through the simulator's own prompt
+template and block hashing), that share as a fraction of the ceiling, load imbalance (max / mean
+prefill work, i.e. uncached prompt tokens, per worker), and mean / p99 time to first token.
+
+Workloads: ``agentic`` (synthetic coding agents: sessions of tens of turns, each turn appending the
+answer and a tool result, sessions of a partner sharing a long system prompt and tool list; each
+partner its own organisation, so its own cache salt) and ``mooncake`` (the Mooncake conversation
+trace, first rows, blocks and clock scaled down), with caches smaller than the working set and with
+caches large enough to hold it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench.common import ROOT, Proc, free_port, pinned, wait_http
+from bench.workloads import AgenticConfig, Session, agentic_sessions, mooncake, tool_result
+from gateway.sim.config import SimConfig
+from gateway.sim.kvcache import PrefixCache
+from gateway.sim.prompt import PromptBuilder
+from gateway.sim.tokens import Tokenizer
+
+MODEL = "grok-code-fast-1"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+TUNING: dict[str, str] = {}  # GATEWAY_ROUTING_* overrides from --set
+LOGS: list[str] = []  # gateway logs of this run, printed on request and removed at the end
+RUN_PREFIX = "gwreplay-" + os.urandom(3).hex()  # every Redis key of this run starts with it
+
+
+# --- simulated workers: one child process, one event loop ------------------------------------------
+def _serve_sims(configs: list[SimConfig], ports: list[int], cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
+    from gateway.sim.run import start_sim_server
+
+    async def main() -> None:
+        for config, port in zip(configs, ports, strict=True):
+            await start_sim_server(config, port=port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class SimFarm:
+    def __init__(self, configs: list[SimConfig], cpu: int | None) -> None:
+        self.ports = [free_port() for _ in configs]
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_serve_sims, args=(configs, self.ports, cpu), daemon=True)
+        self.process.start()
+        for url in self.urls:
+            wait_http(url + "/health")
+
+    def reset(self) -> None:
+        for url in self.urls:
+            req = urllib.request.Request(url + "/sim/reset", data=b"{}", method="POST")
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                resp.read()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.join(10)
+
+
+# --- one request ------------------------------------------------------------------------------------
+@dataclass
+class Rec:
+    sent: float
+    worker: str
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    ttft: float = 0.0
+    ok: bool = False
+    answer: str = ""
+
+
+async def send(http: aiohttp.ClientSession, url: str, path: str, key: str, body: dict[str, Any],
+               headers: dict[str, str]) -> Rec:
+    body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    rec = Rec(sent=t0, worker="?")
+    parts: list[str] = []
+    try:
+        async with http.post(url + path, data=orjson.dumps(body),
+                             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                                      **headers}) as resp:
+            rec.worker = resp.headers.get("x-gateway-worker") or resp.headers.get("x-worker-id") or "?"
+            if resp.status != 200:
+                await resp.read()
+                return rec
+            buf = b""
+            async for chunk in resp.content.iter_any():
+                if not rec.ttft:
+                    rec.ttft = time.perf_counter() - t0
+                buf += chunk
+                *lines, buf = buf.split(b"\n\n")
+                for line in lines:
+                    if not line.startswith(b"data: {"):
+                        continue
+                    event = orjson.loads(line[6:])
+                    for choice in event.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            parts.append(delta["content"])
+                        if choice.get("text"):
+                            parts.append(choice["text"])
+                    usage = event.get("usage")
+                    if usage:
+                        rec.prompt_tokens = usage["prompt_tokens"]
+                        rec.cached_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+            rec.ok = rec.prompt_tokens > 0
+    except aiohttp.ClientError as exc:
+        print(f"  request failed: {exc!r}", file=sys.stderr)
+    rec.answer = "".join(parts)
+    return rec
+
+
+@dataclass
+class Sent:
+    """What went out, for the offline ceiling: the body, the answer, the tenant."""
+
+    rec: Rec
+    body: dict[str, Any]
+    tenant: int
+    chat: bool
+
+
+@dataclass
+class Run:
+    sent: list[Sent] = field(default_factory=list)
+
+
+def pick_url(urls: list[str], rng: random.Random) -> str:
+    return urls[0] if len(urls) == 1 else urls[rng.randrange(len(urls))]
+
+
+async def run_agentic(urls: list[str], keys: list[str], cfg: AgenticConfig, hints: bool) -> Run:
+    run = Run()
+    rng = random.Random(1)
+    sessions = agentic_sessions(cfg)
+
+    async def one(http: aiohttp.ClientSession, s: Session) -> None:
+        await asyncio.sleep(s.start_s)
+        messages = list(s.messages)
+        for turn in range(cfg.turns):
+            body = {"model": MODEL, "messages": list(messages), "tools": s.tools, "max_tokens": cfg.answer_tokens}
+            headers = {"x-session-id": s.session_id} if hints else {}
+            rec = await send(http, pick_url(urls, rng), "/v1/chat/completions", keys[s.partner], body, headers)
+            run.sent.append(Sent(rec, body, s.partner, True))
+            if not rec.ok:
+                return
+            call_id = f"call_{turn}"
+            messages.append({"role": "assistant", "content": rec.answer})
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": tool_result(s, turn)})
+            await asyncio.sleep(rng.uniform(*cfg.think_s))
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as http:
+        await asyncio.gather(*(one(http, s) for s in sessions))
+    return run
+
+
+async def run_mooncake(urls: list[str], key: str, requests: list[Any]) -> Run:
+    run = Run()
+    rng = random.Random(1)
+    t0 = time.perf_counter()
+
+    async def one(http: aiohttp.ClientSession, r: Any) -> None:
+        delay = r.at_s - (time.perf_counter() - t0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        body = {"model": MODEL, "prompt": r.prompt, "max_tokens": r.max_tokens}
+        rec = await send(http, pick_url(urls, rng), "/v1/completions", key, body, {})
+        run.sent.append(Sent(rec, body, 0, False))
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as http:
+        await asyncio.gather(*(one(http, r) for r in requests))
+    return run
+
+
+# --- figures ----------------------------------------------------------------------------------------
+def ceiling(run: Run, block_size: int = 16) -> float:
+    """Share of prompt tokens one infinitely large prefix cache would have served, in send order."""
+    tok = Tokenizer()
+    prompts = PromptBuilder(tok)
+    cache = PrefixCache(1, block_size, namespace=MODEL)
+    seen: set[int] = set()
+    total = hit = 0
+    for s in sorted(run.sent, key=lambda x: x.rec.sent):
+        if not s.rec.ok:
+            continue
+        ids = prompts.chat(s.body) if s.chat else prompts.completion(s.body)
+        salt = f"tenant-{s.tenant}"
+        hashes = cache.block_hashes(ids, salt)
+        matched = 0
+        for h in hashes:
+            if h not in seen:
+                break
+            matched += 1
+        total += len(ids)
+        hit += min(matched * block_size, ((len(ids) - 1) // block_size) * block_size)
+        seen.update(cache.block_hashes(ids + tok.encode(s.rec.answer), salt, hashes))
+    return hit / total if total else 0.0
+
+
+@dataclass
+class Row:
+    name: str
+    requests: int
+    errors: int
+    share: float
+    ceiling: float
+    imbalance: float
+    ttft_mean_ms: float
+    ttft_p99_ms: float
+    seconds: float
+
+
+def figures(name: str, run: Run, workers: int, seconds: float, ceil: float) -> Row:
+    recs = [s.rec for s in run.sent]
+    ok = [r for r in recs if r.ok]
+    prompt = sum(r.prompt_tokens for r in ok)
+    cached = sum(r.cached_tokens for r in ok)
+    work: dict[str, int] = {}
+    for r in ok:
+        work[r.worker] = work.get(r.worker, 0) + r.prompt_tokens - r.cached_tokens
+    loads = list(work.values()) + [0] * max(0, workers - len(work))
+    mean = sum(loads) / len(loads) if loads else 0
+    ttfts = sorted(r.ttft for r in ok)
+    return Row(name, len(recs), len(recs) - len(ok), cached / prompt if prompt else 0.0, ceil,
+               max(loads) / mean if mean else 0.0, 1000 * sum(ttfts) / max(1, len(ttfts)),
+               1000 * ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))] if ttfts else 0.0, seconds)
+
+
+def print_header(title: str) -> None:
+    print(f"\n{title}")
+    print(f"{'policy':<30} {'reqs':>5} {'err':>4} {'cached':>7} {'ceiling':>8} {'of ceil':>8} {'imbal':>6} "
+          f"{'ttft ms':>8} {'p99 ms':>8} {'secs':>5}", flush=True)
+
+
+def print_row(r: Row) -> None:
+    of = r.share / r.ceiling if r.ceiling else 0.0
+    print(f"{r.name:<30} {r.requests:5d} {r.errors:4d} {r.share:7.3f} {r.ceiling:8.3f} {of:8.3f} {r.imbalance:6.2f} "
+          f"{r.ttft_mean_ms:8.1f} {r.ttft_p99_ms:8.1f} {r.seconds:5.1f}", flush=True)
+
+
+# --- gateways -----------------------------------------------------------------------------------------
+def make_keys(env: dict[str, str], orgs: list[str]) -> list[str]:
+    out = []
+    for org in orgs:
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", "keys", "create", "--org", org], cwd=ROOT,
+                              env={**os.environ, **env}, check=True, capture_output=True, text=True)
+        out.append(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+def start_gateways(policy: str, replicas: int, sims: SimFarm, base_env: dict[str, str], cpu: str | None,
+                   extra: dict[str, str] | None = None) -> list[Proc]:
+    env = {**base_env, **TUNING, "GATEWAY_ROUTING_POLICY": policy,
+           "GATEWAY_REDIS_PREFIX": f"{RUN_PREFIX}-{os.urandom(3).hex()}",
+           "GATEWAY_HEALTH_INTERVAL_S": "0.5", "GATEWAY_AUTO_MIGRATE": "false",
+           "GATEWAY_WORKERS": orjson.dumps(sims.urls).decode(), **(extra or {})}
+    return [start_logged_gateway(cpu, env) for _ in range(replicas)]
+
+
+def start_logged_gateway(cpu: str | None, env: dict[str, str]) -> Proc:
+    """A gateway process whose log goes to a file (a pipe nobody reads would block it once full)."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="gw-replay-", suffix=".log", delete=False)  # noqa: SIM115
+    cmd = pinned([sys.executable, "-m", "gateway.cli", "serve"], cpu)
+    popen = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env, "GATEWAY_PORT": str(port)},
+                             stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/ready")
+    except RuntimeError:
+        popen.kill()
+        raise RuntimeError("gateway failed: " + Path(log.name).read_text()[-2000:]) from None
+    LOGS.append(log.name)
+    return Proc(popen, url)
+
+
+def stop_all(procs: list[Proc]) -> None:
+    for p in procs:
+        p.stop()
+
+
+# --- sglang-router, the peer row ---------------------------------------------------------------------
+def start_sglang_router(sims: SimFarm) -> Proc | None:
+    exe = shutil.which("sglang-router") or str(ROOT / ".venv" / "bin" / "sglang-router")
+    launcher = [sys.executable, "-m", "sglang_router.launch_router"]
+    port = free_port()
+    args = ["--worker-urls", *sims.urls, "--policy", "cache_aware", "--host", "127.0.0.1", "--port", str(port)]
+    for cmd in ([exe, *args] if os.path.exists(exe) else None, [*launcher, *args]):
+        if cmd is None:
+            continue
+        popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/health", timeout=40)
+            return Proc(popen, f"http://127.0.0.1:{port}")
+        except RuntimeError:
+            popen.kill()
+            err = popen.stderr.read().decode()[-400:] if popen.stderr else ""
+            print(f"  sglang-router did not start with {cmd[0]}: {err}", file=sys.stderr)
+    return None
+
+
+# --- the runs -------------------------------------------------------------------------------------------
+POLICIES = ["round_robin", "least_loaded", "session_hash", "prefix_aware"]
+
+
+def sim_configs(n: int, kv_tokens: int, prefill: float, decode: float) -> list[SimConfig]:
+    return [SimConfig(model=MODEL, kv_capacity_tokens=kv_tokens, prefill_tokens_per_s=prefill,
+                      decode_tokens_per_s=decode, max_running=64, time_scale=1.0, seed=i, worker_id=f"bench-{i}",
+                      recent_requests_max=0, stream_interval_s=0.01) for i in range(n)]
+
+
+def agentic(args: argparse.Namespace, base_env: dict[str, str]) -> None:
+    cfg = AgenticConfig(sessions=16 if args.quick else 32, turns=12 if args.quick else 20)
+    kv = 128_000
+    sims = SimFarm(sim_configs(args.workers, kv, 50_000.0, 1000.0), cpu=1 if args.pin else None)
+    try:
+        keys = make_keys(base_env, [f"partner-{p}" for p in range(cfg.partners)])
+        print_header(f"agentic coding: {cfg.sessions} sessions x {cfg.turns} turns, {cfg.partners} partners, "
+                     f"{args.workers} workers x {kv:,} KV tokens")
+        ceil: float | None = None
+        runs = [(p, 1, True) for p in args.policies] + [("prefix_aware", 2, True), ("prefix_aware", 1, False)]
+        runs = [r for r in runs if r[0] in args.policies]
+        for policy, replicas, hints in runs:
+            sims.reset()
+            gws = start_gateways(policy, replicas, sims, base_env, "0" if args.pin else None)
+            try:
+                t0 = time.perf_counter()
+                run = asyncio.run(run_agentic([g.url for g in gws], keys, cfg, hints))
+                seconds = time.perf_counter() - t0
+            finally:
+                stop_all(gws)
+            if ceil is None:
+                ceil = ceiling(run)
+            name = f"{policy} x{replicas}" + ("" if hints else " (no hints)")
+            print_row(figures(name, run, args.workers, seconds, ceil))
+        if args.sglang:
+            sglang_row(sims, lambda url: run_agentic([url], keys, cfg, True), args, ceil or 0.0)
+    finally:
+        sims.stop()
+
+
+def sglang_row(sims: SimFarm, job: Any, args: argparse.Namespace, ceil: float) -> None:
+    sims.reset()
+    router = start_sglang_router(sims)
+    if router is None:
+        print("sglang-router cache_aware: skipped (it did not start here; see the message above)")
+        return
+    try:
+        t0 = time.perf_counter()
+        run = asyncio.run(job(router.url))
+        print_row(figures("sglang-router cache_aware", run, args.workers, time.perf_counter() - t0, ceil))
+    finally:
+        router.stop()
+
+
+def mooncake_runs(args: argparse.Namespace, base_env: dict[str, str]) -> None:
+    n = 600 if args.quick else 1200
+    block_tokens = 32
+    requests = list(mooncake(n, block_tokens, duration_s=10.0 if args.quick else 20.0, offset=args.offset))
+    key_env = base_env
+    key = make_keys(key_env, ["mooncake"])[0]
+    for label, kv, policies in (("small caches", 100_000, POLICIES), ("large caches", 1_000_000,
+                                                                    ["round_robin", "prefix_aware"])):
+        sims = SimFarm(sim_configs(args.workers, kv, 40_000.0, 1000.0), cpu=1 if args.pin else None)
+        try:
+            print_header(f"mooncake conversation trace: {n} requests, blocks of 512 -> {block_tokens} tokens, "
+                         f"{args.workers} workers x {kv:,} KV tokens ({label})")
+            ceil: float | None = None
+            runs = [(p, 1) for p in policies if p in args.policies]
+            runs += [("prefix_aware", 2)] if "prefix_aware" in args.policies else []
+            for policy, replicas in runs:
+                sims.reset()
+                gws = start_gateways(policy, replicas, sims, base_env, "0" if args.pin else None)
+                try:
+                    t0 = time.perf_counter()
+                    run = asyncio.run(run_mooncake([g.url for g in gws], key, requests))
+                    seconds = time.perf_counter() - t0
+                finally:
+                    stop_all(gws)
+                if ceil is None:
+                    ceil = ceiling(run)
+                print_row(figures(f"{policy} x{replicas}", run, args.workers, seconds, ceil))
+            if args.sglang:
+                sglang_row(sims, lambda url: run_mooncake([url], key, requests), args, ceil or 0.0)
+        finally:
+            sims.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workload", default="agentic,mooncake")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--quick", action="store_true", help="a smaller run")
+    ap.add_argument("--offset", type=int, default=0, help="first Mooncake row")
+    ap.add_argument("--sglang", action="store_true", help="add sglang-router's cache_aware policy as a peer row")
+    ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a gateway setting for every run, e.g. routing_load_factor=1.5")
+    ap.add_argument("--logs", action="store_true", help="print the tail of every gateway log at the end")
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to cores")
+    args = ap.parse_args()
+    args.pin = args.pin and (os.cpu_count() or 1) > 1
+    args.policies = args.policies.split(",")
+    for item in args.set:
+        name, _, value = item.partition("=")
+        TUNING["GATEWAY_" + name.upper()] = value
+    data = tempfile.mkdtemp(prefix="gw-replay-")
+    base_env = {"GATEWAY_DATA_DIR": data, "GATEWAY_REDIS_URL": REDIS_URL, "GATEWAY_DATABASE_URL": "",
+                "GATEWAY_LOG_LEVEL": "WARNING"}
+    subprocess.run([sys.executable, "-m", "gateway.cli", "db", "upgrade"], cwd=ROOT, env={**os.environ, **base_env},
+                   check=True, capture_output=True)
+    try:
+        for workload in args.workload.split(","):
+            if workload == "agentic":
+                agentic(args, base_env)
+            elif workload == "mooncake":
+                mooncake_runs(args, base_env)
+            else:
+                raise SystemExit(f"unknown workload {workload!r}")
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+        cleanup_redis()
+        for name in LOGS:
+            if args.logs:
+                print(f"--- {name}\n" + Path(name).read_text()[-3000:])
+            os.unlink(name)
+
+
+def cleanup_redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{RUN_PREFIX}-*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Routing CPU per request for a long prompt: hashing, the decision and the index update.
+
+    python -m bench.route_cpu [--tokens 100000] [--workers 8] [--rounds 200]
+
+A chat request of about ``--tokens`` tokens (a coding agent's conversation: system prompt, tools, turns
+of answers and tool results; ~4 bytes per token). Prints, per request, in microseconds of this
+process's CPU: canonical bytes + chained block hashes (and per 100 KB of prompt); the router's whole
+``plan`` + ``choose`` + ``finish`` on the in-process store (the Python twins run the index lookups and
+updates, so this is decision + index update entirely in the gateway); the same on Redis, where the
+gateway's share is building and sending the pipeline and Redis runs the Lua (its own time per call is
+read from ``INFO commandstats``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from bench.workloads import words
+from gateway.proxy.exchange import Exchange
+from gateway.proxy.request import CHAT, parse
+from gateway.routing.policy import PrefixRouter, RouterConfig
+from gateway.routing.pool import WorkerPool
+from gateway.routing.prefix import prefix_key
+from gateway.state.base import StateStore
+from gateway.state.keys import KeySpace
+from gateway.state.memory import MemoryState
+from gateway.state.redis import RedisState
+from gateway.types import Principal
+
+MODEL = "grok-code-fast-1"
+
+
+def conversation(tokens: int, seed: int = 1) -> bytes:
+    rng = random.Random(seed)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": words(rng, 2000)},
+                                      {"role": "user", "content": words(rng, 100)}]
+    size = 2100
+    turn = 0
+    while size < tokens:
+        result = rng.randint(200, 3000)
+        messages.append({"role": "assistant", "content": words(rng, 40), "tool_calls": [
+            {"id": f"c{turn}", "type": "function", "function": {"name": "read", "arguments": '{"path": "a.py"}'}}]})
+        messages.append({"role": "tool", "tool_call_id": f"c{turn}", "content": words(rng, result)})
+        size += 50 + result
+        turn += 1
+    tools = [{"type": "function", "function": {"name": f"t{i}", "parameters": {"type": "object"}}} for i in range(8)]
+    return orjson.dumps({"model": MODEL, "messages": messages, "tools": tools, "max_tokens": 64})
+
+
+def cpu_us(fn: Any, rounds: int) -> float:
+    t0 = time.process_time()
+    for _ in range(rounds):
+        fn()
+    return (time.process_time() - t0) / rounds * 1e6
+
+
+async def router_round(router: PrefixRouter, state: StateStore, raw: bytes, pool: WorkerPool, i: int) -> float:
+    """One request's routing work; returns this process's CPU seconds for it."""
+    request = parse(raw, CHAT)  # the API parses every body once anyway: not counted
+    t0 = time.process_time()
+    ex = Exchange(request_id=f"r{i}", principal=Principal("k", "o", "o", "salt", True), request=request,
+                  path="/v1/chat/completions", payload=raw)
+    trip = state.round_trip()
+    router.plan(ex, trip)
+    results = await trip.execute()
+    worker = router.choose(ex, results, pool.candidates(MODEL), ())
+    assert worker is not None
+    ex.worker, ex.status = worker, 200
+    ex.usage = {"prompt_tokens": 100_000, "prompt_tokens_details": {"cached_tokens": 90_000}}
+    settle = state.round_trip()
+    router.finish(ex, settle)
+    router.settled(ex, await settle.execute())
+    return time.process_time() - t0
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=100_000)
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = ap.parse_args()
+    raw = conversation(args.tokens)
+    body = orjson.loads(raw)
+    cfg = RouterConfig()
+    key = prefix_key(True, body, MODEL, "salt", cfg.block_bytes, cfg.max_blocks)
+    kb = len(raw) / 1000
+    print(f"prompt: {len(raw):,} bytes of JSON, {key.total_bytes:,} canonical bytes, {key.blocks} blocks of "
+          f"{cfg.block_bytes} bytes (cap {cfg.max_blocks}), {args.workers} workers")
+    hash_us = cpu_us(lambda: prefix_key(True, body, MODEL, "salt", cfg.block_bytes, cfg.max_blocks), args.rounds)
+    print(f"canonical bytes + block hashes:            {hash_us:8.1f} us/request "
+          f"({hash_us / kb * 100:6.1f} us per 100 KB)")
+    parse_us = cpu_us(lambda: parse(raw, CHAT), args.rounds)
+    print(f"(for scale: parsing the JSON body once:    {parse_us:8.1f} us/request)")
+
+    await with_pool_state(args, raw)
+
+
+async def with_pool_state(args: argparse.Namespace, raw: bytes) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        pool = WorkerPool(http)
+        for i in range(args.workers):
+            w = pool.add(f"http://127.0.0.1:{20000 + i}", "config")
+            w.healthy, w.models = True, frozenset({MODEL})
+            w.metrics = {"kv_tokens": 500_000.0, "waiting": 0.0, "kv": 0.3}
+        memory = MemoryState()
+        router = PrefixRouter(pool, KeySpace("gwbench-cpu"), memory, memory)
+        for i in range(20):  # warm: the index holds this conversation
+            await router_round(router, memory, raw, pool, i)
+        total = sum([await router_round(router, memory, raw, pool, i) for i in range(args.rounds)])
+        print(f"plan + choose + finish, in-process index:  {total / args.rounds * 1e6:8.1f} us/request "
+              "(hashing, salt, lookup, choice, index update)")
+
+        client = aioredis.Redis.from_url(args.redis)
+        prefix = "gwbench-cpu-" + os.urandom(3).hex()
+        try:
+            shared = RedisState(client)
+            router = PrefixRouter(pool, KeySpace(prefix), memory, shared)
+            for i in range(20):
+                await router_round(router, shared, raw, pool, i)
+            before = (await client.info("commandstats")).get("cmdstat_evalsha", {})
+            total = sum([await router_round(router, shared, raw, pool, i) for i in range(args.rounds)])
+            after = (await client.info("commandstats")).get("cmdstat_evalsha", {})
+            print(f"plan + choose + finish, Redis index:       {total / args.rounds * 1e6:8.1f} us/request "
+                  "of gateway CPU, incl. the kernel's socket time (Lua runs in Redis)")
+            calls = after.get("calls", 0) - before.get("calls", 0)
+            usec = after.get("usec", 0) - before.get("usec", 0)
+            if calls:  # the server is shared: other clients' EVALSHA calls may be mixed in
+                print(f"  Redis time per script call (route or record): {usec / calls:8.1f} us ({calls} calls)")
+        finally:
+            found = [k async for k in client.scan_iter(match=f"{prefix}*")]
+            if found:
+                await client.delete(*found)
+            await client.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

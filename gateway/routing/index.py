@@ -1,0 +1,135 @@
+"""The shared prefix index and in-flight counts: the routing scripts and their in-process twins.
+
+Per model and worker, a sorted set of block hashes (8 raw bytes) scored by last use, bounded to the
+worker's KV capacity (oldest out first); per model and worker, a sorted set of the requests in flight
+with their deadlines (so a replica that dies mid-request leaks nothing for long); per conversation hint,
+the worker it was last routed to. ``prefix_route`` answers every candidate's match and load, chooses,
+reserves and records in one call; ``prefix_record`` settles after the response (release, feedback);
+``prefix_purge`` forgets a worker.
+The Lua files in ``state/lua/`` and the functions here have the same semantics; the tests run both.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.routing.choose import RuleParams, pick
+from gateway.state.base import MemoryData, Script
+
+_H = 8
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, ttl: int) -> int:
+    """Record every block (scores as in the Lua files), evict down to ``cap``; returns the evicted count."""
+    index: dict[Any, float] = store.zset(key)
+    base = now * 4096
+    for i in range(len(hashes) // _H):
+        index[hashes[i * _H:(i + 1) * _H]] = float(base + 4095 - min(i, 4095))
+    evicted = 0
+    size = len(index)
+    if size > cap + cap // 16:
+        evicted = size - cap
+        for member in heapq.nsmallest(evicted, index, key=index.__getitem__):
+            del index[member]
+    store.expire(key, now + ttl)
+    return evicted
+
+
+def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
+    hashes: bytes = args[0]
+    use_prefix = _s(args[1]) == "1"
+    params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]))
+    start = int(args[6])
+    rid = _s(args[7])
+    inflight_ttl = int(args[8])
+    affinity_ttl = int(args[9])
+    has_hint = _s(args[10]) == "1"
+    index_ttl = int(args[11])
+    f = 12
+    n = (len(keys) - 1) // 2
+    blocks = len(hashes) // _H
+    ids: list[str] = []
+    loads: list[float] = []
+    kv: list[float] = []
+    matches: list[int] = []
+    flights: list[int] = []
+    for i in range(n):
+        ids.append(_s(args[f + 4 * i]))
+        inflight = store.zset(keys[2 + 2 * i])
+        for member in [m for m, deadline in inflight.items() if deadline <= now]:
+            del inflight[member]
+        flights.append(len(inflight))
+        loads.append(len(inflight) + float(args[f + 4 * i + 1]))
+        kv.append(float(args[f + 4 * i + 2]))
+        m = 0
+        if use_prefix and blocks:
+            index: dict[Any, float] = store.zset(keys[1 + 2 * i])
+            lo, hi = 0, blocks
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if hashes[(mid - 1) * _H:mid * _H] in index:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            m = lo
+        matches.append(m)
+    affinity = -1
+    if has_hint:
+        bound_to = store.value(keys[0]).get("v")
+        if bound_to is not None and bound_to in ids:
+            affinity = ids.index(bound_to)
+    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix)
+    evicted = 0
+    if chosen >= 0:
+        inflight = store.zset(keys[2 + 2 * chosen])
+        inflight[rid] = now + inflight_ttl
+        store.expire(keys[2 + 2 * chosen], now + inflight_ttl)
+        if has_hint:
+            store.value(keys[0])["v"] = ids[chosen]
+            store.expire(keys[0], now + affinity_ttl)
+        if use_prefix and blocks:
+            evicted = _add_blocks(store, keys[1 + 2 * chosen], hashes, int(args[f + 4 * chosen + 3]), now, index_ttl)
+    return [chosen, int(by_affinity), evicted, *matches, *flights]
+
+
+def _record_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
+    hashes: bytes = args[0]
+    cap = int(args[1])
+    rid = _s(args[2])
+    predicted = int(args[3])
+    reported = int(args[4])
+    record = _s(args[5]) == "1"
+    ttl = int(args[6])
+    index: dict[Any, float] = store.zset(keys[0])
+    store.zset(keys[1]).pop(rid, None)
+    blocks = len(hashes) // _H
+    stale = evicted = 0
+    if 0 <= reported < predicted and reported < blocks:
+        score = index.get(hashes[reported * _H:(reported + 1) * _H])
+        if score is not None:
+            old = [member for member, s in index.items() if s <= score]
+            for member in old:
+                del index[member]
+            stale = len(old)
+    if record and blocks:
+        evicted = _add_blocks(store, keys[0], hashes, cap, now, ttl)
+    return [stale, evicted]
+
+
+def _purge_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> int:
+    index = store.zset(keys[0])
+    dropped = len(index)
+    index.clear()
+    store.zset(keys[1]).clear()
+    return dropped
+
+
+ROUTE = Script.load("prefix_route", _route_py)
+RECORD = Script.load("prefix_record", _record_py)
+PURGE = Script.load("prefix_purge", _purge_py)

@@ -1,0 +1,46 @@
+-- After the response: release the in-flight slot, correct the index from what the worker reported,
+-- and (after a correction, or when a retry went to another worker than the one prefix_route recorded)
+-- record the worker that served the request as holding its blocks.
+-- KEYS[1] the serving worker's prefix index ZSET, KEYS[2] the reserved worker's in-flight ZSET.
+-- ARGV: packed 8-byte hashes, index bound (entries), request id, predicted blocks, reported blocks
+--       (-1: unknown), record (1/0), index ttl ms.
+-- Scores as in prefix_route.lua.
+-- Feedback: reported < predicted means the worker evicted block `reported` (and, being LRU, everything
+-- used no later): entries scored at or below that block's score are dropped.
+-- Returns {entries dropped as stale, entries evicted by the bound}.
+local hashes = ARGV[1]
+local cap = tonumber(ARGV[2])
+local rid = ARGV[3]
+local predicted = tonumber(ARGV[4])
+local reported = tonumber(ARGV[5])
+local record = ARGV[6] == '1'
+local ttl = tonumber(ARGV[7])
+local idx = KEYS[1]
+redis.call('ZREM', KEYS[2], rid)
+local blocks = math.floor(#hashes / 8)
+local stale, evicted = 0, 0
+if reported >= 0 and reported < predicted and reported < blocks then
+  local score = redis.call('ZSCORE', idx, string.sub(hashes, reported * 8 + 1, reported * 8 + 8))
+  if score then
+    stale = redis.call('ZREMRANGEBYSCORE', idx, '-inf', score)
+  end
+end
+if record and blocks > 0 then
+  local t = redis.call('TIME')
+  local base = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * 4096
+  local args = {}
+  for i = 1, blocks do
+    args[#args + 1] = string.format('%.0f', base + 4095 - math.min(i - 1, 4095))
+    args[#args + 1] = string.sub(hashes, (i - 1) * 8 + 1, i * 8)
+  end
+  for j = 1, #args, 1000 do
+    redis.call('ZADD', idx, unpack(args, j, math.min(j + 999, #args)))
+  end
+  local size = redis.call('ZCARD', idx)
+  if size > cap + math.floor(cap / 16) then
+    evicted = size - cap
+    redis.call('ZPOPMIN', idx, evicted)
+  end
+  redis.call('PEXPIRE', idx, ttl)
+end
+return {stale, evicted}

@@ -1,0 +1,132 @@
+-- Prefix-aware routing, before the upstream call: for every candidate worker, the longest run of the
+-- request's leading blocks in its index and its requests in flight (all replicas); then the choice
+-- (the rule of gateway/routing/choose.py, kept identical), the reservation of one in-flight slot, and
+-- the recording of the chosen worker for the request's blocks (at once, so that a request arriving
+-- before this one ends already sees where its prefix is going).
+-- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
+-- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
+--       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms,
+--       then per candidate: id, waiting, kv usage, index bound (entries).
+-- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
+-- is left of a chain after eviction is always a prefix of it (the binary search below relies on this).
+-- Returns {chosen (0-based, -1 none), affinity used (1/0), entries evicted, match_1..match_n,
+--          inflight_1..inflight_n}.
+local hashes = ARGV[1]
+local use_prefix = ARGV[2] == '1'
+local load_factor = tonumber(ARGV[3])
+local slack = tonumber(ARGV[4])
+local kv_limit = tonumber(ARGV[5])
+local load_cost = tonumber(ARGV[6])
+local start = tonumber(ARGV[7])
+local rid = ARGV[8]
+local inflight_ttl = tonumber(ARGV[9])
+local affinity_ttl = tonumber(ARGV[10])
+local has_hint = ARGV[11] == '1'
+local index_ttl = tonumber(ARGV[12])
+local F = 12
+local n = (#KEYS - 1) / 2
+local blocks = math.floor(#hashes / 8)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local ids, loads, kv, matches, flights = {}, {}, {}, {}, {}
+for i = 1, n do
+  ids[i] = ARGV[F + 4 * i - 3]
+  local inf = KEYS[2 * i + 1]
+  redis.call('ZREMRANGEBYSCORE', inf, '-inf', now)
+  flights[i] = redis.call('ZCARD', inf)
+  loads[i] = flights[i] + tonumber(ARGV[F + 4 * i - 2])
+  kv[i] = tonumber(ARGV[F + 4 * i - 1])
+  local m = 0
+  if use_prefix and blocks > 0 then
+    local idx = KEYS[2 * i]
+    local lo, hi = 0, blocks
+    while lo < hi do
+      local mid = math.floor((lo + hi + 1) / 2)
+      if redis.call('ZSCORE', idx, string.sub(hashes, (mid - 1) * 8 + 1, mid * 8)) then
+        lo = mid
+      else
+        hi = mid - 1
+      end
+    end
+    m = lo
+  end
+  matches[i] = m
+end
+
+-- eligibility (choose.eligible)
+local ok = {}
+local total, least = 0, -1
+for i = 1, n do
+  total = total + loads[i]
+  if least < 0 or loads[i] < least then least = loads[i] end
+end
+local bound = math.max(load_factor * (total + 1) / n, least + slack)
+local any_both, any_under = false, false
+local under, both = {}, {}
+for i = 1, n do
+  under[i] = loads[i] + 1 <= bound
+  both[i] = under[i] and kv[i] < kv_limit
+  if both[i] then any_both = true end
+  if under[i] then any_under = true end
+end
+for i = 1, n do
+  if any_both then ok[i] = both[i] elseif any_under then ok[i] = under[i] else ok[i] = true end
+end
+
+-- choice (choose.pick)
+local chosen, by_affinity = -1, 0
+if has_hint then
+  local bound_to = redis.call('GET', KEYS[1])
+  if bound_to then
+    for i = 1, n do
+      if ids[i] == bound_to and ok[i] then chosen = i; by_affinity = 1 end
+    end
+  end
+end
+if chosen < 0 then
+  local best_cost = 0
+  for k = 0, n - 1 do
+    local i = (start + k) % n + 1
+    if ok[i] then
+      local cost = load_cost * loads[i]
+      if use_prefix then cost = cost - matches[i] end
+      if chosen < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[chosen]) then
+        chosen = i
+        best_cost = cost
+      end
+    end
+  end
+end
+
+local evicted = 0
+if chosen > 0 then
+  local inf = KEYS[2 * chosen + 1]
+  redis.call('ZADD', inf, now + inflight_ttl, rid)
+  redis.call('PEXPIRE', inf, inflight_ttl)
+  if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
+  if use_prefix and blocks > 0 then
+    local idx = KEYS[2 * chosen]
+    local cap = tonumber(ARGV[F + 4 * chosen])
+    local base = now * 4096
+    local args = {}
+    for b = 1, blocks do
+      args[#args + 1] = string.format('%.0f', base + 4095 - math.min(b - 1, 4095))
+      args[#args + 1] = string.sub(hashes, (b - 1) * 8 + 1, b * 8)
+    end
+    for j = 1, #args, 1000 do
+      redis.call('ZADD', idx, unpack(args, j, math.min(j + 999, #args)))
+    end
+    local size = redis.call('ZCARD', idx)
+    if size > cap + math.floor(cap / 16) then
+      evicted = size - cap
+      redis.call('ZPOPMIN', idx, evicted)
+    end
+    redis.call('PEXPIRE', idx, index_ttl)
+  end
+end
+
+local out = {chosen - 1, by_affinity, evicted}
+for i = 1, n do out[#out + 1] = matches[i] end
+for i = 1, n do out[#out + 1] = flights[i] end
+return out

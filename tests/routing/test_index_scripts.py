@@ -1,0 +1,153 @@
+"""The routing scripts, run against both stores with the same expectations: the Lua file on real Redis
+and its Python twin in process."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from xxhash import xxh3_64_intdigest
+
+from gateway.routing.index import PURGE, RECORD, ROUTE
+from gateway.state.base import StateStore
+from gateway.state.keys import KeySpace
+from gateway.state.memory import MemoryState
+from gateway.state.redis import RedisState
+from tests.conftest import REDIS_URL
+
+MODEL = "m"
+WORKERS = ["w-a", "w-b", "w-c"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[StateStore, KeySpace]]:
+    keys = KeySpace("gwtest-idx-" + secrets.token_hex(4))
+    if request.param == "memory":
+        yield MemoryState(), keys
+        return
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        yield RedisState(client), keys
+    finally:
+        found = [k async for k in client.scan_iter(match=f"{keys.prefix}*", count=1000)]
+        if found:
+            await client.delete(*found)
+        await client.aclose()
+
+
+def chain(tag: str, n: int, after: bytes = b"") -> bytes:
+    """n packed block hashes continuing ``after``'s chain."""
+    h = int.from_bytes(after[-8:], "little") if after else xxh3_64_intdigest(tag.encode())
+    out = bytearray(after)
+    for i in range(n):
+        h = xxh3_64_intdigest(f"{tag}:{i}".encode(), h)
+        out += h.to_bytes(8, "little")
+    return bytes(out)
+
+
+async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str | None = None,
+                waiting: tuple[float, ...] = (0, 0, 0), kv: tuple[float, ...] = (0, 0, 0), start: int = 0,
+                prefix: bool = True, cap: int = 1000) -> dict[str, Any]:
+    keys = [ks.affinity(MODEL, hint or "-")]
+    args: list[Any] = [hashes, "1" if prefix else "0", 1.25, 2.0, 0.95, 4.0, start, rid, 60_000, 60_000,
+                       "1" if hint else "0", 60_000]
+    for i, w in enumerate(WORKERS):
+        keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
+        args += [w, waiting[i], kv[i], cap]
+    r = await st.run(ROUTE, keys, args)
+    n = len(WORKERS)
+    return {"chosen": WORKERS[int(r[0])] if int(r[0]) >= 0 else None, "affinity": bool(r[1]),
+            "evicted": int(r[2]), "matches": [int(x) for x in r[3:3 + n]], "inflight": [int(x) for x in r[3 + n:]]}
+
+
+async def record(st: StateStore, ks: KeySpace, worker: str, hashes: bytes, rid: str, cap: int = 1000,
+                 predicted: int = 0, reported: int = -1, reserved: str | None = None) -> list[int]:
+    keys = [ks.prefix_index(MODEL, worker), ks.inflight(MODEL, reserved or worker)]
+    result = await st.run(RECORD, keys, [hashes, cap, rid, predicted, reported, "1", 60_000])
+    return [int(x) for x in result]
+
+
+async def test_match_lengths_choice_and_inflight(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    first = chain("conv", 10)
+    r = await route(st, ks, first, "r1", start=1)
+    assert r["matches"] == [0, 0, 0] and r["chosen"] == "w-b"  # nobody matches: the rotation's first
+    assert r["inflight"] == [0, 0, 0]
+    r = await route(st, ks, first, "r1b", start=0)  # recorded at once: seen before r1 ends
+    assert r["matches"] == [0, 10, 0] and r["chosen"] == "w-b" and r["inflight"] == [0, 1, 0]
+    await record(st, ks, "w-b", first, "r1b")
+    assert await record(st, ks, "w-b", first, "r1") == [0, 0]
+    grown = chain("turn2", 5, after=first)
+    r = await route(st, ks, grown, "r2", start=0)
+    assert r["matches"] == [0, 10, 0] and r["chosen"] == "w-b"
+    diverged = chain("conv", 6) + chain("other", 4, after=chain("conv", 6))[48:]
+    r = await route(st, ks, diverged, "r3", start=0)
+    assert r["matches"] == [0, 6, 0] and r["chosen"] == "w-b" and r["inflight"] == [0, 1, 0]
+    await record(st, ks, "w-b", grown, "r2")
+    r = await route(st, ks, b"", "r4", start=0)
+    assert r["inflight"] == [0, 1, 0]  # r2 released, r3 still in flight
+
+
+async def test_a_loaded_worker_spills_and_least_loaded_ignores_prefix(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    hot = chain("system", 8)
+    await record(st, ks, "w-a", hot, "warm")
+    chosen = [(await route(st, ks, hot + chain("u", 1, after=hot)[64:], f"r{i}"))["chosen"] for i in range(9)]
+    assert chosen[:2] == ["w-a", "w-a"]  # prefix while the load bound allows
+    assert set(chosen) == set(WORKERS)  # then it spreads
+    r = await route(st, ks, hot, "x", waiting=(0, 0, 0), start=0, prefix=False)
+    assert r["matches"] == [0, 0, 0]
+
+
+async def test_affinity_hint_binds_a_conversation(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    r1 = await route(st, ks, b"", "r1", hint="conv-1", start=2)
+    assert r1["chosen"] == "w-c" and not r1["affinity"]
+    r2 = await route(st, ks, chain("anything", 3), "r2", hint="conv-1", start=0)
+    assert r2["chosen"] == "w-c" and r2["affinity"]
+    r3 = await route(st, ks, b"", "r3", hint="conv-1", waiting=(0, 0, 50), start=0)
+    assert r3["chosen"] != "w-c"  # load wins over the hint...
+    r4 = await route(st, ks, b"", "r4", hint="conv-1", start=0)
+    assert r4["chosen"] == r3["chosen"] and r4["affinity"]  # ...and the conversation follows
+
+
+async def test_bound_evicts_oldest_and_leaves_prefixes(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    chains = [chain(f"c{i}", 10) for i in range(4)]
+    evicted = 0
+    for i, c in enumerate(chains):
+        evicted += (await record(st, ks, "w-a", c, f"r{i}", cap=16))[1]
+        await asyncio.sleep(0.003)  # distinct milliseconds: an order of use
+    assert evicted == 40 - 16
+    found = [(await route(st, ks, c, f"q{i}"))["matches"][0] for i, c in enumerate(chains)]
+    assert found == [0, 0, 6, 10]  # the newest chain whole, the one before its first blocks
+    r = await route(st, ks, chain("c9", 30), "q9", start=0, cap=16, waiting=(0, 50, 50))
+    assert r["chosen"] == "w-a" and r["evicted"] > 0  # recording at routing time keeps the bound too
+
+
+async def test_feedback_drops_what_the_worker_evicted(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    old, new = chain("old", 10), chain("new", 10)
+    await record(st, ks, "w-a", old, "r1")
+    await asyncio.sleep(0.003)
+    await record(st, ks, "w-a", new, "r2")
+    # the worker held only 2 of old's 10 predicted blocks: old's block 2 and everything used before it go
+    stale, _ = await record(st, ks, "w-a", old, "r3", predicted=10, reported=2)
+    assert stale == 8
+    r = await route(st, ks, new, "q")
+    assert r["matches"][0] == 10  # newer entries stay; old is recorded again as the worker now holds it
+
+
+async def test_purge_forgets_a_worker(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    c = chain("c", 5)
+    await record(st, ks, "w-a", c, "r1")
+    await route(st, ks, c, "r2")
+    dropped = await st.run(PURGE, [ks.prefix_index(MODEL, "w-a"), ks.inflight(MODEL, "w-a")], [])
+    assert int(dropped) == 5
+    r = await route(st, ks, c, "r3")
+    assert r["matches"] == [0, 0, 0] and r["inflight"] == [0, 0, 0]
