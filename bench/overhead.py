@@ -11,8 +11,9 @@ the gateway gets core 0 and the worker and the load generator share core 1.
 
 The limits run compares the same gateway with rate limits off (an organisation without a plan) and on
 (a plan so generous nothing is refused, with organisation and per-key limits of every kind, so each
-request runs the reserve script before the upstream call and the settle script after it), alternating
-off/on twice and reporting the mean of each, and their ratio.
+request runs the reserve script before the upstream call and the settle script after it), and with
+a requests-per-minute limit only (the reserve script alone: nothing to settle), alternating the three
+twice and reporting the mean of each, and the ratio to limits off.
 """
 
 from __future__ import annotations
@@ -66,20 +67,23 @@ def limits_rows(sim: Proc, states: list[str], args: argparse.Namespace) -> list[
     body = orjson.dumps({**CHAT, "stream": False})
     for state in states:
         envs = {name: temp_env(args.redis_url if state == "redis" else "", args.database_url)
-                for name in ("off", "on")}
+                for name in ("off", "on", "rpm")}
         keys = {name: make_key(env) for name, env in envs.items()}
         _cli(envs["on"], "plans", "create", "bench-generous", *GENEROUS)
         _cli(envs["on"], "orgs", "set-plan", "bench", "bench-generous")
-        runs: dict[str, list[tuple[LoadResult, float]]] = {"off": [], "on": []}
-        for name in ("off", "on", "off", "on"):
+        _cli(envs["rpm"], "plans", "create", "bench-rpm", "--rpm", "1000000000")
+        _cli(envs["rpm"], "orgs", "set-plan", "bench", "bench-rpm")
+        runs: dict[str, list[tuple[LoadResult, float]]] = {"off": [], "on": [], "rpm": []}
+        for name in ("off", "on", "rpm", "off", "on", "rpm"):
             gw = start_gateway("0", [sim.url], envs[name])
             try:
                 runs[name].append(_measure(gw, body, keys[name], args.seconds, args.connections))
             finally:
                 gw.stop()
-        off, on = _mean(runs["off"]), _mean(runs["on"])
+        off, on, rpm = _mean(runs["off"]), _mean(runs["on"]), _mean(runs["rpm"])
         rows.append(_row(f"gateway, {state}, limits off (json)", off[0], None, off[1]))
         rows.append(_row(f"gateway, {state}, limits on (json)", on[0], off[0], on[1]))
+        rows.append(_row(f"gateway, {state}, rpm only (json)", rpm[0], off[0], rpm[1]))
     return rows
 
 

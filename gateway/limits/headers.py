@@ -21,6 +21,10 @@ def duration(ms: int) -> str:
     return f"{seconds}s"
 
 
+_NAMES = {kind: (f"x-ratelimit-limit-{kind}".encode(), f"x-ratelimit-remaining-{kind}".encode(),
+                 f"x-ratelimit-reset-{kind}".encode()) for kind in ("requests", "tokens")}
+
+
 def limit_headers(requests: tuple[int, int, int] | None,
                   tokens: tuple[int, int, int] | None) -> list[tuple[bytes, bytes]]:
     """The six ``x-ratelimit-*`` headers from (limit, remaining, reset_ms) of the binding request and token
@@ -29,10 +33,10 @@ def limit_headers(requests: tuple[int, int, int] | None,
     for kind, values in (("requests", requests), ("tokens", tokens)):
         if values is None:
             continue
+        limit_name, remaining_name, reset_name = _NAMES[kind]
         limit, remaining, reset_ms = values
-        out += [(f"x-ratelimit-limit-{kind}".encode(), str(limit).encode()),
-                (f"x-ratelimit-remaining-{kind}".encode(), str(remaining).encode()),
-                (f"x-ratelimit-reset-{kind}".encode(), duration(reset_ms).encode())]
+        out += ((limit_name, b"%d" % limit), (remaining_name, b"%d" % remaining),
+                (reset_name, duration(reset_ms).encode()))
     return out
 
 

@@ -20,21 +20,12 @@ _FIELDS = ("r", "t", "d")
 CONCURRENCY_RETRY_MS = 1000
 
 
-def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def reserve(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> list[int]:
     now = int(args[0]) or now_ms
     request_id = str(args[1])
     lease = int(args[2])
     tokens = int(args[3])
-    limits = [int(a) for a in args[4:12]]
+    limits = args[4:12]
     cost = (1, tokens, tokens)
     admitted, failed, worst = 1, 0, 0
     states: list[tuple[list[float], dict[str, Any] | None, dict[str, float] | None, int]] = []
@@ -46,14 +37,16 @@ def reserve(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: 
         conc = 0
         if limits[base] > 0 or limits[base + 1] > 0 or limits[base + 2] > 0:
             h = data.hash(keys[2 * s])
-            ts = _num(h.get("ts"))
-            elapsed = max(now - (ts if ts is not None else now), 0)
+            # The in-process store holds the floats this twin wrote (Redis holds their %.17g strings).
+            ts = h.get("ts", now)
+            elapsed = now - ts if now > ts else 0
             for i in range(3):
                 limit = limits[base + i]
                 if limit <= 0:
                     continue
-                u = (_num(h.get(_FIELDS[i])) or 0.0) - elapsed * limit / WINDOWS_MS[i]
-                u = max(u, 0.0)
+                u = h.get(_FIELDS[i], 0.0) - elapsed * limit / WINDOWS_MS[i]
+                if u < 0.0:
+                    u = 0.0
                 retry = 0
                 if cost[i] > limit:
                     retry = -1
@@ -99,7 +92,7 @@ def reserve(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: 
             z[request_id] = now + lease
             data.expire(keys[2 * s + 1], now_ms + lease)
             conc += 1
-        out += (max(climit - conc, 0) if climit > 0 else 0, 0)
+        out += (climit - conc if climit > conc else 0, 0)
         if h is not None and admitted:
             h.update(r=used[0], t=used[1], d=used[2], ts=now)
             data.expire(keys[2 * s], now_ms + ttl + 1000)
@@ -110,31 +103,35 @@ def settle(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: i
     now = int(args[0]) or now_ms
     request_id = str(args[1])
     delta = int(args[2])
-    limits = [int(a) for a in args[3:11]]
+    limits = args[3:11]
     released = 0
     for s in (0, 1):
-        hkey, zkey = keys[2 * s], keys[2 * s + 1]
         base = 4 * s
-        if limits[base + 3] > 0:
-            released += 1 if data.zset(zkey).pop(request_id, None) is not None else 0
-        sub = limits[base:base + 3]
-        if delta != 0 and (sub[1] > 0 or sub[2] > 0):
-            h = data.hash(hkey)
-            ts = _num(h.get("ts"))
-            elapsed = max(now - (ts if ts is not None else now), 0)
+        if limits[base + 3] > 0 and data.zset(keys[2 * s + 1]).pop(request_id, None) is not None:
+            released += 1
+        if delta != 0 and (limits[base + 1] > 0 or limits[base + 2] > 0):
+            h = data.hash(keys[2 * s])
+            ts = h.get("ts", now)
+            elapsed = now - ts if now > ts else 0
             used = [0.0, 0.0, 0.0]
             ttl = 1000
             for i in range(3):
-                limit = sub[i]
-                u = 0.0
-                if limit > 0:
-                    u = max((_num(h.get(_FIELDS[i])) or 0.0) - elapsed * limit / WINDOWS_MS[i], 0.0)
-                    if i > 0:
-                        u = max(u + delta, 0.0)
-                    ttl = max(ttl, math.ceil(u * WINDOWS_MS[i] / limit))
+                limit = limits[base + i]
+                if limit <= 0:
+                    continue
+                u = h.get(_FIELDS[i], 0.0) - elapsed * limit / WINDOWS_MS[i]
+                if u < 0.0:
+                    u = 0.0
+                if i > 0:
+                    u += delta
+                    if u < 0.0:
+                        u = 0.0
+                reset = math.ceil(u * WINDOWS_MS[i] / limit)
+                if reset > ttl:
+                    ttl = reset
                 used[i] = u
             h.update(r=used[0], t=used[1], d=used[2], ts=now)
-            data.expire(hkey, now_ms + ttl + 1000)
+            data.expire(keys[2 * s], now_ms + ttl + 1000)
     return released
 
 

@@ -112,7 +112,7 @@ class RateLimitStage:
         self.stats.checked += 1
         if ex.degraded:
             self.stats.local_fallbacks += 1
-        result = [int(v) for v in results[plan.index]]
+        result = results[plan.index]  # integers from both stores
         admitted, failed, retry_ms, states = result[0], result[1], result[2], result[3:]
         headers = self._headers(plan.vector, states)
         if admitted:
@@ -134,15 +134,18 @@ class RateLimitStage:
 
     @staticmethod
     def _headers(vector: list[int], states: list[int]) -> list[tuple[bytes, bytes]]:
-        def binding(*positions: int) -> tuple[int, int, int] | None:
-            found = [(states[2 * i], vector[i], states[2 * i + 1]) for i in positions if vector[i] > 0]
-            if not found:
-                return None
-            remaining, limit, reset = min(found)
-            return limit, remaining, reset
-
-        tokens = binding(_TOKENS, 4 + _TOKENS) or binding(_DAY, 4 + _DAY)
-        return limit_headers(binding(_REQUESTS, 4 + _REQUESTS), tokens)
+        """The binding (least remaining) request and token limits of the key and the organisation."""
+        requests = tokens = None
+        for i in (_REQUESTS, 4 + _REQUESTS):
+            if vector[i] > 0 and (requests is None or states[2 * i] < requests[1]):
+                requests = (vector[i], states[2 * i], states[2 * i + 1])
+        for group in ((_TOKENS, 4 + _TOKENS), (_DAY, 4 + _DAY)):
+            for i in group:
+                if vector[i] > 0 and (tokens is None or states[2 * i] < tokens[1]):
+                    tokens = (vector[i], states[2 * i], states[2 * i + 1])
+            if tokens is not None:
+                break
+        return limit_headers(requests, tokens)
 
     def _refusal(self, ex: Exchange, plan: _Plan, failed: int, retry_ms: int, states: list[int],
                  headers: list[tuple[bytes, bytes]]) -> errors.GatewayError:

@@ -10,7 +10,8 @@ event-loop turn leave in one syscall. A cancelled caller's replies are read and 
 Replies: integers as ``int``, bulk and simple strings as ``bytes``, nil as ``None``, arrays as
 ``list``, errors as :class:`RespError` values (not raised) so that one failed command does not hide
 the others' results. A lost connection fails every waiting round trip with :class:`RespUnavailable`;
-the next call reconnects.
+the next call reconnects. While a batch is in flight, later commands wait for its replies and leave
+together (auto-pipelining): under load, one write and one read serve many requests.
 """
 
 from __future__ import annotations
@@ -40,18 +41,21 @@ class _Incomplete(Exception):
 
 def encode(args: Sequence[Any]) -> bytes:
     """One command in RESP (an array of bulk strings)."""
-    out = [b"*%d\r\n" % len(args)]
+    parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
+        kind = type(arg)
+        if kind is int:
+            data = b"%d" % arg
+        elif kind is str:
             data = arg.encode()
+        elif kind is bytes:
+            data = arg
         elif isinstance(arg, int | float):
             data = str(arg).encode()
         else:
-            raise TypeError(f"cannot send {type(arg).__name__} to Redis")
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+            raise TypeError(f"cannot send {kind.__name__} to Redis")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
@@ -75,10 +79,17 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
         count = int(line)
         if count < 0:
             return None, pos
-        items = []
+        items: list[Any] = []
         for _ in range(count):
-            item, pos = _parse(buf, pos)
-            items.append(item)
+            if buf[pos:pos + 1] == b":":  # integers inline: the scripts answer arrays of them
+                end = buf.find(b"\r\n", pos)
+                if end < 0:
+                    raise _Incomplete
+                items.append(int(buf[pos + 1:end]))
+                pos = end + 2
+            else:
+                item, pos = _parse(buf, pos)
+                items.append(item)
         return items, pos
     if kind == 43:  # '+'
         return line, pos
@@ -93,6 +104,8 @@ class _Protocol(asyncio.Protocol):
         self._buf = b""
         self._out: list[bytes] = []
         self._waiting: deque[tuple[int, list[Any], asyncio.Future[list[Any]]]] = deque()
+        self._unanswered = 0  # commands written whose replies have not all arrived
+        self._flush_pending = False
         self.lost: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -110,15 +123,20 @@ class _Protocol(asyncio.Protocol):
         if self.lost is not None or self.transport is None:
             fut.set_exception(self.lost or RespUnavailable("not connected"))
             return fut
-        if not self._out:
-            loop.call_soon(self._flush)
         self._out.extend(commands)
         self._waiting.append((len(commands), [], fut))
+        # Auto-pipelining: while a batch is in flight, later commands wait for its replies and then
+        # leave together; otherwise they leave at the end of this event-loop turn.
+        if not self._flush_pending and not self._unanswered:
+            self._flush_pending = True
+            loop.call_soon(self._flush)
         return fut
 
     def _flush(self) -> None:
+        self._flush_pending = False
         if self._out and self.transport is not None and self.lost is None:
             self.transport.write(b"".join(self._out))
+            self._unanswered += len(self._out)
         self._out.clear()
 
     def data_received(self, data: bytes) -> None:
@@ -128,6 +146,7 @@ class _Protocol(asyncio.Protocol):
         try:
             while pos < size and self._waiting:
                 reply, pos = _parse(buf, pos)
+                self._unanswered -= 1
                 count, replies, fut = self._waiting[0]
                 replies.append(reply)
                 if len(replies) == count:
@@ -142,6 +161,8 @@ class _Protocol(asyncio.Protocol):
                 self.transport.close()
             return
         self._buf = buf[pos:]
+        if self._out and not self._unanswered and not self._flush_pending:
+            self._flush()
 
 
 class RespClient:

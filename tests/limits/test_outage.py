@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -13,7 +14,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from tests.conftest import Backend, gateway_settings, serve_gateway
 from tests.limits.helpers import chat, complete, new_key, org_with_plan, private_redis
@@ -98,10 +98,10 @@ async def test_one_script_call_before_the_upstream_call_and_one_after(pg_databas
 
 
 async def test_settling_survives_a_dropped_redis_connection(pg_database: str, sims: Any) -> None:
-    """The gateway's Redis connections are dropped at the last byte of the answer and Redis freezes for
-    0.3 s (SIGSTOP), while the client disconnects: the settling retries on a fresh connection instead of
-    settling locally, so the concurrency lease in Redis is released and the key does not lock itself out
-    until the lease expires."""
+    """Redis freezes (SIGSTOP) at the first streamed chunk, and the gateway's connection to it drops
+    while the settling waits on it: the settling retries on a fresh connection (answered once Redis
+    resumes) instead of settling locally, so the concurrency lease in Redis is released and the key does
+    not lock itself out until the lease expires."""
     async with private_redis() as redis_server:
         backend = Backend("shared", pg_database, redis_server.url, "gwtest-leave-" + secrets.token_hex(3))
         gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims]))
@@ -109,24 +109,57 @@ async def test_settling_survives_a_dropped_redis_connection(pg_database: str, si
             async with aiohttp.ClientSession() as http:
                 org, _ = await org_with_plan(http, gw.url, "leave-" + secrets.token_hex(3), concurrency=1)
                 key = (await new_key(http, gw.url, org))["key"]
-            body = orjson.dumps(chat())
+            lean = gw.app.runtime.state.lean
             loop = asyncio.get_running_loop()
 
+            def drop_connection() -> None:  # what a network blip does to the gateway's side
+                if lean._proto is not None and lean._proto.transport is not None:
+                    lean._proto.transport.abort()
+
+            def resume() -> None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(redis_server.pid, signal.SIGCONT)
+
             async def freeze_redis() -> None:
-                # Drop the gateway's connections, then freeze Redis for 0.3 s: the settling must reconnect.
-                admin = Redis.from_url(redis_server.url)
-                await admin.client_kill_filter(_type="normal", skipme=True)
-                await admin.aclose()
                 os.kill(redis_server.pid, signal.SIGSTOP)
-                loop.call_later(0.3, os.kill, redis_server.pid, signal.SIGCONT)
+                loop.call_later(0.15, drop_connection)
+                loop.call_later(0.3, resume)
 
             statuses = []
             for _ in range(3):
-                statuses.append(await _leave_after_answer(gw.app, key, body, freeze_redis))
-                await asyncio.sleep(0.5)  # Redis resumes; the settling completes
+                statuses.append(await _send_with(gw.app, key, orjson.dumps(chat(stream=True)), first=freeze_redis))
             assert statuses == [200, 200, 200]
+            assert gw.app.runtime.limiter.stats.local_fallbacks == 0
         finally:
             await gw.stop()
+
+
+async def _send_with(app: Any, key: str, body: bytes, first: Callable[[], Awaitable[None]]) -> int:
+    """One request through the ASGI app, running ``first`` at the first body chunk of the answer."""
+    done = asyncio.Event()
+    state: dict[str, Any] = {"sent": False, "status": 0, "chunks": 0}
+
+    async def receive() -> dict[str, Any]:
+        if not state["sent"]:
+            state["sent"] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            state["status"] = message["status"]
+            return
+        state["chunks"] += 1
+        if state["chunks"] == 1:
+            await first()
+        if not message.get("more_body"):
+            done.set()
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+             "headers": [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")]}
+    await app(scope, receive, send)
+    return int(state["status"])
 
 
 async def _leave_after_answer(app: Any, key: str, body: bytes, at_last_byte: Callable[[], Awaitable[None]]) -> int:
