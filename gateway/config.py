@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     admin_key: str = ""
     # Prefix for every Redis key this gateway writes (tests use one per run).
     redis_prefix: str = "gw"
+    # A Redis round trip not answered within this time fails over to local state (never a hang).
+    redis_timeout_s: float = 1.0
 
     host: str = "127.0.0.1"
     port: int = 8080

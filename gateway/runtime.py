@@ -108,14 +108,16 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     engine = db.make_engine(url)
     sessions = db.sessionmaker(engine)
     http = make_session(settings)
-    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    redis = (Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_s)
+             if settings.redis_url else None)
     pool = WorkerPool(http)
     for worker_url in settings.workers:
         pool.add(worker_url, "config")
     keys = KeyService(sessions)
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
-    lean = RespClient(settings.redis_url) if settings.redis_url.startswith("redis://") else None
+    lean = (RespClient(settings.redis_url, reply_timeout=settings.redis_timeout_s)
+            if settings.redis_url.startswith("redis://") else None)
     state: StateStore = RedisState(redis, lean) if redis is not None else local_state
     keyspace = KeySpace(settings.redis_prefix)
     limiter = RateLimitStage(keyspace, replicas=settings.replicas,

@@ -99,24 +99,47 @@ def _parse(buf: bytes, pos: int) -> tuple[Any, int]:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, reply_timeout: float) -> None:
         self.transport: Any = None  # asyncio.Transport (uvloop's is not a subclass)
         self._buf = b""
         self._out: list[bytes] = []
-        self._waiting: deque[tuple[int, list[Any], asyncio.Future[list[Any]]]] = deque()
+        # (commands, replies so far, future, deadline for the last reply)
+        self._waiting: deque[tuple[int, list[Any], asyncio.Future[list[Any]], float]] = deque()
+        self._reply_timeout = reply_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self._unanswered = 0  # commands written whose replies have not all arrived
         self._flush_pending = False
-        self.lost: Exception | None = None
+        self.lost: RespUnavailable | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = RespUnavailable(f"connection to Redis lost: {exc or 'closed by server'}")
+        self._fail(self.lost or RespUnavailable(f"connection to Redis lost: {exc or 'closed by server'}"))
+
+    def _fail(self, error: RespUnavailable) -> None:
+        self.lost = error
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiting:
-            _, _, fut = self._waiting.popleft()
+            _, _, fut, _ = self._waiting.popleft()
             if not fut.done():
-                fut.set_exception(self.lost)
+                fut.set_exception(error)
+
+    def _check_replies(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A hung Redis (frozen, overloaded, a half-open connection) must not hang requests: when the
+        oldest round trip waits past its deadline, the connection is dropped and every waiting round
+        trip fails over to local state; the next call reconnects."""
+        self._watchdog = None
+        if not self._waiting:
+            return
+        if self._waiting[0][3] <= loop.time():
+            self._fail(RespUnavailable(f"Redis did not answer within {self._reply_timeout}s"))
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._watchdog = loop.call_later(self._reply_timeout / 4, self._check_replies, loop)
 
     def send(self, commands: list[bytes], loop: asyncio.AbstractEventLoop) -> asyncio.Future[list[Any]]:
         fut: asyncio.Future[list[Any]] = loop.create_future()
@@ -124,7 +147,9 @@ class _Protocol(asyncio.Protocol):
             fut.set_exception(self.lost or RespUnavailable("not connected"))
             return fut
         self._out.extend(commands)
-        self._waiting.append((len(commands), [], fut))
+        self._waiting.append((len(commands), [], fut, loop.time() + self._reply_timeout))
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._reply_timeout / 4, self._check_replies, loop)
         # Auto-pipelining: while a batch is in flight, later commands wait for its replies and then
         # leave together; otherwise they leave at the end of this event-loop turn.
         if not self._flush_pending and not self._unanswered:
@@ -147,7 +172,7 @@ class _Protocol(asyncio.Protocol):
             while pos < size and self._waiting:
                 reply, pos = _parse(buf, pos)
                 self._unanswered -= 1
-                count, replies, fut = self._waiting[0]
+                count, replies, fut, _ = self._waiting[0]
                 replies.append(reply)
                 if len(replies) == count:
                     self._waiting.popleft()
@@ -168,7 +193,7 @@ class _Protocol(asyncio.Protocol):
 class RespClient:
     """``await client.execute([cmd, ...])`` returns the replies of commands sent in one round trip."""
 
-    def __init__(self, url: str, connect_timeout: float = 1.0) -> None:
+    def __init__(self, url: str, connect_timeout: float = 1.0, reply_timeout: float = 1.0) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "redis":
             raise ValueError("the lean client speaks plain redis:// only")
@@ -179,6 +204,7 @@ class RespClient:
         path = (parsed.path or "/").lstrip("/")
         self._db = int(path) if path else 0
         self._timeout = connect_timeout
+        self._reply_timeout = reply_timeout
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
 
@@ -186,7 +212,7 @@ class RespClient:
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self._host, self._port), self._timeout)
+                loop.create_connection(lambda: _Protocol(self._reply_timeout), self._host, self._port), self._timeout)
         except (OSError, TimeoutError) as exc:
             raise RespUnavailable(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from exc
         hello: list[bytes] = []

@@ -213,3 +213,31 @@ async def test_a_disconnect_after_the_answer_does_not_cancel_the_settling(
             assert not [r for r in caplog.records if "client disconnected" in r.getMessage()]
         finally:
             await gw.stop()
+
+
+async def test_a_frozen_redis_does_not_hang_requests(pg_database: str, sims: Any) -> None:
+    """Redis stops answering (SIGSTOP) but keeps its connections open: requests fail over to local state
+    after GATEWAY_REDIS_TIMEOUT_S instead of waiting forever, and use Redis again once it answers."""
+    async with private_redis() as redis_server:
+        backend = Backend("shared", pg_database, redis_server.url, "gwtest-frozen-" + secrets.token_hex(3))
+        gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims], redis_timeout_s=0.3))
+        try:
+            async with aiohttp.ClientSession() as http:
+                org, _ = await org_with_plan(http, gw.url, "frozen-" + secrets.token_hex(3), rpm=1000)
+                key = (await new_key(http, gw.url, org))["key"]
+                assert (await complete(http, gw.url, key))[0] == 200
+                os.kill(redis_server.pid, signal.SIGSTOP)
+                try:
+                    started = asyncio.get_running_loop().time()
+                    status, _, _ = await asyncio.wait_for(complete(http, gw.url, key), timeout=10)
+                    waited = asyncio.get_running_loop().time() - started
+                finally:
+                    os.kill(redis_server.pid, signal.SIGCONT)
+                assert status == 200  # fail-open plan: served from this replica's share
+                assert waited < 5, f"a frozen Redis held the request for {waited:.1f}s"
+                assert gw.app.runtime.limiter is not None and gw.app.runtime.limiter.stats.local_fallbacks >= 1
+                before = gw.app.runtime.limiter.stats.local_fallbacks
+                assert (await complete(http, gw.url, key))[0] == 200
+                assert gw.app.runtime.limiter.stats.local_fallbacks == before  # back on the shared store
+        finally:
+            await gw.stop()
