@@ -27,7 +27,7 @@ from gateway.proxy.request import CHAT
 from gateway.routing.choose import RuleParams, pick
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.pool import Worker, WorkerPool
-from gateway.routing.prefix import PrefixKey, blocks_in_bytes, bytes_in_blocks, prefix_key
+from gateway.routing.prefix import PrefixKey, bytes_in_blocks, prefix_key
 from gateway.routing.stats import RoutingStats
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.keys import KeySpace
@@ -69,6 +69,7 @@ class _Note:
     matches: dict[str, int] = field(default_factory=dict)
     predicted_blocks: int = 0
     settle_result: int = -1  # index of the record script's result in the post-request round trip
+    last_use: str = ""  # the reserved worker's score of the deepest matched block, before this request
 
 
 def conversation_hint(ex: Exchange) -> str | None:
@@ -157,7 +158,7 @@ class PrefixRouter:
         prompt_tokens = usage.get("prompt_tokens")
         details = usage.get("prompt_tokens_details")
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        reported_blocks = -1
+        threshold = ""
         predicted = note.predicted_blocks
         if isinstance(prompt_tokens, int) and prompt_tokens > 0 and key.total_bytes > 0:
             per_byte = prompt_tokens / key.total_bytes  # tokens per canonical byte, for this request
@@ -166,20 +167,18 @@ class PrefixRouter:
             self.stats.predicted_cached_tokens += min(prompt_tokens, predicted_tokens)
             if isinstance(cached, int):
                 self.stats.reported_cached_tokens += cached
-                held = blocks_in_bytes(int(cached / per_byte), key.block_bytes)
                 if predicted > 0 and cached < predicted_tokens * self.config.feedback_ratio:
-                    reported_blocks = held
                     self.stats.feedback_corrections += 1
-        # prefix_route recorded the reserved worker; record again after a correction (it dropped this
-        # request's entries too) or when a retry went elsewhere
-        record = ex.status == 200 and self.config.policy == PREFIX_AWARE and (
-            reported_blocks >= 0 or note.reserved != worker.id)
+                    if worker.id == note.reserved:
+                        threshold = note.last_use
+        # prefix_route recorded the reserved worker; a retry that went elsewhere is recorded here
+        record = ex.status == 200 and self.config.policy == PREFIX_AWARE and note.reserved != worker.id
         if note.reserved is None and not record:
             return
         note.settle_result = trip.call(RECORD, [self._keys.prefix_index(model, worker.id),
                            self._keys.inflight(model, note.reserved or worker.id)],
-                  [key.hashes, self.index_bound(worker), ex.request_id, predicted, reported_blocks,
-                   "1" if record else "0", self.config.index_ttl_ms])
+                  [key.hashes, self.index_bound(worker), ex.request_id, threshold, "1" if record else "0",
+                   self.config.index_ttl_ms])
 
     def settled(self, ex: Exchange, results: list[Any]) -> None:
         """The post-request round trip's results (entries dropped as stale, evicted by the bound)."""
@@ -246,10 +245,12 @@ class PrefixRouter:
                  exclude: Collection[str]) -> Worker | None:
         n = len(note.ids)
         chosen, by_affinity = int(result[0]), int(result[1])
-        matches = [int(m) for m in result[3:3 + n]]
-        flights = [int(f) for f in result[3 + n:3 + 2 * n]]
+        matches = [int(m) for m in result[4:4 + n]]
+        flights = [int(f) for f in result[4 + n:4 + 2 * n]]
         if not exclude:
             self.stats.index_evictions += int(result[2])
+            last_use = result[3]
+            note.last_use = last_use.decode() if isinstance(last_use, bytes) else str(last_use or "")
         note.matches = dict(zip(note.ids, matches, strict=True))
         by_id = {w.id: w for w in candidates}
         if chosen >= 0 and note.reserved is None:
