@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xxhash import xxh3_64_hexdigest, xxh3_64_intdigest
@@ -56,6 +56,10 @@ class RouterConfig:
     inflight_ttl_ms: int = 300_000
     affinity_ttl_ms: int = 1_800_000
     index_ttl_ms: int = 86_400_000
+    # Prefill tokens one request in flight is worth; 0: adaptive, load_cost_share x the running mean
+    # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
+    load_cost_tokens: float = 0.0
+    load_cost_share: float = 0.2
 
 
 @dataclass(slots=True)
@@ -98,6 +102,7 @@ class PrefixRouter:
         self.stats = stats or RoutingStats()
         self._rng = rng or random.Random()
         self._turn = 0
+        self._mean_prompt = 5000.0  # running mean of reported prompt tokens (adaptive load cost)
         self._tasks: set[asyncio.Task[None]] = set()
         pool.listeners.append(self._on_worker_event)
 
@@ -117,7 +122,7 @@ class PrefixRouter:
         keys = [self._keys.affinity(model, note.hint or "-")]
         args: list[Any] = [note.key.hashes if cfg.policy == PREFIX_AWARE else b"",
                            "1" if cfg.policy == PREFIX_AWARE else "0", cfg.rule.load_factor, cfg.rule.load_slack,
-                           cfg.rule.kv_limit, cfg.rule.load_cost, self._next_turn() % len(candidates), ex.request_id,
+                           cfg.rule.kv_limit, self._load_cost(), self._next_turn() % len(candidates), ex.request_id,
                            cfg.inflight_ttl_ms, cfg.affinity_ttl_ms, "1" if note.hint else "0", cfg.index_ttl_ms]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id))
@@ -163,6 +168,7 @@ class PrefixRouter:
         if isinstance(prompt_tokens, int) and prompt_tokens > 0 and key.total_bytes > 0:
             per_byte = prompt_tokens / key.total_bytes  # tokens per canonical byte, for this request
             self.stats.prompt_tokens += prompt_tokens
+            self._mean_prompt += (prompt_tokens - self._mean_prompt) / 64
             predicted_tokens = int(bytes_in_blocks(predicted, key.block_bytes) * per_byte)
             self.stats.predicted_cached_tokens += min(prompt_tokens, predicted_tokens)
             if isinstance(cached, int):
@@ -265,7 +271,8 @@ class PrefixRouter:
             kv = [w.metrics.get("kv", 0.0) for w in candidates]
             found = [note.matches.get(w.id, 0) for w in candidates]
             allowed = [w.id not in exclude for w in candidates]
-            index, _ = pick(found, loads, kv, allowed, self.config.rule, self._next_turn() % len(candidates),
+            rule = replace(self.config.rule, load_cost=self._load_cost())
+            index, _ = pick(found, loads, kv, allowed, rule, self._next_turn() % len(candidates),
                             prefix=self.config.policy == PREFIX_AWARE)
             if index < 0:
                 return None
@@ -281,6 +288,15 @@ class PrefixRouter:
         if seed is None:
             return allowed[self._rng.randrange(len(allowed))]
         return max(allowed, key=lambda w: xxh3_64_intdigest(w.id.encode(), xxh3_64_intdigest(seed.encode())))
+
+    def _load_cost(self) -> float:
+        """Blocks of prefill one request in flight is worth (see RouterConfig.load_cost_tokens)."""
+        cfg = self.config
+        tokens = cfg.load_cost_tokens
+        if tokens <= 0:
+            tokens = min(4000.0, max(16.0, cfg.load_cost_share * self._mean_prompt))
+        self.stats.load_cost_tokens = tokens
+        return tokens * cfg.bytes_per_token / cfg.block_bytes
 
     def _next_turn(self) -> int:
         """Ties go to the first worker of a rotation that advances on every request."""
