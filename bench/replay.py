@@ -51,12 +51,12 @@ RUN_PREFIX = "gwreplay-" + os.urandom(3).hex()  # every Redis key of this run st
 
 
 # --- simulated workers: one child process, one event loop ------------------------------------------
-def _serve_sims(configs: list[SimConfig], ports: list[int], cpu: int | None) -> None:
+def _serve_sims(configs: list[SimConfig], ports: list[int], cpu: int | None, log: str) -> None:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
-    devnull = os.open(os.devnull, os.O_WRONLY)  # quiet: other routers' probes make uvicorn warn
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
+    out = os.open(log, os.O_WRONLY | os.O_APPEND)  # to a file: other routers' probes make uvicorn warn
+    os.dup2(out, 1)
+    os.dup2(out, 2)
     from gateway.sim.run import start_sim_server
 
     async def main() -> None:
@@ -71,8 +71,10 @@ class SimFarm:
     def __init__(self, configs: list[SimConfig], cpu: int | None) -> None:
         self.ports = [free_port() for _ in configs]
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        log = tempfile.NamedTemporaryFile(prefix="sims-", suffix=".log", delete=False)  # noqa: SIM115
+        LOGS.append(log.name)
         self.process = multiprocessing.get_context("spawn").Process(
-            target=_serve_sims, args=(configs, self.ports, cpu), daemon=True)
+            target=_serve_sims, args=(configs, self.ports, cpu, log.name), daemon=True)
         self.process.start()
         for url in self.urls:
             wait_http(url + "/health")
