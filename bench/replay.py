@@ -51,9 +51,12 @@ RUN_PREFIX = "gwreplay-" + os.urandom(3).hex()  # every Redis key of this run st
 
 
 # --- simulated workers: one child process, one event loop ------------------------------------------
-def _serve_sims(configs: list[SimConfig], ports: list[int], cpu: int | None) -> None:
+def _serve_sims(configs: list[SimConfig], ports: list[int], cpu: int | None, log: str) -> None:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
+    out = os.open(log, os.O_WRONLY | os.O_APPEND)  # to a file: other routers' probes make uvicorn warn
+    os.dup2(out, 1)
+    os.dup2(out, 2)
     from gateway.sim.run import start_sim_server
 
     async def main() -> None:
@@ -68,8 +71,10 @@ class SimFarm:
     def __init__(self, configs: list[SimConfig], cpu: int | None) -> None:
         self.ports = [free_port() for _ in configs]
         self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        log = tempfile.NamedTemporaryFile(prefix="sims-", suffix=".log", delete=False)  # noqa: SIM115
+        LOGS.append(log.name)
         self.process = multiprocessing.get_context("spawn").Process(
-            target=_serve_sims, args=(configs, self.ports, cpu), daemon=True)
+            target=_serve_sims, args=(configs, self.ports, cpu, log.name), daemon=True)
         self.process.start()
         for url in self.urls:
             wait_http(url + "/health")
@@ -108,6 +113,7 @@ async def send(http: aiohttp.ClientSession, url: str, path: str, key: str, body:
                              headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                                       **headers}) as resp:
             rec.worker = resp.headers.get("x-gateway-worker") or resp.headers.get("x-worker-id") or "?"
+            fingerprint = rec.worker == "?"  # behind another router: the simulator names itself there
             if resp.status != 200:
                 await resp.read()
                 return rec
@@ -121,6 +127,8 @@ async def send(http: aiohttp.ClientSession, url: str, path: str, key: str, body:
                     if not line.startswith(b"data: {"):
                         continue
                     event = orjson.loads(line[6:])
+                    if fingerprint and event.get("system_fingerprint"):
+                        rec.worker, fingerprint = event["system_fingerprint"], False
                     for choice in event.get("choices") or []:
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
@@ -311,22 +319,24 @@ def stop_all(procs: list[Proc]) -> None:
 
 # --- sglang-router, the peer row ---------------------------------------------------------------------
 def start_sglang_router(sims: SimFarm) -> Proc | None:
-    exe = shutil.which("sglang-router") or str(ROOT / ".venv" / "bin" / "sglang-router")
-    launcher = [sys.executable, "-m", "sglang_router.launch_router"]
+    """sglang-router (``pip install sglang-router``) with its cache_aware policy and default thresholds."""
+    exe = shutil.which("sglang-router") or str(Path(sys.executable).parent / "sglang-router")
+    if not os.path.exists(exe):
+        print("  sglang-router is not installed (pip install sglang-router)", file=sys.stderr)
+        return None
     port = free_port()
-    args = ["--worker-urls", *sims.urls, "--policy", "cache_aware", "--host", "127.0.0.1", "--port", str(port)]
-    for cmd in ([exe, *args] if os.path.exists(exe) else None, [*launcher, *args]):
-        if cmd is None:
-            continue
-        popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            wait_http(f"http://127.0.0.1:{port}/health", timeout=40)
-            return Proc(popen, f"http://127.0.0.1:{port}")
-        except RuntimeError:
-            popen.kill()
-            err = popen.stderr.read().decode()[-400:] if popen.stderr else ""
-            print(f"  sglang-router did not start with {cmd[0]}: {err}", file=sys.stderr)
-    return None
+    log = tempfile.NamedTemporaryFile(prefix="sglang-router-", suffix=".log", delete=False)  # noqa: SIM115
+    LOGS.append(log.name)
+    popen = subprocess.Popen([exe, "launch", "--worker-urls", *sims.urls, "--policy", "cache_aware",
+                              "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, stdout=log, stderr=log)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", timeout=60)
+    except RuntimeError:
+        popen.kill()
+        print(f"  sglang-router did not start: {Path(log.name).read_text()[-400:]}", file=sys.stderr)
+        return None
+    time.sleep(2)  # it registers the workers (and loads their tokenizer) in the background
+    return Proc(popen, f"http://127.0.0.1:{port}")
 
 
 # --- the runs -------------------------------------------------------------------------------------------

@@ -107,11 +107,13 @@ class Settings(BaseSettings):
     routing_policy: str = "prefix_aware"
     routing_block_bytes: int = Field(default=512, ge=16)  # canonical prompt bytes per hashed block
     routing_max_blocks: int = Field(default=1024, ge=1, le=4096)  # leading blocks considered at most
-    routing_load_factor: float = Field(default=1.5, ge=1.0)  # bounded load: at most this x mean (+1)
+    routing_load_factor: float = Field(default=2.0, ge=1.0)  # bounded load: at most this x mean (+1)
     routing_load_slack: float = Field(default=2.0, ge=0.0)  # ... or the least loaded worker + this
     routing_kv_limit: float = Field(default=0.95, gt=0.0)  # skip workers whose KV usage is above this
-    # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load).
-    routing_load_cost_tokens: float = Field(default=1000.0, ge=0.0)
+    # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load);
+    # 0: adaptive, routing_load_cost_share x the running mean prompt length.
+    routing_load_cost_tokens: float = Field(default=0.0, ge=0.0)
+    routing_load_cost_share: float = Field(default=0.2, gt=0.0)
     # KV capacity (tokens) of a worker that does not report vllm:cache_config_info.
     routing_kv_tokens: int = Field(default=500_000, ge=1)
     routing_bytes_per_token: float = Field(default=4.0, gt=0.0)  # to size the index from KV tokens

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RuleParams:
-    load_factor: float = 1.5
+    load_factor: float = 2.0
     load_slack: float = 2.0
     kv_limit: float = 0.95
     load_cost: float = 8.0  # blocks of prefill one request in flight is worth

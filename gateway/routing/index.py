@@ -86,6 +86,7 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
             affinity = ids.index(bound_to)
     chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix)
     evicted = 0
+    last_use: Any = ""
     if chosen >= 0:
         inflight = store.zset(keys[2 + 2 * chosen])
         inflight[rid] = now + inflight_ttl
@@ -94,30 +95,31 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
             store.value(keys[0])["v"] = ids[chosen]
             store.expire(keys[0], now + affinity_ttl)
         if use_prefix and blocks:
+            m = matches[chosen]
+            if m:
+                found = store.zset(keys[1 + 2 * chosen]).get(hashes[(m - 1) * _H:m * _H])  # type: ignore[call-overload]
+                last_use = "" if found is None else repr(found)
             evicted = _add_blocks(store, keys[1 + 2 * chosen], hashes, int(args[f + 4 * chosen + 3]), now, index_ttl)
-    return [chosen, int(by_affinity), evicted, *matches, *flights]
+    return [chosen, int(by_affinity), evicted, last_use, *matches, *flights]
 
 
 def _record_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
     hashes: bytes = args[0]
     cap = int(args[1])
     rid = _s(args[2])
-    predicted = int(args[3])
-    reported = int(args[4])
-    record = _s(args[5]) == "1"
-    ttl = int(args[6])
+    threshold = _s(args[3])
+    record = _s(args[4]) == "1"
+    ttl = int(args[5])
     index: dict[Any, float] = store.zset(keys[0])
     store.zset(keys[1]).pop(rid, None)
-    blocks = len(hashes) // _H
     stale = evicted = 0
-    if 0 <= reported < predicted and reported < blocks:
-        score = index.get(hashes[reported * _H:(reported + 1) * _H])
-        if score is not None:
-            old = [member for member, s in index.items() if s <= score]
-            for member in old:
-                del index[member]
-            stale = len(old)
-    if record and blocks:
+    if threshold:
+        limit = float(threshold)
+        old = [member for member, score in index.items() if score <= limit]
+        for member in old:
+            del index[member]
+        stale = len(old)
+    if record and len(hashes) >= _H:
         evicted = _add_blocks(store, keys[0], hashes, cap, now, ttl)
     return [stale, evicted]
 

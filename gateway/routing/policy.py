@@ -17,7 +17,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xxhash import xxh3_64_hexdigest, xxh3_64_intdigest
@@ -27,7 +27,7 @@ from gateway.proxy.request import CHAT
 from gateway.routing.choose import RuleParams, pick
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.pool import Worker, WorkerPool
-from gateway.routing.prefix import PrefixKey, blocks_in_bytes, bytes_in_blocks, prefix_key
+from gateway.routing.prefix import PrefixKey, bytes_in_blocks, prefix_key
 from gateway.routing.stats import RoutingStats
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.keys import KeySpace
@@ -56,6 +56,10 @@ class RouterConfig:
     inflight_ttl_ms: int = 300_000
     affinity_ttl_ms: int = 1_800_000
     index_ttl_ms: int = 86_400_000
+    # Prefill tokens one request in flight is worth; 0: adaptive, load_cost_share x the running mean
+    # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
+    load_cost_tokens: float = 0.0
+    load_cost_share: float = 0.2
 
 
 @dataclass(slots=True)
@@ -69,6 +73,7 @@ class _Note:
     matches: dict[str, int] = field(default_factory=dict)
     predicted_blocks: int = 0
     settle_result: int = -1  # index of the record script's result in the post-request round trip
+    last_use: str = ""  # the reserved worker's score of the deepest matched block, before this request
 
 
 def conversation_hint(ex: Exchange) -> str | None:
@@ -97,6 +102,7 @@ class PrefixRouter:
         self.stats = stats or RoutingStats()
         self._rng = rng or random.Random()
         self._turn = 0
+        self._mean_prompt = 5000.0  # running mean of reported prompt tokens (adaptive load cost)
         self._tasks: set[asyncio.Task[None]] = set()
         pool.listeners.append(self._on_worker_event)
 
@@ -116,7 +122,7 @@ class PrefixRouter:
         keys = [self._keys.affinity(model, note.hint or "-")]
         args: list[Any] = [note.key.hashes if cfg.policy == PREFIX_AWARE else b"",
                            "1" if cfg.policy == PREFIX_AWARE else "0", cfg.rule.load_factor, cfg.rule.load_slack,
-                           cfg.rule.kv_limit, cfg.rule.load_cost, self._next_turn() % len(candidates), ex.request_id,
+                           cfg.rule.kv_limit, self._load_cost(), self._next_turn() % len(candidates), ex.request_id,
                            cfg.inflight_ttl_ms, cfg.affinity_ttl_ms, "1" if note.hint else "0", cfg.index_ttl_ms]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id))
@@ -157,29 +163,28 @@ class PrefixRouter:
         prompt_tokens = usage.get("prompt_tokens")
         details = usage.get("prompt_tokens_details")
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
-        reported_blocks = -1
+        threshold = ""
         predicted = note.predicted_blocks
         if isinstance(prompt_tokens, int) and prompt_tokens > 0 and key.total_bytes > 0:
             per_byte = prompt_tokens / key.total_bytes  # tokens per canonical byte, for this request
             self.stats.prompt_tokens += prompt_tokens
+            self._mean_prompt += (prompt_tokens - self._mean_prompt) / 64
             predicted_tokens = int(bytes_in_blocks(predicted, key.block_bytes) * per_byte)
             self.stats.predicted_cached_tokens += min(prompt_tokens, predicted_tokens)
             if isinstance(cached, int):
                 self.stats.reported_cached_tokens += cached
-                held = blocks_in_bytes(int(cached / per_byte), key.block_bytes)
                 if predicted > 0 and cached < predicted_tokens * self.config.feedback_ratio:
-                    reported_blocks = held
                     self.stats.feedback_corrections += 1
-        # prefix_route recorded the reserved worker; record again after a correction (it dropped this
-        # request's entries too) or when a retry went elsewhere
-        record = ex.status == 200 and self.config.policy == PREFIX_AWARE and (
-            reported_blocks >= 0 or note.reserved != worker.id)
+                    if worker.id == note.reserved:
+                        threshold = note.last_use
+        # prefix_route recorded the reserved worker; a retry that went elsewhere is recorded here
+        record = ex.status == 200 and self.config.policy == PREFIX_AWARE and note.reserved != worker.id
         if note.reserved is None and not record:
             return
         note.settle_result = trip.call(RECORD, [self._keys.prefix_index(model, worker.id),
                            self._keys.inflight(model, note.reserved or worker.id)],
-                  [key.hashes, self.index_bound(worker), ex.request_id, predicted, reported_blocks,
-                   "1" if record else "0", self.config.index_ttl_ms])
+                  [key.hashes, self.index_bound(worker), ex.request_id, threshold, "1" if record else "0",
+                   self.config.index_ttl_ms])
 
     def settled(self, ex: Exchange, results: list[Any]) -> None:
         """The post-request round trip's results (entries dropped as stale, evicted by the bound)."""
@@ -246,10 +251,12 @@ class PrefixRouter:
                  exclude: Collection[str]) -> Worker | None:
         n = len(note.ids)
         chosen, by_affinity = int(result[0]), int(result[1])
-        matches = [int(m) for m in result[3:3 + n]]
-        flights = [int(f) for f in result[3 + n:3 + 2 * n]]
+        matches = [int(m) for m in result[4:4 + n]]
+        flights = [int(f) for f in result[4 + n:4 + 2 * n]]
         if not exclude:
             self.stats.index_evictions += int(result[2])
+            last_use = result[3]
+            note.last_use = last_use.decode() if isinstance(last_use, bytes) else str(last_use or "")
         note.matches = dict(zip(note.ids, matches, strict=True))
         by_id = {w.id: w for w in candidates}
         if chosen >= 0 and note.reserved is None:
@@ -264,7 +271,8 @@ class PrefixRouter:
             kv = [w.metrics.get("kv", 0.0) for w in candidates]
             found = [note.matches.get(w.id, 0) for w in candidates]
             allowed = [w.id not in exclude for w in candidates]
-            index, _ = pick(found, loads, kv, allowed, self.config.rule, self._next_turn() % len(candidates),
+            rule = replace(self.config.rule, load_cost=self._load_cost())
+            index, _ = pick(found, loads, kv, allowed, rule, self._next_turn() % len(candidates),
                             prefix=self.config.policy == PREFIX_AWARE)
             if index < 0:
                 return None
@@ -280,6 +288,15 @@ class PrefixRouter:
         if seed is None:
             return allowed[self._rng.randrange(len(allowed))]
         return max(allowed, key=lambda w: xxh3_64_intdigest(w.id.encode(), xxh3_64_intdigest(seed.encode())))
+
+    def _load_cost(self) -> float:
+        """Blocks of prefill one request in flight is worth (see RouterConfig.load_cost_tokens)."""
+        cfg = self.config
+        tokens = cfg.load_cost_tokens
+        if tokens <= 0:
+            tokens = min(4000.0, max(16.0, cfg.load_cost_share * self._mean_prompt))
+        self.stats.load_cost_tokens = tokens
+        return tokens * cfg.bytes_per_token / cfg.block_bytes
 
     def _next_turn(self) -> int:
         """Ties go to the first worker of a rotation that advances on every request."""

@@ -61,13 +61,14 @@ async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str
     r = await st.run(ROUTE, keys, args)
     n = len(WORKERS)
     return {"chosen": WORKERS[int(r[0])] if int(r[0]) >= 0 else None, "affinity": bool(r[1]),
-            "evicted": int(r[2]), "matches": [int(x) for x in r[3:3 + n]], "inflight": [int(x) for x in r[3 + n:]]}
+            "evicted": int(r[2]), "last_use": r[3].decode() if isinstance(r[3], bytes) else str(r[3]),
+            "matches": [int(x) for x in r[4:4 + n]], "inflight": [int(x) for x in r[4 + n:]]}
 
 
 async def record(st: StateStore, ks: KeySpace, worker: str, hashes: bytes, rid: str, cap: int = 1000,
-                 predicted: int = 0, reported: int = -1, reserved: str | None = None) -> list[int]:
+                 stale_before: str = "", reserved: str | None = None) -> list[int]:
     keys = [ks.prefix_index(MODEL, worker), ks.inflight(MODEL, reserved or worker)]
-    result = await st.run(RECORD, keys, [hashes, cap, rid, predicted, reported, "1", 60_000])
+    result = await st.run(RECORD, keys, [hashes, cap, rid, stale_before, "1", 60_000])
     return [int(x) for x in result]
 
 
@@ -131,15 +132,22 @@ async def test_bound_evicts_oldest_and_leaves_prefixes(store: tuple[StateStore, 
 
 async def test_feedback_drops_what_the_worker_evicted(store: tuple[StateStore, KeySpace]) -> None:
     st, ks = store
-    old, new = chain("old", 10), chain("new", 10)
+    older, old, new = chain("older", 10), chain("old", 10), chain("new", 10)
+    await record(st, ks, "w-a", older, "r0")
+    await asyncio.sleep(0.003)
     await record(st, ks, "w-a", old, "r1")
     await asyncio.sleep(0.003)
     await record(st, ks, "w-a", new, "r2")
-    # the worker held only 2 of old's 10 predicted blocks: old's block 2 and everything used before it go
-    stale, _ = await record(st, ks, "w-a", old, "r3", predicted=10, reported=2)
-    assert stale == 8
-    r = await route(st, ks, new, "q")
-    assert r["matches"][0] == 10  # newer entries stay; old is recorded again as the worker now holds it
+    await asyncio.sleep(0.003)
+    r = await route(st, ks, old, "r3", waiting=(0, 50, 50))
+    assert r["chosen"] == "w-a" and r["matches"][0] == 10 and r["last_use"]
+    # the worker reported far less than the 10 blocks predicted: it evicted old's blocks, and with
+    # them everything used before (older); new was used later and stays, old was just used again
+    stale, _ = await record(st, ks, "w-a", old, "r3", stale_before=r["last_use"])
+    assert stale == 10  # older, whole; old was re-scored by r3 and stays
+    found = [(await route(st, ks, c, f"q{i}", waiting=(0, 50, 50)))["matches"][0]
+             for i, c in enumerate((older, new))]
+    assert found == [0, 10]
 
 
 async def test_purge_forgets_a_worker(store: tuple[StateStore, KeySpace]) -> None:

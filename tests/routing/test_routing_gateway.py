@@ -161,10 +161,11 @@ async def test_feedback_drops_entries_the_worker_no_longer_holds(backend: Backen
         assert worker.metrics["kv_tokens"] == SimConfig().kv_capacity_tokens  # scraped cache_config_info
         assert router.index_bound(worker) == SimConfig().kv_capacity_tokens * 4 // 64
         async with aiohttp.ClientSession() as http:
+            await chat(http, served, key, "an older conversation", system="older " + SYSTEM)
+            await asyncio.sleep(0.01)
             await chat(http, served, key, "hello")
             sim.app.reset()  # the worker lost its cache behind the gateway's back
             _, usage = await chat(http, served, key, "hello")
-            await settled(served, 2)
         assert usage["prompt_tokens_details"]["cached_tokens"] == 0
         assert router.stats.feedback_corrections == 1 and router.stats.stale_entries_dropped > 0
         assert router.stats.predicted_cached_tokens > router.stats.reported_cached_tokens

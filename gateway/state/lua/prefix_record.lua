@@ -1,29 +1,26 @@
 -- After the response: release the in-flight slot, correct the index from what the worker reported,
--- and (after a correction, or when a retry went to another worker than the one prefix_route recorded)
--- record the worker that served the request as holding its blocks.
+-- and (when a retry went to another worker than the one prefix_route recorded) record the worker that
+-- served the request as holding its blocks.
 -- KEYS[1] the serving worker's prefix index ZSET, KEYS[2] the reserved worker's in-flight ZSET.
--- ARGV: packed 8-byte hashes, index bound (entries), request id, predicted blocks, reported blocks
---       (-1: unknown), record (1/0), index ttl ms.
--- Scores as in prefix_route.lua.
--- Feedback: reported < predicted means the worker evicted block `reported` (and, being LRU, everything
--- used no later): entries scored at or below that block's score are dropped.
--- Returns {entries dropped as stale, entries evicted by the bound}.
+-- ARGV: packed 8-byte hashes, index bound (entries), request id, stale threshold ('' : none),
+--       record (1/0), index ttl ms.
+-- Feedback: the worker reported far fewer cached tokens than predicted, so it evicted blocks the index
+-- thought it held; being LRU, it evicted everything used before them. The threshold is the score the
+-- request's deepest matched block had before this request (prefix_route returned it): entries scored
+-- at or below it are dropped (this request's own blocks were re-scored since, and stay).
+-- Scores as in prefix_route.lua. Returns {entries dropped as stale, entries evicted by the bound}.
 local hashes = ARGV[1]
 local cap = tonumber(ARGV[2])
 local rid = ARGV[3]
-local predicted = tonumber(ARGV[4])
-local reported = tonumber(ARGV[5])
-local record = ARGV[6] == '1'
-local ttl = tonumber(ARGV[7])
+local threshold = ARGV[4]
+local record = ARGV[5] == '1'
+local ttl = tonumber(ARGV[6])
 local idx = KEYS[1]
 redis.call('ZREM', KEYS[2], rid)
 local blocks = math.floor(#hashes / 8)
 local stale, evicted = 0, 0
-if reported >= 0 and reported < predicted and reported < blocks then
-  local score = redis.call('ZSCORE', idx, string.sub(hashes, reported * 8 + 1, reported * 8 + 8))
-  if score then
-    stale = redis.call('ZREMRANGEBYSCORE', idx, '-inf', score)
-  end
+if threshold ~= '' then
+  stale = redis.call('ZREMRANGEBYSCORE', idx, '-inf', threshold)
 end
 if record and blocks > 0 then
   local t = redis.call('TIME')

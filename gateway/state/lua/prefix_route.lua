@@ -9,8 +9,9 @@
 --       then per candidate: id, waiting, kv usage, index bound (entries).
 -- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
 -- is left of a chain after eviction is always a prefix of it (the binary search below relies on this).
--- Returns {chosen (0-based, -1 none), affinity used (1/0), entries evicted, match_1..match_n,
---          inflight_1..inflight_n}.
+-- Returns {chosen (0-based, -1 none), affinity used (1/0), entries evicted, the chosen worker's
+--          score of its deepest matched block before this request ('' if none; prefix_record's
+--          feedback threshold), match_1..match_n, inflight_1..inflight_n}.
 local hashes = ARGV[1]
 local use_prefix = ARGV[2] == '1'
 local load_factor = tonumber(ARGV[3])
@@ -100,6 +101,7 @@ if chosen < 0 then
 end
 
 local evicted = 0
+local last_use = ''
 if chosen > 0 then
   local inf = KEYS[2 * chosen + 1]
   redis.call('ZADD', inf, now + inflight_ttl, rid)
@@ -107,6 +109,10 @@ if chosen > 0 then
   if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
   if use_prefix and blocks > 0 then
     local idx = KEYS[2 * chosen]
+    local m = matches[chosen]
+    if m > 0 then
+      last_use = redis.call('ZSCORE', idx, string.sub(hashes, (m - 1) * 8 + 1, m * 8))
+    end
     local cap = tonumber(ARGV[F + 4 * chosen])
     local base = now * 4096
     local args = {}
@@ -126,7 +132,7 @@ if chosen > 0 then
   end
 end
 
-local out = {chosen - 1, by_affinity, evicted}
+local out = {chosen - 1, by_affinity, evicted, last_use}
 for i = 1, n do out[#out + 1] = matches[i] end
 for i = 1, n do out[#out + 1] = flights[i] end
 return out
