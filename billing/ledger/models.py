@@ -1,8 +1,9 @@
 """The billing tables, on billing's own metadata (billing never imports the gateway).
 
 - ``usage_ledger``: one row per billed request, unique by request id (the idempotency key).
-- ``usage_hourly``: per (hour, organisation, key, model) sums for dashboards, updated in the same
-  transaction as the rows they sum, from the rows actually inserted.
+- ``usage_hourly``: per (hour, organisation, key, model, end user) sums for the usage API and the
+  dashboard, updated in the same transaction as the rows they sum, from the rows actually inserted;
+  refused (rate-limited) requests are counted here only, never in the ledger.
 - ``price_plans``, ``budgets``, ``stripe_customers``: configuration.
 - ``stripe_meter_events``: every meter event, stored with its identifier before it is sent.
 """
@@ -61,6 +62,7 @@ class UsageHourly(LedgerBase):
     org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    end_user: Mapped[str] = mapped_column(String(200), primary_key=True, default="")  # "": none given
     requests: Mapped[int] = mapped_column(BigInteger)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     cached_tokens: Mapped[int] = mapped_column(BigInteger)
@@ -69,6 +71,12 @@ class UsageHourly(LedgerBase):
     list_ticks: Mapped[int] = mapped_column(BigInteger)
     billed_ticks: Mapped[int] = mapped_column(BigInteger)
     counted_requests: Mapped[int] = mapped_column(BigInteger)  # usage never reported by the worker
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)  # ledger rows whose status is not ok
+    rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)  # 429s from rate limits or budgets
+    # Output tokens per second: the output tokens of ok requests over their decode time (streams: after
+    # the first byte; whole answers: the whole duration, a lower bound).
+    decode_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    decode_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index("ix_usage_hourly_org_hour", "org_id", "hour"),)
 
