@@ -1,0 +1,169 @@
+"""Usage over a time range, bucketed by hour or day and grouped by key, model or end user, read from the
+hourly rollups (``usage_hourly``), never from the per-request ledger.
+
+Two queries, both one index range scan on ``(org_id, hour)`` (or the primary key, hour first, across
+organisations): the sums per hour (at most 24 x 366 rows, bucketed into days here) and the sums per
+group. The totals are the sum of the hours. Used by ``/v1/usage`` (the caller's organisation, always)
+and ``/admin/usage`` (any or every organisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing.ledger.config import aware
+from billing.ledger.models import UsageHourly
+from billing.money import format_usd
+from gateway.db.models import ApiKey
+
+Bucket = Literal["hour", "day"]
+GroupBy = Literal["key", "model", "end_user"]
+
+MAX_RANGE = timedelta(days=366)
+MAX_HOUR_BUCKETS = 31 * 24  # hour buckets over at most a month (a chart of 744 points)
+MAX_GROUPS = 1000  # the largest groups by billed cost, then requests
+_HOUR = timedelta(hours=1)
+
+_COUNTERS = ("requests", "prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks",
+             "billed_ticks", "errors", "rate_limited", "decode_ms", "decode_tokens")
+_GROUP_COLUMN = {"key": UsageHourly.key_id, "model": UsageHourly.model, "end_user": UsageHourly.end_user}
+
+
+class RangeError(ValueError):
+    """A time range the usage API does not serve (the message says why)."""
+
+
+@dataclass(slots=True)
+class Sums:
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    list_ticks: int = 0
+    billed_ticks: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    decode_ms: int = 0
+    decode_tokens: int = 0
+
+    def add(self, other: Sums) -> None:
+        for name in _COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def view(self) -> dict[str, Any]:
+        """The row the API returns: tokens by type, money as exact decimal strings and ticks, ratios."""
+        return {
+            "input_tokens": self.prompt_tokens - self.cached_tokens, "cached_input_tokens": self.cached_tokens,
+            "output_tokens": self.output_tokens, "reasoning_tokens": self.reasoning_tokens,
+            "requests": self.requests, "errors": self.errors, "rate_limited": self.rate_limited,
+            "list_cost_usd": format_usd(self.list_ticks), "billed_cost_usd": format_usd(self.billed_ticks),
+            "list_cost_ticks": self.list_ticks, "billed_cost_ticks": self.billed_ticks,
+            "cached_share": self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None,
+            "mean_output_tokens_per_second":
+                round(self.decode_tokens * 1000 / self.decode_ms, 3) if self.decode_ms else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    start: datetime
+    end: datetime
+    bucket: Bucket = "day"
+    group_by: GroupBy = "key"
+    org_id: str | None = None  # None: every organisation (admin only)
+
+
+@dataclass(slots=True)
+class UsageReport:
+    query: UsageQuery
+    buckets: list[tuple[datetime, Sums]]
+    groups: list[tuple[str, str, Sums]]  # (group, name, sums)
+    totals: Sums = field(default_factory=Sums)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _floor(moment: datetime, bucket: Bucket) -> datetime:
+    moment = moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0) if bucket == "day" else moment
+
+
+def normalise_range(start: datetime | None, end: datetime | None, bucket: Bucket,
+                    now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The hour-aligned range ``[start, end)`` to report (default: the last 7 days), or ``RangeError``."""
+    now = _utc(now or datetime.now(UTC))
+    end_ = _utc(end) if end is not None else now
+    start_ = _utc(start) if start is not None else end_ - timedelta(days=7)
+    if end_ <= start_:
+        raise RangeError("end must be after start")
+    start_ = _floor(start_, "hour")
+    aligned_end = _floor(end_, "hour")
+    end_ = aligned_end if aligned_end == end_ else aligned_end + _HOUR  # the hour holding `end` is included
+    if end_ - start_ > MAX_RANGE:
+        raise RangeError(f"the range may span at most {MAX_RANGE.days} days")
+    if bucket == "hour" and end_ - start_ > MAX_HOUR_BUCKETS * _HOUR:
+        raise RangeError(f"hour buckets cover at most {MAX_HOUR_BUCKETS // 24} days; use bucket=day")
+    return start_, end_
+
+
+def _sums(row: Any, offset: int) -> Sums:
+    return Sums(*(int(v or 0) for v in row[offset:offset + len(_COUNTERS)]))
+
+
+class UsageService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def report(self, q: UsageQuery) -> UsageReport:
+        sums = [func.sum(getattr(UsageHourly, c)) for c in _COUNTERS]
+        where: list[ColumnElement[bool]] = [UsageHourly.hour >= q.start, UsageHourly.hour < q.end]
+        if q.org_id is not None:
+            where.append(UsageHourly.org_id == q.org_id)
+        column = _GROUP_COLUMN[q.group_by]
+        by_hour = select(UsageHourly.hour, *sums).where(*where).group_by(UsageHourly.hour)
+        by_group = (select(column, *sums).where(*where).group_by(column)
+                    .order_by(func.sum(UsageHourly.billed_ticks).desc(), func.sum(UsageHourly.requests).desc(),
+                              column).limit(MAX_GROUPS))
+        async with self._sessions() as s:
+            hours = (await s.execute(by_hour)).all()
+            group_rows = (await s.execute(by_group)).all()
+            names = await self._key_names(s, [r[0] for r in group_rows]) if q.group_by == "key" else {}
+        report = UsageReport(q, self._buckets(q, hours), [])
+        for _, bucket_sums in report.buckets:
+            report.totals.add(bucket_sums)
+        for row in group_rows:
+            group = str(row[0])
+            name = names.get(group, group) if q.group_by == "key" else group or "(none)"
+            report.groups.append((group, name, _sums(row, 1)))
+        return report
+
+    @staticmethod
+    def _buckets(q: UsageQuery, hours: Sequence[Any]) -> list[tuple[datetime, Sums]]:
+        """Every bucket of the range in order, empty ones included (charts need the gaps)."""
+        step = timedelta(days=1) if q.bucket == "day" else _HOUR
+        buckets: dict[datetime, Sums] = {}
+        moment = _floor(q.start, q.bucket)
+        while moment < q.end:
+            buckets[moment] = Sums()
+            moment += step
+        for row in hours:
+            bucket = buckets.get(_floor(aware(row[0]), q.bucket))
+            if bucket is not None:
+                bucket.add(_sums(row, 1))
+        return list(buckets.items())
+
+    @staticmethod
+    async def _key_names(session: AsyncSession, key_ids: list[str]) -> dict[str, str]:
+        if not key_ids:
+            return {}
+        rows = await session.execute(select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(key_ids)))
+        return {key_id: name for key_id, name in rows.all()}
