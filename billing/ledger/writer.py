@@ -1,7 +1,8 @@
 """Usage records into SQL in batches, exactly once.
 
 ``LedgerWriter.write`` inserts a batch with ``ON CONFLICT (request_id) DO NOTHING`` and adds only the
-rows actually inserted to the hourly rollups, in one transaction. Writing the same record twice (a
+rows actually inserted to the hourly rollups (``usage_hourly`` and, per end user,
+``usage_hourly_end_users``), in one transaction. Writing the same record twice (a
 replay, a retry, a writer that died after committing but before acknowledging) changes nothing.
 """
 
@@ -19,11 +20,12 @@ from billing.usage import UsageRecord
 _SUMMED = ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks", "billed_ticks")
 # Every counter of usage_hourly, in the order the statements below write them.
 _COUNTERS = ("requests", *_SUMMED, "counted_requests", "errors", "rate_limited", "decode_ms", "decode_tokens")
-_GROUP = ("hour", "org_id", "key_id", "model", "end_user")
+_GROUP = ("hour", "org_id", "key_id", "model")
+_USER_GROUP = (*_GROUP, "end_user")
 
 # PostgreSQL: one statement inserts the batch from arrays (unnest) and rolls up exactly the rows it
 # inserted, together with the refused requests of the batch (pre-summed, never inserted into the
-# ledger); one round trip, atomic on its own.
+# ledger), into both rollup tables; one round trip, atomic on its own.
 _COLUMNS = [("request_id", "text"), ("org_id", "text"), ("key_id", "text"), ("end_user", "text"), ("model", "text"),
             ("requested_model", "text"), ("worker", "text"), ("prompt_tokens", "bigint"), ("cached_tokens", "bigint"),
             ("output_tokens", "bigint"), ("reasoning_tokens", "bigint"), ("list_ticks", "bigint"),
@@ -56,9 +58,15 @@ WITH ins AS (
 ), rolled AS (
   INSERT INTO usage_hourly ({", ".join(_GROUP)}, {", ".join(_COUNTERS)})
   SELECT {", ".join(_GROUP)}, {", ".join(f"sum({c})" for c in _COUNTERS)}
-  FROM facts GROUP BY 1, 2, 3, 4, 5
+  FROM facts GROUP BY 1, 2, 3, 4
   ON CONFLICT ({", ".join(_GROUP)}) DO UPDATE SET
     {", ".join(f"{c} = usage_hourly.{c} + EXCLUDED.{c}" for c in _COUNTERS)}
+), rolled_end_users AS (
+  INSERT INTO usage_hourly_end_users ({", ".join(_USER_GROUP)}, {", ".join(_COUNTERS)})
+  SELECT {", ".join(_USER_GROUP)}, {", ".join(f"sum({c})" for c in _COUNTERS)}
+  FROM facts GROUP BY 1, 2, 3, 4, 5
+  ON CONFLICT ({", ".join(_USER_GROUP)}) DO UPDATE SET
+    {", ".join(f"{c} = usage_hourly_end_users.{c} + EXCLUDED.{c}" for c in _COUNTERS)}
 )
 SELECT count(*) FROM ins
 """
@@ -69,10 +77,16 @@ _SQLITE_ROWS = 1000
 _SQLITE_INSERT = (f"INSERT INTO usage_ledger ({', '.join(c for c, _ in _COLUMNS)}) VALUES "
                   "{rows} ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 _SQLITE_ROW = "(" + ",".join("?" * len(_COLUMNS)) + ")"
-_SQLITE_ROLLUP = (
-    f"INSERT INTO usage_hourly ({', '.join(_GROUP)}, {', '.join(_COUNTERS)}) "
-    f"VALUES ({','.join('?' * (len(_GROUP) + len(_COUNTERS)))}) ON CONFLICT ({', '.join(_GROUP)}) DO UPDATE SET "
-    f"{', '.join(f'{c} = {c} + excluded.{c}' for c in _COUNTERS)}")
+
+
+def _sqlite_upsert(table: str, group: tuple[str, ...]) -> str:
+    return (f"INSERT INTO {table} ({', '.join(group)}, {', '.join(_COUNTERS)}) "
+            f"VALUES ({','.join('?' * (len(group) + len(_COUNTERS)))}) ON CONFLICT ({', '.join(group)}) DO UPDATE SET "
+            f"{', '.join(f'{c} = {c} + excluded.{c}' for c in _COUNTERS)}")
+
+
+_SQLITE_ROLLUPS = ((_sqlite_upsert("usage_hourly", _GROUP), False),
+                   (_sqlite_upsert("usage_hourly_end_users", _USER_GROUP), True))
 
 
 def _sqlite_time(moment: datetime) -> str:
@@ -110,11 +124,12 @@ class _Sums:
     decode_tokens: int = 0
 
 
-def rollup(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
-    """Hourly sums per (hour, org, key, model, end user) of ``records`` (ledger rows and refused requests)."""
+def rollup(records: Iterable[UsageRecord], by_end_user: bool = False) -> list[dict[str, Any]]:
+    """Hourly sums per (hour, org, key, model), and end user with ``by_end_user``, of ``records`` (ledger
+    rows and refused requests); ``end_user`` is ``""`` when none was given or not grouped by it."""
     groups: dict[tuple[datetime, str, str, str, str], _Sums] = {}
     for r in records:
-        group = (_hour(r.started_at_ms), r.org_id, r.key_id, r.model, r.end_user or "")
+        group = (_hour(r.started_at_ms), r.org_id, r.key_id, r.model, (r.end_user or "") if by_end_user else "")
         sums = groups.get(group)
         if sums is None:
             sums = groups[group] = _Sums()
@@ -173,10 +188,12 @@ class LedgerWriter:
                     inserted.update(row[0] for row in await cursor.fetchall())
                     await cursor.close()
                 new = [r for r in records if r.request_id in inserted]
-                sums = [(_sqlite_time(g["hour"]), *(g[c] for c in _GROUP[1:]), *(g[c] for c in _COUNTERS))
-                        for g in rollup([*new, *refused])]
-                if sums:
-                    await driver.executemany(_SQLITE_ROLLUP, sums)
+                for statement, by_end_user in _SQLITE_ROLLUPS:
+                    group = _USER_GROUP if by_end_user else _GROUP
+                    sums = [(_sqlite_time(g["hour"]), *(g[c] for c in group[1:]), *(g[c] for c in _COUNTERS))
+                            for g in rollup([*new, *refused], by_end_user)]
+                    if sums:
+                        await driver.executemany(statement, sums)
                 await driver.commit()
             except BaseException:
                 await driver.rollback()
@@ -188,7 +205,7 @@ class LedgerWriter:
         for r in records:
             for column, value in zip(columns, _values(r, _moment(r.started_at_ms)), strict=True):
                 column.append(value)
-        refused_sums = rollup(refused)
+        refused_sums = rollup(refused, by_end_user=True)
         columns += [[g[name] for g in refused_sums] for _, name in _REFUSED]
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()

@@ -1,10 +1,11 @@
 """Usage over a time range, bucketed by hour or day and grouped by key, model or end user, read from the
-hourly rollups (``usage_hourly``), never from the per-request ledger.
+hourly rollups, never from the per-request ledger.
 
 Two queries, both one index range scan on ``(org_id, hour)`` (or the primary key, hour first, across
-organisations): the sums per hour (at most 24 x 366 rows, bucketed into days here) and the sums per
-group. The totals are the sum of the hours. Used by ``/v1/usage`` (the caller's organisation, always)
-and ``/admin/usage`` (any or every organisation).
+organisations): the sums per hour from ``usage_hourly`` (at most 24 x 366 rows, bucketed into days
+here) and the sums per group, from ``usage_hourly`` for keys and models and from the larger
+``usage_hourly_end_users`` only for end users. The totals are the sum of the hours.
+Used by ``/v1/usage`` (the caller's organisation, always) and ``/admin/usage`` (any or every organisation).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger.config import aware
-from billing.ledger.models import UsageHourly
+from billing.ledger.models import UsageHourly, UsageHourlyEndUser
 from billing.money import format_usd
 from gateway.db.models import ApiKey
 
@@ -32,7 +33,6 @@ _HOUR = timedelta(hours=1)
 
 _COUNTERS = ("requests", "prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks",
              "billed_ticks", "errors", "rate_limited", "decode_ms", "decode_tokens")
-_GROUP_COLUMN = {"key": UsageHourly.key_id, "model": UsageHourly.model, "end_user": UsageHourly.end_user}
 
 
 class RangeError(ValueError):
@@ -124,15 +124,13 @@ class UsageService:
         self._sessions = sessions
 
     async def report(self, q: UsageQuery) -> UsageReport:
-        sums = [func.sum(getattr(UsageHourly, c)) for c in _COUNTERS]
-        where: list[ColumnElement[bool]] = [UsageHourly.hour >= q.start, UsageHourly.hour < q.end]
-        if q.org_id is not None:
-            where.append(UsageHourly.org_id == q.org_id)
-        column = _GROUP_COLUMN[q.group_by]
-        by_hour = select(UsageHourly.hour, *sums).where(*where).group_by(UsageHourly.hour)
-        by_group = (select(column, *sums).where(*where).group_by(column)
-                    .order_by(func.sum(UsageHourly.billed_ticks).desc(), func.sum(UsageHourly.requests).desc(),
-                              column).limit(MAX_GROUPS))
+        by_hour = self._summed(UsageHourly, UsageHourly.hour, q).group_by(UsageHourly.hour)
+        table: type[UsageHourly] | type[UsageHourlyEndUser] = UsageHourlyEndUser if q.group_by == "end_user" \
+            else UsageHourly
+        column = {"key": table.key_id, "model": table.model, "end_user": UsageHourlyEndUser.end_user}[q.group_by]
+        by_group = (self._summed(table, column, q).group_by(column)
+                    .order_by(func.sum(table.billed_ticks).desc(), func.sum(table.requests).desc(), column)
+                    .limit(MAX_GROUPS))
         async with self._sessions() as s:
             hours = (await s.execute(by_hour)).all()
             group_rows = (await s.execute(by_group)).all()
@@ -145,6 +143,12 @@ class UsageService:
             name = names.get(group, group) if q.group_by == "key" else group or "(none)"
             report.groups.append((group, name, _sums(row, 1)))
         return report
+
+    @staticmethod
+    def _summed(table: type[UsageHourly] | type[UsageHourlyEndUser], first: Any, q: UsageQuery) -> Select[Any]:
+        query = select(first, *(func.sum(getattr(table, c)) for c in _COUNTERS)) \
+            .where(table.hour >= q.start, table.hour < q.end)
+        return query.where(table.org_id == q.org_id) if q.org_id is not None else query
 
     @staticmethod
     def _buckets(q: UsageQuery, hours: Sequence[Any]) -> list[tuple[datetime, Sums]]:

@@ -1,19 +1,22 @@
-"""The hourly rollups the usage API reads: end users, errors, refused (rate-limited) requests and decode
-time, written by the ledger writer on both databases; the 0004 migration keeps the rows it rebuilds."""
+"""The hourly rollups the usage API reads: errors, refused (rate-limited) requests, decode time and the
+per-end-user table, written by the ledger writer on both databases; the 0004 migration adds them,
+backfills the end users from the ledger, and goes back."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 from alembic import command
-from sqlalchemy import DateTime, column, func, insert, select, table, text
+from sqlalchemy import DateTime, column, func, insert, inspect, select, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.ledger.models import UsageHourly, UsageRow
+from billing.ledger.config import aware
+from billing.ledger.models import UsageHourly, UsageHourlyEndUser, UsageRow
 from billing.ledger.writer import LedgerWriter, rollup
 from gateway.config import Settings
 from gateway.db import engine as db
@@ -32,12 +35,21 @@ def _refused(org: str, n: int, **overrides: object) -> object:
     return make_record(org, 1000 + n, **values)
 
 
-async def _hourly(engine: AsyncEngine, org: str) -> list[tuple[object, ...]]:
+async def _end_users(engine: AsyncEngine, org: str) -> list[tuple[object, ...]]:
+    t = UsageHourlyEndUser
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(UsageHourly.end_user, UsageHourly.requests, UsageHourly.errors, UsageHourly.rate_limited,
-                   UsageHourly.decode_ms, UsageHourly.decode_tokens, UsageHourly.billed_ticks)
-            .where(UsageHourly.org_id == org).order_by(UsageHourly.end_user))
+            select(t.end_user, t.requests, t.errors, t.rate_limited, t.decode_ms, t.decode_tokens, t.billed_ticks)
+            .where(t.org_id == org).order_by(t.end_user))
+        return [tuple(r) for r in rows.all()]
+
+
+async def _hourly(engine: AsyncEngine, org: str) -> list[tuple[object, ...]]:
+    t = UsageHourly
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(t.requests, t.errors, t.rate_limited, t.decode_ms, t.decode_tokens, t.billed_ticks)
+            .where(t.org_id == org))
         return [tuple(r) for r in rows.all()]
 
 
@@ -54,7 +66,9 @@ async def test_rollups_by_end_user_with_errors_refusals_and_decode_time(ledger_e
     writer = LedgerWriter(ledger_engine)
     assert await writer.write([ok_stream, ok_whole, cut, anonymous, *refused]) == 4  # type: ignore[list-item]
     billed = ok_stream.billed_ticks + ok_whole.billed_ticks + cut.billed_ticks
-    assert await _hourly(ledger_engine, org) == [
+    assert await _hourly(ledger_engine, org) == [(4, 1, 3, 20 + 200 + 300, 10 + 50 + 30,
+                                                  billed + anonymous.billed_ticks)]
+    assert await _end_users(ledger_engine, org) == [
         ("", 1, 0, 1, 20, 10, anonymous.billed_ticks),
         # decode time: the stream after its first byte (200 ms), the whole answer all of it (300 ms);
         # the cut stream is an error and not counted in the throughput.
@@ -67,57 +81,69 @@ async def test_rollups_by_end_user_with_errors_refusals_and_decode_time(ledger_e
     # A replayed batch adds no ledger row and no request; refusals carry no id in the ledger and are
     # counted again (at least once, documented).
     assert await writer.write([ok_stream, ok_whole]) == 0
-    assert (await _hourly(ledger_engine, org))[1][1] == 3
+    assert (await _end_users(ledger_engine, org))[1][1] == 3
+    assert (await _hourly(ledger_engine, org))[0][0] == 4
 
 
 def test_rollup_in_python_matches_the_sql_rules() -> None:
     org = "org_py"
     groups = rollup([make_record(org, 0, started_at_ms=BASE, end_user="bob", stream=True, ttfb_ms=5, duration_ms=105),
                      _refused(org, 1, end_user="bob"),  # type: ignore[list-item]
-                     make_record(org, 2, started_at_ms=BASE + HOUR, status="client_disconnected")])
+                     make_record(org, 2, started_at_ms=BASE + HOUR, status="client_disconnected")], by_end_user=True)
     by_user = {(g["hour"], g["end_user"]): g for g in groups}
     bob = by_user[(datetime.fromtimestamp(BASE / 1000, UTC), "bob")]
     assert (bob["requests"], bob["rate_limited"], bob["decode_ms"], bob["decode_tokens"], bob["errors"]) == \
         (1, 1, 100, 10, 0)
     late = by_user[(datetime.fromtimestamp((BASE + HOUR) / 1000, UTC), "")]
     assert (late["requests"], late["errors"], late["decode_ms"]) == (1, 1, 0)
+    assert {g["end_user"] for g in rollup([make_record(org, 0, end_user="bob")])} == {""}  # not by end user
 
 
 async def _migration_roundtrip(url: str) -> None:
     await db.upgrade(url, "0003")
     engine = db.make_engine(url)
+    moment = datetime(2026, 11, 1, 5, tzinfo=UTC)
     try:
         async with engine.begin() as conn:
-            # Through a typed table, so that SQLite stores the hour as SQLAlchemy (and the writer) do.
+            # Through typed tables, so that SQLite stores times as SQLAlchemy (and the writer) do.
             hourly_v3 = table("usage_hourly", column("hour", DateTime(timezone=True)),
                               *(column(c) for c in ("org_id", "key_id", "model", "requests", "prompt_tokens",
                                                     "cached_tokens", "output_tokens", "reasoning_tokens",
                                                     "list_ticks", "billed_ticks", "counted_requests")))
             await conn.execute(insert(hourly_v3).values(
-                hour=datetime(2026, 11, 1, 5, tzinfo=UTC), org_id="org_m", key_id="key_m", model="m", requests=3,
-                prompt_tokens=30, cached_tokens=10, output_tokens=9, reasoning_tokens=0, list_ticks=700,
-                billed_ticks=600, counted_requests=1))
+                hour=moment, org_id="org_m", key_id="key_m", model="m", requests=3, prompt_tokens=30,
+                cached_tokens=10, output_tokens=9, reasoning_tokens=0, list_ticks=700, billed_ticks=600,
+                counted_requests=1))
+            record = asdict(make_record("org_m", 0, key_id="key_m", model="m", end_user="eve", stream=True,
+                                        ttfb_ms=10, duration_ms=110))
+            del record["kind"]
+            record["started_at"] = moment + timedelta(seconds=record.pop("started_at_ms") % 60)
+            ledger = table("usage_ledger", column("started_at", DateTime(timezone=True)),
+                           *(column(c) for c in record if c != "started_at"))
+            await conn.execute(insert(ledger).values(**record))
         await db.upgrade(url, "head")
         async with engine.connect() as conn:
-            row = (await conn.execute(select(UsageHourly.end_user, UsageHourly.requests, UsageHourly.billed_ticks,
-                                             UsageHourly.errors, UsageHourly.rate_limited))).one()
-        assert tuple(row) == ("", 3, 600, 0, 0)
-        await LedgerWriter(engine).write([make_record("org_m", 0, key_id="key_m", model="m", end_user="eve",
-                                                      started_at_ms=int(datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
-                                                                        .timestamp() * 1000))])
+            row = (await conn.execute(select(UsageHourly.requests, UsageHourly.billed_ticks, UsageHourly.errors,
+                                             UsageHourly.rate_limited))).one()
+            backfilled = (await conn.execute(select(
+                UsageHourlyEndUser.hour, UsageHourlyEndUser.end_user, UsageHourlyEndUser.requests,
+                UsageHourlyEndUser.billed_ticks, UsageHourlyEndUser.decode_ms, UsageHourlyEndUser.decode_tokens))).one()
+        assert tuple(row) == (3, 600, 0, 0)
+        assert (aware(backfilled[0]), *backfilled[1:]) == (moment, "eve", 1, record["billed_ticks"], 100, 10)
         await asyncio.to_thread(command.downgrade, db.alembic_config(url), "0003")
         async with engine.connect() as conn:
-            requests = (await conn.execute(text("SELECT requests FROM usage_hourly"))).scalar_one()
-        assert requests == 4  # the end users' rows summed back into one
+            tables = await conn.run_sync(lambda sync: inspect(sync).get_table_names())
+            columns = await conn.run_sync(lambda sync: {c["name"] for c in inspect(sync).get_columns("usage_hourly")})
+        assert "usage_hourly_end_users" not in tables and "errors" not in columns and "requests" in columns
     finally:
         await engine.dispose()
 
 
-async def test_migration_rebuilds_rollups_and_back_on_sqlite(tmp_path: Path) -> None:
+async def test_migration_adds_rollups_and_back_on_sqlite(tmp_path: Path) -> None:
     await _migration_roundtrip(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}").sqlalchemy_url)
 
 
-async def test_migration_rebuilds_rollups_and_back_on_postgresql() -> None:
+async def test_migration_adds_rollups_and_back_on_postgresql() -> None:
     name = "gw_test_mig_" + secrets.token_hex(4)
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     await conn.execute(f'CREATE DATABASE "{name}"')
