@@ -23,8 +23,10 @@ depends_on = None
 
 _NEW = ("errors", "rate_limited", "decode_ms", "decode_tokens")
 _SUMS = ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks", "billed_ticks")
+# UsageRecord.decode_ms, in SQL both databases speak.
 _DECODE_MS = ("CASE WHEN status = 'ok' AND output_tokens > 0 THEN (CASE WHEN stream THEN "
-              "(CASE WHEN duration_ms > ttfb_ms THEN duration_ms - ttfb_ms ELSE 0 END) ELSE duration_ms END) ELSE 0 END")
+              "(CASE WHEN duration_ms > ttfb_ms THEN duration_ms - ttfb_ms ELSE 0 END) ELSE duration_ms END) "
+              "ELSE 0 END")
 
 
 def upgrade() -> None:
