@@ -1,10 +1,11 @@
 """Usage over a time range, bucketed by hour or day and grouped by key, model or end user, read from the
 hourly rollups, never from the per-request ledger.
 
-Two queries, both one index range scan on ``(org_id, hour)`` (or the primary key, hour first, across
+Two queries, both one range scan of ``(org_id, hour)`` (or of the primary key, hour first, across
 organisations): the sums per hour from ``usage_hourly`` (at most 24 x 366 rows, bucketed into days
 here) and the sums per group, from ``usage_hourly`` for keys and models and from the larger
-``usage_hourly_end_users`` only for end users. The totals are the sum of the hours.
+``usage_hourly_end_users`` only for end users. On PostgreSQL the two over ``usage_hourly`` are one
+scan with GROUPING SETS. The totals are the sum of the hours.
 Used by ``/v1/usage`` (the caller's organisation, always) and ``/admin/usage`` (any or every organisation).
 """
 
@@ -120,8 +121,9 @@ def _sums(row: Any, offset: int) -> Sums:
 
 
 class UsageService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, grouping_sets: bool = True) -> None:
         self._sessions = sessions
+        self._grouping_sets = grouping_sets  # off: the portable two queries on PostgreSQL too (benchmark arm)
 
     async def report(self, q: UsageQuery) -> UsageReport:
         by_hour = self._summed(UsageHourly, UsageHourly.hour, q).group_by(UsageHourly.hour)
@@ -132,8 +134,11 @@ class UsageService:
                     .order_by(func.sum(table.billed_ticks).desc(), func.sum(table.requests).desc(), column)
                     .limit(MAX_GROUPS))
         async with self._sessions() as s:
-            hours = (await s.execute(by_hour)).all()
-            group_rows = (await s.execute(by_group)).all()
+            if self._grouping_sets and q.group_by != "end_user" and s.get_bind().dialect.name == "postgresql":
+                hours, group_rows = await self._one_scan(s, q, column)
+            else:
+                hours = (await s.execute(by_hour)).all()
+                group_rows = (await s.execute(by_group)).all()
             names = await self._key_names(s, [r[0] for r in group_rows]) if q.group_by == "key" else {}
         report = UsageReport(q, self._buckets(q, hours), [])
         for _, bucket_sums in report.buckets:
@@ -143,6 +148,25 @@ class UsageService:
             name = names.get(group, group) if q.group_by == "key" else group or "(none)"
             report.groups.append((group, name, _sums(row, 1)))
         return report
+
+    async def _one_scan(self, s: AsyncSession, q: UsageQuery, column: Any) -> tuple[list[Any], list[Any]]:
+        """PostgreSQL: the hours and the groups of ``usage_hourly`` in one scan (GROUPING SETS)."""
+        query = (select(UsageHourly.hour, column, *(func.sum(getattr(UsageHourly, c)) for c in _COUNTERS),
+                        func.grouping(UsageHourly.hour))
+                 .where(UsageHourly.hour >= q.start, UsageHourly.hour < q.end)
+                 .group_by(func.grouping_sets(UsageHourly.hour, column)))
+        if q.org_id is not None:
+            query = query.where(UsageHourly.org_id == q.org_id)
+        hours: list[Any] = []
+        groups: list[Any] = []
+        billed = 1 + _COUNTERS.index("billed_ticks")
+        for row in (await s.execute(query)).all():
+            if row[-1] == 0:  # grouped by hour
+                hours.append((row[0], *row[2:-1]))
+            else:
+                groups.append(tuple(row[1:-1]))
+        groups.sort(key=lambda g: (-int(g[billed]), -int(g[1]), str(g[0])))
+        return hours, groups[:MAX_GROUPS]
 
     @staticmethod
     def _summed(table: type[UsageHourly] | type[UsageHourlyEndUser], first: Any, q: UsageQuery) -> Select[Any]:
