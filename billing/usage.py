@@ -94,11 +94,14 @@ class UsageRecord:
     started_at_ms: int  # Unix milliseconds: the plan valid at this moment was applied
     ttfb_ms: int
     duration_ms: int
-    status: str  # ok, upstream_cut, client_disconnected, upstream_error
+    status: str  # ok, upstream_cut, client_disconnected, upstream_error; rate_limited (kind "refused")
     http_status: int
     reported: bool  # False: the worker's usage never arrived and the tokens were counted
     stream: bool
     end_user: str | None = None
+    # "usage": a ledger row (billed); "refused": a request refused with 429 by a rate limit or spend cap,
+    # counted in the hourly rollups only (nothing generated, nothing billed, no ledger row).
+    kind: str = "usage"
 
     def encode(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises dataclasses natively (fast, no asdict copy)
@@ -106,6 +109,17 @@ class UsageRecord:
     @classmethod
     def decode(cls, raw: bytes | str) -> UsageRecord:
         return cls(**orjson.loads(raw))
+
+    @property
+    def refused(self) -> bool:
+        return self.kind == "refused"
+
+    @property
+    def decode_ms(self) -> int:
+        """The time over which the output was generated, for output tokens per second (0: not counted)."""
+        if self.status != "ok" or self.output_tokens <= 0:
+            return 0
+        return max(self.duration_ms - self.ttfb_ms if self.stream else self.duration_ms, 0)
 
     @property
     def tokens(self) -> Tokens:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gateway import errors
-from gateway.api import admin, admin_billing, admin_limits, health, metrics, partner
+from gateway.api import admin, admin_billing, admin_limits, dashboard, health, metrics, partner, usage
 from gateway.api.openai import ROUTES, OpenAIEndpoint
 from gateway.config import Settings
 from gateway.proxy.asgi import Receive, Scope, Send
@@ -89,5 +89,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     api.include_router(admin_limits.router)
     api.include_router(partner.router)
     api.include_router(admin_billing.router)
+    api.include_router(usage.router)
+    api.include_router(dashboard.router)
     gateway = GatewayApp(api)
     return gateway

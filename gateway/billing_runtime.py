@@ -47,6 +47,9 @@ class BillingRuntime:
     queue_consumer: QueueConsumer
     stream_consumers: list[StreamConsumer]
     stages: list[Stage] = field(default_factory=list)
+    # Stages placed before every other stage: they settle every request, also one a later stage refused
+    # (metering counts rate-limited refusals).
+    first_stages: list[Stage] = field(default_factory=list)
     # Stopped by setting this, never by cancelling a task in the middle of a SQL transaction.
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -66,10 +69,12 @@ class BillingRuntime:
                                       block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
                        for i in range(max(0, settings.ledger_writers))]
         stages: list[Stage] = []
+        first: list[Stage] = []
         if settings.metering_enabled:
             stages = [Budgets(keyspace, catalog, settings.budget_default_output_tokens,
-                              settings.budget_reservation_ttl_s), Metering(keyspace, catalog, shared=redis is not None)]
-        return cls(settings, service, catalog, keyspace, redis, queue, streams, stages)
+                              settings.budget_reservation_ttl_s)]
+            first = [Metering(keyspace, catalog, shared=redis is not None)]
+        return cls(settings, service, catalog, keyspace, redis, queue, streams, stages, first)
 
     async def refresh_plans(self) -> None:
         self.catalog.book = await self.service.plan_book()

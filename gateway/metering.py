@@ -5,6 +5,11 @@ response completes.
 the served model priced at the plan valid when the request started) and queues one script in the
 post-request round trip: XADD to the usage stream on Redis, an append to an in-process queue that the
 embedded ledger writer drains. No SQL, and nothing in the pre-request round trip.
+
+A request refused with 429 (a rate limit or a spend cap) generates nothing and is not billed: it is
+handed on as a small record of kind "refused", which the writer counts in the hourly rollups
+(``rate_limited``) without a ledger row. The stage runs first so that it settles every request, also
+those a later stage refused.
 """
 
 from __future__ import annotations
@@ -89,6 +94,18 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
     )
 
 
+def refused_record(ex: Exchange) -> UsageRecord | None:
+    """The rollup-only record of a request refused with 429 before it reached a worker, else None."""
+    if ex.worker is not None or ex.status != 429 or ex.outcome != "rejected":
+        return None
+    return UsageRecord(
+        request_id=ex.request_id, org_id=ex.principal.org_id, key_id=ex.principal.key_id, model=ex.request.model,
+        requested_model=ex.request.model, worker="", prompt_tokens=0, cached_tokens=0, output_tokens=0,
+        reasoning_tokens=0, list_ticks=0, billed_ticks=0, plan="", started_at_ms=int(ex.started_wall * 1000),
+        ttfb_ms=0, duration_ms=0, status="rate_limited", http_status=429, reported=False, stream=ex.request.stream,
+        end_user=ex.end_user, kind="refused")
+
+
 class Metering:
     """A Stage: nothing before the upstream call; one XADD in the post-request round trip."""
 
@@ -106,6 +123,6 @@ class Metering:
         return None
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
-        record = usage_record(ex, self._catalog)
+        record = usage_record(ex, self._catalog) or refused_record(ex)
         if record is not None:
             trip.call(USAGE_APPEND, [self._stream], [record.encode() if self._encode else record])

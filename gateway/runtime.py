@@ -128,7 +128,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, router, stages=[limiter, *billing.stages], state=state,
+        forwarder=Forwarder(http, pool, router, stages=[*billing.first_stages, limiter, *billing.stages], state=state,
                             fallback=local_state),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),

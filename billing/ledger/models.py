@@ -1,8 +1,11 @@
 """The billing tables, on billing's own metadata (billing never imports the gateway).
 
 - ``usage_ledger``: one row per billed request, unique by request id (the idempotency key).
-- ``usage_hourly``: per (hour, organisation, key, model) sums for dashboards, updated in the same
-  transaction as the rows they sum, from the rows actually inserted.
+- ``usage_hourly``: per (hour, organisation, key, model) sums for the usage API, the dashboard and
+  budgets, updated in the same transaction as the rows they sum, from the rows actually inserted;
+  refused (rate-limited) requests are counted here only, never in the ledger.
+- ``usage_hourly_end_users``: the same per end user too (many more rows: only the views grouped by
+  end user read it).
 - ``price_plans``, ``budgets``, ``stripe_customers``: configuration.
 - ``stripe_meter_events``: every meter event, stored with its identifier before it is sent.
 """
@@ -69,8 +72,40 @@ class UsageHourly(LedgerBase):
     list_ticks: Mapped[int] = mapped_column(BigInteger)
     billed_ticks: Mapped[int] = mapped_column(BigInteger)
     counted_requests: Mapped[int] = mapped_column(BigInteger)  # usage never reported by the worker
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)  # ledger rows whose status is not ok
+    rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)  # 429s from rate limits or budgets
+    # Output tokens per second: the output tokens of ok requests over their decode time (streams: after
+    # the first byte; whole answers: the whole duration, a lower bound).
+    decode_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    decode_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index("ix_usage_hourly_org_hour", "org_id", "hour"),)
+
+
+class UsageHourlyEndUser(LedgerBase):
+    """``usage_hourly`` per end user as well (``""``: the request named none)."""
+
+    __tablename__ = "usage_hourly_end_users"
+
+    hour: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    end_user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    list_ticks: Mapped[int] = mapped_column(BigInteger, default=0)
+    billed_ticks: Mapped[int] = mapped_column(BigInteger, default=0)
+    counted_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    rate_limited: Mapped[int] = mapped_column(BigInteger, default=0)
+    decode_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    decode_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_usage_hourly_end_users_org_hour", "org_id", "hour"),)
 
 
 class PlanRow(LedgerBase):

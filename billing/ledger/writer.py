@@ -1,7 +1,8 @@
 """Usage records into SQL in batches, exactly once.
 
 ``LedgerWriter.write`` inserts a batch with ``ON CONFLICT (request_id) DO NOTHING`` and adds only the
-rows actually inserted to the hourly rollups, in one transaction. Writing the same record twice (a
+rows actually inserted to the hourly rollups (``usage_hourly`` and, per end user,
+``usage_hourly_end_users``), in one transaction. Writing the same record twice (a
 replay, a retry, a writer that died after committing but before acknowledging) changes nothing.
 """
 
@@ -17,44 +18,75 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing.usage import UsageRecord
 
 _SUMMED = ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks", "billed_ticks")
+# Every counter of usage_hourly, in the order the statements below write them.
+_COUNTERS = ("requests", *_SUMMED, "counted_requests", "errors", "rate_limited", "decode_ms", "decode_tokens")
+_GROUP = ("hour", "org_id", "key_id", "model")
+_USER_GROUP = (*_GROUP, "end_user")
 
 # PostgreSQL: one statement inserts the batch from arrays (unnest) and rolls up exactly the rows it
-# inserted; one round trip, atomic on its own.
+# inserted, together with the refused requests of the batch (pre-summed, never inserted into the
+# ledger), into both rollup tables; one round trip, atomic on its own.
 _COLUMNS = [("request_id", "text"), ("org_id", "text"), ("key_id", "text"), ("end_user", "text"), ("model", "text"),
             ("requested_model", "text"), ("worker", "text"), ("prompt_tokens", "bigint"), ("cached_tokens", "bigint"),
             ("output_tokens", "bigint"), ("reasoning_tokens", "bigint"), ("list_ticks", "bigint"),
             ("billed_ticks", "bigint"), ("plan", "text"), ("started_at", "timestamptz"), ("ttfb_ms", "int"),
             ("duration_ms", "int"), ("status", "text"), ("http_status", "int"), ("reported", "bool"),
             ("stream", "bool")]
+_REFUSED = [("timestamptz", "hour"), ("text", "org_id"), ("text", "key_id"), ("text", "model"), ("text", "end_user"),
+            ("bigint", "rate_limited")]
+# The same rule as UsageRecord.decode_ms.
+_DECODE_MS = ("CASE WHEN status = 'ok' AND output_tokens > 0 THEN greatest(CASE WHEN stream THEN duration_ms - ttfb_ms "
+              "ELSE duration_ms END, 0) ELSE 0 END")
 _PG_WRITE = f"""
 WITH ins AS (
   INSERT INTO usage_ledger ({", ".join(c for c, _ in _COLUMNS)})
   SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_COLUMNS, start=1))})
   ON CONFLICT (request_id) DO NOTHING
-  RETURNING started_at, org_id, key_id, model, reported, {", ".join(_SUMMED)}
+  RETURNING started_at, org_id, key_id, model, end_user, reported, status, stream, ttfb_ms, duration_ms,
+            {", ".join(_SUMMED)}
+), facts AS (
+  SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour, org_id, key_id, model,
+         coalesce(end_user, '') AS end_user, 1 AS requests, {", ".join(_SUMMED)},
+         CASE WHEN reported THEN 0 ELSE 1 END AS counted_requests, CASE WHEN status = 'ok' THEN 0 ELSE 1 END AS errors,
+         0 AS rate_limited, {_DECODE_MS} AS decode_ms,
+         CASE WHEN {_DECODE_MS} > 0 THEN output_tokens ELSE 0 END AS decode_tokens
+  FROM ins
+  UNION ALL
+  SELECT hour, org_id, key_id, model, end_user, 0, {", ".join("0" for _ in _SUMMED)}, 0, 0, rate_limited, 0, 0
+  FROM unnest({", ".join(f"${i}::{t}[]" for i, (t, _) in enumerate(_REFUSED, start=len(_COLUMNS) + 1))})
+       AS refused({", ".join(n for _, n in _REFUSED)})
 ), rolled AS (
-  INSERT INTO usage_hourly (hour, org_id, key_id, model, requests, {", ".join(_SUMMED)}, counted_requests)
-  SELECT date_trunc('hour', started_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', org_id, key_id, model, count(*),
-         {", ".join(f"sum({c})" for c in _SUMMED)}, count(*) FILTER (WHERE NOT reported)
-  FROM ins GROUP BY 1, 2, 3, 4
-  ON CONFLICT (hour, org_id, key_id, model) DO UPDATE SET
-    requests = usage_hourly.requests + EXCLUDED.requests,
-    {", ".join(f"{c} = usage_hourly.{c} + EXCLUDED.{c}" for c in _SUMMED)},
-    counted_requests = usage_hourly.counted_requests + EXCLUDED.counted_requests
+  INSERT INTO usage_hourly ({", ".join(_GROUP)}, {", ".join(_COUNTERS)})
+  SELECT {", ".join(_GROUP)}, {", ".join(f"sum({c})" for c in _COUNTERS)}
+  FROM facts GROUP BY 1, 2, 3, 4
+  ON CONFLICT ({", ".join(_GROUP)}) DO UPDATE SET
+    {", ".join(f"{c} = usage_hourly.{c} + EXCLUDED.{c}" for c in _COUNTERS)}
+), rolled_end_users AS (
+  INSERT INTO usage_hourly_end_users ({", ".join(_USER_GROUP)}, {", ".join(_COUNTERS)})
+  SELECT {", ".join(_USER_GROUP)}, {", ".join(f"sum({c})" for c in _COUNTERS)}
+  FROM facts GROUP BY 1, 2, 3, 4, 5
+  ON CONFLICT ({", ".join(_USER_GROUP)}) DO UPDATE SET
+    {", ".join(f"{c} = usage_hourly_end_users.{c} + EXCLUDED.{c}" for c in _COUNTERS)}
 )
 SELECT count(*) FROM ins
 """
 # SQLite: multi-row INSERT ... RETURNING (at most _SQLITE_ROWS rows a statement, under the variable
-# limit), then the rollups of the returned rows in one executemany, in one IMMEDIATE transaction.
+# limit), then the rollups of the returned rows and of the refused requests in one executemany, in
+# one IMMEDIATE transaction.
 _SQLITE_ROWS = 1000
 _SQLITE_INSERT = (f"INSERT INTO usage_ledger ({', '.join(c for c, _ in _COLUMNS)}) VALUES "
                   "{rows} ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 _SQLITE_ROW = "(" + ",".join("?" * len(_COLUMNS)) + ")"
-_SQLITE_ROLLUP = (
-    f"INSERT INTO usage_hourly (hour, org_id, key_id, model, requests, {', '.join(_SUMMED)}, counted_requests) "
-    f"VALUES ({','.join('?' * (6 + len(_SUMMED)))}) ON CONFLICT (hour, org_id, key_id, model) DO UPDATE SET "
-    f"requests = requests + excluded.requests, {', '.join(f'{c} = {c} + excluded.{c}' for c in _SUMMED)}, "
-    "counted_requests = counted_requests + excluded.counted_requests")
+
+
+def _sqlite_upsert(table: str, group: tuple[str, ...]) -> str:
+    return (f"INSERT INTO {table} ({', '.join(group)}, {', '.join(_COUNTERS)}) "
+            f"VALUES ({','.join('?' * (len(group) + len(_COUNTERS)))}) ON CONFLICT ({', '.join(group)}) DO UPDATE SET "
+            f"{', '.join(f'{c} = {c} + excluded.{c}' for c in _COUNTERS)}")
+
+
+_SQLITE_ROLLUPS = ((_sqlite_upsert("usage_hourly", _GROUP), False),
+                   (_sqlite_upsert("usage_hourly_end_users", _USER_GROUP), True))
 
 
 def _sqlite_time(moment: datetime) -> str:
@@ -86,16 +118,24 @@ class _Sums:
     list_ticks: int = 0
     billed_ticks: int = 0
     counted_requests: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    decode_ms: int = 0
+    decode_tokens: int = 0
 
 
-def rollup(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
-    """Hourly sums per (hour, org, key, model) of ``records``."""
-    groups: dict[tuple[datetime, str, str, str], _Sums] = {}
+def rollup(records: Iterable[UsageRecord], by_end_user: bool = False) -> list[dict[str, Any]]:
+    """Hourly sums per (hour, org, key, model), and end user with ``by_end_user``, of ``records`` (ledger
+    rows and refused requests); ``end_user`` is ``""`` when none was given or not grouped by it."""
+    groups: dict[tuple[datetime, str, str, str, str], _Sums] = {}
     for r in records:
-        group = (_hour(r.started_at_ms), r.org_id, r.key_id, r.model)
+        group = (_hour(r.started_at_ms), r.org_id, r.key_id, r.model, (r.end_user or "") if by_end_user else "")
         sums = groups.get(group)
         if sums is None:
             sums = groups[group] = _Sums()
+        if r.refused:
+            sums.rate_limited += 1
+            continue
         sums.requests += 1
         sums.prompt_tokens += r.prompt_tokens
         sums.cached_tokens += r.cached_tokens
@@ -104,8 +144,13 @@ def rollup(records: Iterable[UsageRecord]) -> list[dict[str, Any]]:
         sums.list_ticks += r.list_ticks
         sums.billed_ticks += r.billed_ticks
         sums.counted_requests += 0 if r.reported else 1
-    return [{"hour": hour, "org_id": org, "key_id": key, "model": model, **vars(sums)}
-            for (hour, org, key, model), sums in groups.items()]
+        sums.errors += 0 if r.status == "ok" else 1
+        decode_ms = r.decode_ms
+        if decode_ms > 0:
+            sums.decode_ms += decode_ms
+            sums.decode_tokens += r.output_tokens
+    return [{"hour": hour, "org_id": org, "key_id": key, "model": model, "end_user": end_user, **vars(sums)}
+            for (hour, org, key, model, end_user), sums in groups.items()]
 
 
 class LedgerWriter:
@@ -115,15 +160,20 @@ class LedgerWriter:
         self._engine = engine
 
     async def write(self, records: Sequence[UsageRecord]) -> int:
-        """Insert the records not yet in the ledger and roll them up; returns how many were new."""
+        """Insert the records not yet in the ledger and roll them up; returns how many were new.
+
+        Refused records are only counted in the rollups (at least once: a batch replayed after a
+        crash between commit and acknowledgement counts its refusals twice; they carry no money)."""
         if not records:
             return 0
         unique = list({r.request_id: r for r in records}.values())
+        billed = [r for r in unique if not r.refused]
+        refused = [r for r in unique if r.refused]
         if self._engine.dialect.name == "postgresql":
-            return await self._write_pg(unique)
-        return await self._write_sqlite(unique)
+            return await self._write_pg(billed, refused)
+        return await self._write_sqlite(billed, refused)
 
-    async def _write_sqlite(self, records: list[UsageRecord]) -> int:
+    async def _write_sqlite(self, records: list[UsageRecord], refused: list[UsageRecord]) -> int:
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection  # aiosqlite
@@ -138,21 +188,25 @@ class LedgerWriter:
                     inserted.update(row[0] for row in await cursor.fetchall())
                     await cursor.close()
                 new = [r for r in records if r.request_id in inserted]
-                sums = [(_sqlite_time(g["hour"]), g["org_id"], g["key_id"], g["model"], g["requests"],
-                         *(g[c] for c in _SUMMED), g["counted_requests"]) for g in rollup(new)]
-                if sums:
-                    await driver.executemany(_SQLITE_ROLLUP, sums)
+                for statement, by_end_user in _SQLITE_ROLLUPS:
+                    group = _USER_GROUP if by_end_user else _GROUP
+                    sums = [(_sqlite_time(g["hour"]), *(g[c] for c in group[1:]), *(g[c] for c in _COUNTERS))
+                            for g in rollup([*new, *refused], by_end_user)]
+                    if sums:
+                        await driver.executemany(statement, sums)
                 await driver.commit()
             except BaseException:
                 await driver.rollback()
                 raise
         return len(new)
 
-    async def _write_pg(self, records: list[UsageRecord]) -> int:
+    async def _write_pg(self, records: list[UsageRecord], refused: list[UsageRecord]) -> int:
         columns: list[list[Any]] = [[] for _ in _COLUMNS]
         for r in records:
             for column, value in zip(columns, _values(r, _moment(r.started_at_ms)), strict=True):
                 column.append(value)
+        refused_sums = rollup(refused, by_end_user=True)
+        columns += [[g[name] for g in refused_sums] for _, name in _REFUSED]
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection

@@ -14,7 +14,23 @@ function fmt(n) {
   if (a >= 1e3) return (n / 1e3).toFixed(1) + "k";
   return String(Math.round(n * 100) / 100);
 }
-const usd = (s) => "$" + Number(s).toFixed(4);
+// Dollars: cents from $1 up, three significant digits below (agent traffic is often fractions of a cent).
+function usd(s) {
+  const v = Number(s);
+  if (!v) return "$0";
+  const a = Math.abs(v);
+  if (a >= 1) return "$" + v.toFixed(2);
+  const digits = Math.min(10, 2 - Math.floor(Math.log10(a)));
+  return "$" + v.toFixed(digits).replace(/0+$/, "").replace(/\.$/, "");
+}
+// A round axis step (1, 2 or 5 times a power of ten) giving about four gridlines up to `max`.
+function niceStep(max, integer) {
+  const raw = max / 4;
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const m = raw / p;
+  const step = (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
+  return integer ? Math.max(1, Math.round(step)) : step;
+}
 const pct = (x) => (x === null || x === undefined) ? "–" : (100 * x).toFixed(1) + "%";
 
 async function api(path) {
@@ -53,42 +69,61 @@ function el(name, attrs, text) {
 }
 
 function chart(containerId, labels, series, opts) {
-  // series: [{name, values}], opts: {stacked, line, format}
+  // series: [{name, values, dashed}], opts: {stacked, line, format, integer}
   const box = $(containerId);
   box.innerHTML = "";
   if (!labels.length) { box.innerHTML = '<div class="empty">No usage in this range</div>'; return; }
-  const W = 600, H = 220, L = 56, B = 24, T = 8, R = 8;
+  const W = 600, H = 220, B = 24, T = 8, R = 8;
   const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "data-points": labels.length });
   const totals = labels.map((_, i) => opts.stacked
     ? series.reduce((s, se) => s + (se.values[i] || 0), 0)
     : Math.max(...series.map((se) => se.values[i] || 0)));
-  const max = Math.max(1e-9, ...totals) * 1.08;
-  const x = (i) => L + (labels.length === 1 ? (W - L - R) / 2 : i * (W - L - R) / (labels.length - 1));
+  const peak = Math.max(...totals);
+  const tick = peak > 0 ? niceStep(peak, opts.integer) : (opts.integer ? 1 : 0.25);
+  const max = Math.max(tick, Math.ceil(peak / tick - 1e-9) * tick);
+  const ticks = [];
+  for (let g = 0; g * tick <= max + tick / 2; g++) ticks.push(g * tick);
+  const tickLabels = ticks.map((v) => (opts.format || fmt)(v));
+  const L = Math.max(40, 12 + 6.5 * Math.max(...tickLabels.map((t) => t.length)));  // room for the widest label
+  // Bands: one slot per bucket, bars and points at the slot's centre.
+  const band = (W - L - R) / labels.length;
+  const x = (i) => L + (i + 0.5) * band;
   const y = (v) => H - B - (v / max) * (H - B - T);
-  for (let g = 0; g <= 4; g++) {
-    const v = max * g / 4;
+  ticks.forEach((v, g) => {
     svg.appendChild(el("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e3e6ee" }));
     svg.appendChild(el("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#6b7385" },
-      (opts.format || fmt)(v)));
-  }
+      tickLabels[g]));
+  });
   const step = Math.max(1, Math.ceil(labels.length / 6));
   labels.forEach((lab, i) => {
     if (i % step) return;
     svg.appendChild(el("text", { x: x(i), y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#6b7385" }, lab));
   });
-  const bw = Math.max(2, (W - L - R) / labels.length * 0.7);
+  const bw = Math.max(1, band * 0.7);
   const base = labels.map(() => 0);
   series.forEach((se, k) => {
     if (opts.line) {
-      const pts = se.values.map((v, i) => `${x(i)},${y(v || 0)}`).join(" ");
-      svg.appendChild(el("polyline", { points: pts, fill: "none", stroke: COLORS[k % 4], "stroke-width": 2,
-                                        "data-series": se.name }));
-      se.values.forEach((v, i) => svg.appendChild(el("circle", { cx: x(i), cy: y(v || 0), r: 2.5, fill: COLORS[k % 4] })));
+      // Buckets without a value (null: e.g. no prompt tokens that day) break the line instead of reading 0.
+      let run = [];
+      const flush = () => {
+        if (run.length) svg.appendChild(el("polyline", { points: run.join(" "), fill: "none", stroke: COLORS[k % 4],
+          "stroke-width": 2, "stroke-dasharray": se.dashed ? "5 3" : "", "data-series": se.name }));
+        run = [];
+      };
+      se.values.forEach((v, i) => {
+        if (v === null || v === undefined) { flush(); return; }
+        run.push(`${x(i)},${y(v)}`);
+        const dot = el("circle", { cx: x(i), cy: y(v), r: 2.5, fill: COLORS[k % 4], "data-series": se.name,
+                                   "data-value": v });
+        dot.appendChild(el("title", {}, `${se.name} ${labels[i]}: ${(opts.format || fmt)(v)}`));
+        svg.appendChild(dot);
+      });
+      flush();
     } else {
       se.values.forEach((v, i) => {
         const b0 = opts.stacked ? base[i] : 0;
         const h = y(b0) - y(b0 + (v || 0));
-        const off = opts.stacked ? 0 : (k - (series.length - 1) / 2) * bw / series.length;
+        const off = opts.stacked ? 0 : k * bw / series.length;
         const rect = el("rect", { x: x(i) - bw / 2 + off, y: y(b0 + (v || 0)), width: opts.stacked ? bw : bw / series.length,
                                   height: Math.max(0, h), fill: COLORS[k % 4], "data-series": se.name, "data-value": v || 0 });
         rect.appendChild(el("title", {}, `${se.name} ${labels[i]}: ${(opts.format || fmt)(v || 0)}`));
@@ -138,7 +173,7 @@ function cards(t) {
   const items = [["Requests", fmt(t.requests)], ["Errors", fmt(t.errors)], ["Input tokens", fmt(t.input_tokens)],
     ["Cached input tokens", fmt(t.cached_input_tokens)], ["Output tokens", fmt(t.output_tokens)],
     ["Cached share", pct(t.cached_share)], ["List cost", usd(t.list_cost_usd)], ["Billed cost", usd(t.billed_cost_usd)],
-    ["Rate-limited", fmt(t.rate_limited)]];
+    ["Rate-limited", fmt(t.rate_limited)], ["Output tokens/s", fmt(t.mean_output_tokens_per_second)]];
   $("totals").innerHTML = "";
   items.forEach(([k, v]) => {
     const c = document.createElement("div");
@@ -162,14 +197,15 @@ async function load() {
       { name: "cached input", values: rows.map((r) => r.cached_input_tokens) },
       { name: "output", values: rows.map((r) => r.output_tokens) }], { stacked: true });
     chart("chart-cost", labels, [
-      { name: "list", values: rows.map((r) => Number(r.list_cost_usd)) },
-      { name: "billed", values: rows.map((r) => Number(r.billed_cost_usd)) }], { line: true, format: (v) => "$" + v.toFixed(4) });
-    chart("chart-cached", labels, [{ name: "cached share", values: rows.map((r) => r.cached_share || 0) }],
+      { name: "billed", values: rows.map((r) => Number(r.billed_cost_usd)) },
+      { name: "list", values: rows.map((r) => Number(r.list_cost_usd)), dashed: true }], { line: true, format: usd });
+    chart("chart-cached", labels, [{ name: "cached share", values: rows.map((r) => r.cached_share) }],
       { line: true, format: pct });
     chart("chart-requests", labels, [
       { name: "requests", values: rows.map((r) => r.requests) },
-      { name: "errors", values: rows.map((r) => r.errors) }], {});
-    chart("chart-rejections", labels, [{ name: "rate-limited", values: rows.map((r) => r.rate_limited || 0) }], {});
+      { name: "errors", values: rows.map((r) => r.errors) }], { integer: true });
+    chart("chart-rejections", labels, [{ name: "rate-limited", values: rows.map((r) => r.rate_limited || 0) }],
+      { integer: true });
     table("top-keys", byKey.groups, "key");
     table("top-users", byUser.groups, "end user");
     document.body.dataset.loaded = "1";
