@@ -52,6 +52,7 @@ class Forwarder:
         admitted: list[Stage] = []
         try:
             results = await self._round_trip(ex)
+            self._router.observe(ex, results)
             for stage in self._stages:
                 admitted.append(stage)
                 stage.admit(ex, results)
@@ -108,13 +109,11 @@ class Forwarder:
         if results is None:
             log.warning("settling %s locally", ex.request_id)
             results = await self._settle_trip(ex, admitted, self._fallback).execute()
-        if ex.worker is not None:
-            self._router.settled(ex, results)
+        self._router.settled(ex, results)
 
     def _settle_trip(self, ex: Exchange, admitted: list[Stage], store: StateStore | MemoryState) -> RoundTrip:
         trip = store.round_trip()
-        if ex.worker is not None:
-            self._router.finish(ex, trip)
+        self._router.finish(ex, trip)
         for stage in admitted:
             stage.finish(ex, trip)
         return trip

@@ -33,12 +33,16 @@ class Router(Protocol):
     def plan(self, ex: Exchange, trip: RoundTrip) -> None:
         """Queue the lookups the choice needs."""
 
+    def observe(self, ex: Exchange, results: list[Any]) -> None:
+        """Read the round trip's results before any stage may refuse the request (what was reserved)."""
+
     def choose(self, ex: Exchange, results: list[Any], candidates: list[Worker],
                exclude: Collection[str]) -> Worker | None:
         """Pick a worker among healthy ``candidates`` not in ``exclude``."""
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
-        """Queue the recording of where the request went and what the worker reported."""
+        """Queue the recording of where the request went and what the worker reported; also called for a
+        request that never reached a worker (refused by a stage), to release what ``plan`` reserved."""
 
     def settled(self, ex: Exchange, results: list[Any]) -> None:
         """Read the post-request round trip's results (counters); no I/O."""

@@ -130,6 +130,16 @@ class PrefixRouter:
             args.extend((w.id, w.metrics.get("waiting", 0.0), w.metrics.get("kv", 0.0), self.index_bound(w)))
         note.result = trip.call(ROUTE, keys, args)
 
+    def observe(self, ex: Exchange, results: list[Any]) -> None:
+        """Note which worker prefix_route reserved an in-flight slot on, before any stage may refuse the
+        request: a refused request must release that slot in ``finish`` too."""
+        note: _Note | None = ex.notes.get(_NOTE)
+        if note is None or note.result < 0 or note.reserved is not None or note.result >= len(results):
+            return
+        chosen = int(results[note.result][0])
+        if 0 <= chosen < len(note.ids):
+            note.reserved = note.ids[chosen]
+
     def choose(self, ex: Exchange, results: list[Any], candidates: list[Worker],
                exclude: Collection[str]) -> Worker | None:
         self._track_degraded(ex.degraded)
@@ -155,10 +165,16 @@ class PrefixRouter:
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
         note: _Note | None = ex.notes.get(_NOTE)
         worker = ex.worker
-        if note is None or worker is None or self.config.policy not in (PREFIX_AWARE, LEAST_LOADED):
+        if note is None or self.config.policy not in (PREFIX_AWARE, LEAST_LOADED):
             return
         model = ex.request.model
         key = note.key
+        if worker is None:  # refused by a stage (or no worker answered): only release the reserved slot
+            if note.reserved is not None:
+                note.settle_result = trip.call(RECORD, [self._keys.prefix_index(model, note.reserved),
+                                                        self._keys.inflight(model, note.reserved)],
+                                               [b"", 0, ex.request_id, "", "0", self.config.index_ttl_ms])
+            return
         usage = ex.usage or {}
         prompt_tokens = usage.get("prompt_tokens")
         details = usage.get("prompt_tokens_details")
@@ -188,6 +204,8 @@ class PrefixRouter:
 
     def settled(self, ex: Exchange, results: list[Any]) -> None:
         """The post-request round trip's results (entries dropped as stale, evicted by the bound)."""
+        if ex.worker is None:
+            return
         self.stats.settled += 1
         note: _Note | None = ex.notes.get(_NOTE)
         if note is None or not 0 <= note.settle_result < len(results):
