@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.consumer import QueueConsumer, StreamConsumer
 from billing.ledger.writer import LedgerWriter
+from billing.stripe.sync import SyncReport
 from gateway.budget import Budgets
 from gateway.config import Settings
 from gateway.metering import Metering, PriceCatalog, local_queue
@@ -35,6 +37,21 @@ log = logging.getLogger("gateway.billing")
 
 _STORE_ERRORS = (RedisError, SQLAlchemyError, OSError, ConnectionError, TimeoutError)
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+@dataclass
+class BillingStats:
+    """Counters of this replica's background billing work (exported by the metrics collector)."""
+
+    ledger_batches: int = 0  # SQL batches written (stream or in-process queue)
+    ledger_records: int = 0  # records newly inserted by them
+    ledger_errors: int = 0  # batches that failed and stay pending
+    stream_backlog: int = 0  # entries in the Redis usage stream not yet written and acknowledged (last seen)
+    stripe_runs_ok: int = 0
+    stripe_runs_failed: int = 0
+    stripe_events_sent: int = 0
+    stripe_events_failed: int = 0
+    stripe_last_success: float = 0.0  # Unix time of the last sync that ran without a failure
 
 
 @dataclass
@@ -51,6 +68,7 @@ class BillingRuntime:
     # (metering counts rate-limited refusals).
     first_stages: list[Stage] = field(default_factory=list)
     # Stopped by setting this, never by cancelling a task in the middle of a SQL transaction.
+    stats: BillingStats = field(default_factory=BillingStats)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -96,12 +114,17 @@ class BillingRuntime:
     async def flush(self) -> None:
         """Write what is queued in process now (at shutdown; tests call it to read the ledger at once)."""
         while self.queue_consumer.pending():
-            await self.queue_consumer.step()
+            self._wrote(await self.queue_consumer.step())
+
+    def _wrote(self, records: int) -> None:
+        if records:
+            self.stats.ledger_batches += 1
+            self.stats.ledger_records += records
 
     async def sync_once(self) -> bool:
         """One Stripe sync, unless another replica holds the lock. Returns whether it ran."""
         if self.redis is None:
-            await self.service.stripe_sync()
+            await self._stripe_sync()
             return True
         lock = self.keyspace.billing_sync_lock()
         token = os.urandom(8).hex()
@@ -109,12 +132,30 @@ class BillingRuntime:
         if not await self.redis.set(lock, token, nx=True, px=ttl_ms):
             return False
         try:
-            report = await self.service.stripe_sync()
+            report = await self._stripe_sync()
             if report.events_created or report.failed:
                 log.info("stripe sync: %s", report)
         finally:
             await self.redis.eval(_RELEASE, 1, lock, token)
         return True
+
+    async def _stripe_sync(self) -> SyncReport:
+        try:
+            report = await self.service.stripe_sync()
+        except Exception:  # counted for the alert, then handled like any failed background job
+            self.stats.stripe_runs_failed += 1
+            raise
+        self._synced(report)
+        return report
+
+    def _synced(self, report: SyncReport) -> None:
+        self.stats.stripe_events_sent += report.sent
+        self.stats.stripe_events_failed += report.failed
+        if report.failed:
+            self.stats.stripe_runs_failed += 1
+        else:
+            self.stats.stripe_runs_ok += 1
+            self.stats.stripe_last_success = time.time()
 
     async def _drain_queue(self) -> None:
         while await self._pause(self.settings.ledger_flush_interval_s):
@@ -126,10 +167,12 @@ class BillingRuntime:
     async def _consume_stream(self, consumer: StreamConsumer) -> None:
         while not self._stopping.is_set():
             try:
-                await consumer.step()
+                self._wrote(await consumer.step())
+                self.stats.stream_backlog = await consumer.backlog()  # XLEN: O(1), once a batch
                 if consumer.caught_up:  # let records gather: batches, not a SQL statement per request
                     await self._pause(self.settings.ledger_flush_interval_s)
             except _STORE_ERRORS as exc:
+                self.stats.ledger_errors += 1
                 log.warning("ledger writer: %s; entries stay pending, retrying", exc)
                 await self._pause(1.0)
 

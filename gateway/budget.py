@@ -84,6 +84,7 @@ class Budgets:
         self._catalog = catalog
         self._default_output = default_output_tokens
         self._ttl_ms = int(reservation_ttl_s * 1000)
+        self.rejections = 0  # requests refused over a budget (exported by the metrics collector)
 
     def estimate(self, ex: Exchange) -> int:
         body = ex.request.body
@@ -127,6 +128,7 @@ class Budgets:
         budget = ex.principal.budget
         org_checked = budget is not None and budget.org_limit_ticks is not None
         scope = "organisation" if org_checked and int(which) == 1 else "API key"
+        self.rejections += 1
         raise errors.insufficient_quota(scope, int(used), int(limit))
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:

@@ -14,10 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.auth import KeyCache
 from gateway.billing_runtime import BillingRuntime
+from gateway.budget import Budgets
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.limits.stage import RateLimitStage
-from gateway.observability.metrics import GatewayMetrics
+from gateway.observability.metrics import GatewayMetrics, StatsCollector
 from gateway.observability.requestlog import RequestLog
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.upstream import make_session
@@ -59,6 +60,38 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     limiter: RateLimitStage | None = None
     plans: PlanService | None = None
+
+    def operational_stats(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """What the components count as plain attributes, for the metrics collector (scrape time only)."""
+        r, b = self.router.stats, self.billing.stats
+        out: dict[str, list[tuple[dict[str, str], float]]] = {
+            "gateway_routing_predicted_cached_tokens_total": [({}, r.predicted_cached_tokens)],
+            "gateway_routing_reported_cached_tokens_total": [({}, r.reported_cached_tokens)],
+            "gateway_routing_prompt_tokens_total": [({}, r.prompt_tokens)],
+            "gateway_routing_feedback_corrections_total": [({}, r.feedback_corrections)],
+            "gateway_routing_local_fallbacks_total": [({}, r.local_fallbacks)],
+            "gateway_routing_worker_purges_total": [({}, r.worker_purges)],
+            "gateway_usage_stream_backlog": [({}, b.stream_backlog)],
+            "gateway_usage_queue_pending": [({}, self.billing.queue_consumer.pending())],
+            "gateway_ledger_batches_total": [({}, b.ledger_batches)],
+            "gateway_ledger_records_total": [({}, b.ledger_records)],
+            "gateway_ledger_errors_total": [({}, b.ledger_errors)],
+            "gateway_stripe_sync_runs_total": [({"result": "ok"}, b.stripe_runs_ok),
+                                               ({"result": "failed"}, b.stripe_runs_failed)],
+            "gateway_stripe_events_total": [({"result": "sent"}, b.stripe_events_sent),
+                                            ({"result": "failed"}, b.stripe_events_failed)],
+            "gateway_stripe_last_success_timestamp_seconds": [({}, b.stripe_last_success)],
+            "gateway_budget_rejections_total": [({}, sum(s.rejections for s in self.billing.stages
+                                                         if isinstance(s, Budgets)))],
+        }
+        if self.limiter is not None:
+            lim = self.limiter.stats
+            out["gateway_rate_limit_rejections_total"] = [
+                ({"limit": "requests"}, lim.refused_requests), ({"limit": "tokens"}, lim.refused_tokens),
+                ({"limit": "concurrency"}, lim.refused_concurrency),
+                ({"limit": "store_unavailable"}, lim.refused_unavailable)]
+            out["gateway_rate_limit_local_fallbacks_total"] = [({}, lim.local_fallbacks)]
+        return out
 
     async def ready(self) -> dict[str, bool]:
         checks = {"workers": self.pool.has_healthy()}
@@ -134,6 +167,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
     )
+    rt.metrics.add_collector(StatsCollector(rt.operational_stats))
     try:
         await workers.sync()
         await pool.check_all()

@@ -8,11 +8,11 @@ folder unless one is given), so two gateways on one host never wipe or mix each 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
@@ -134,5 +134,48 @@ class GatewayMetrics:
                 self._child(self.tpot, model).observe(decode / (output - 1))
                 self._child(self.output_tps, model).observe((output - 1) / decode)
 
+    def add_collector(self, collector: Collector) -> None:
+        self.registry.register(collector)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class StatsCollector(Collector):
+    """Counters that the routing, limit and billing components keep as plain attributes, read at scrape
+    time (nothing on the request path). ``read`` returns {name: value}; counters end in ``_total``."""
+
+    _HELP = {
+        "gateway_routing_predicted_cached_tokens_total": "Cached prompt tokens the prefix index predicted",
+        "gateway_routing_reported_cached_tokens_total": "Cached prompt tokens the workers reported",
+        "gateway_routing_prompt_tokens_total": "Prompt tokens of routed requests, as reported",
+        "gateway_routing_feedback_corrections_total": "Requests whose worker reported far less cache than predicted",
+        "gateway_routing_local_fallbacks_total": "Requests routed on the local index while Redis was unreachable",
+        "gateway_routing_worker_purges_total": "Workers whose index entries were dropped (removed, restarted)",
+        "gateway_rate_limit_rejections_total": "Requests refused by a rate limit, by limit",
+        "gateway_rate_limit_local_fallbacks_total": "Limit checks answered locally while Redis was unreachable",
+        "gateway_budget_rejections_total": "Requests refused over a monthly budget (insufficient_quota)",
+        "gateway_usage_stream_backlog": "Usage records in the Redis stream not yet in the ledger",
+        "gateway_usage_queue_pending": "Usage records queued in process (embedded mode) not yet in the ledger",
+        "gateway_ledger_batches_total": "Ledger batches written by this replica",
+        "gateway_ledger_records_total": "Usage records inserted into the ledger by this replica",
+        "gateway_ledger_errors_total": "Ledger batches that failed (their records stay pending)",
+        "gateway_stripe_sync_runs_total": "Stripe meter syncs, by result",
+        "gateway_stripe_events_total": "Stripe meter events, by result",
+        "gateway_stripe_last_success_timestamp_seconds": "Unix time of the last Stripe sync without failures",
+    }
+
+    def __init__(self, read: Callable[[], dict[str, list[tuple[dict[str, str], float]]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        for name, samples in self._read().items():
+            labels = sorted({k for sample_labels, _ in samples for k in sample_labels})
+            family: Metric
+            if name.endswith("_total"):
+                family = CounterMetricFamily(name[: -len("_total")], self._HELP.get(name, name), labels=labels)
+            else:
+                family = GaugeMetricFamily(name, self._HELP.get(name, name), labels=labels)
+            for sample_labels, value in samples:
+                family.add_metric([sample_labels.get(k, "") for k in labels], value)
+            yield family

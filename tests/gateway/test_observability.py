@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -117,3 +118,30 @@ async def test_alerts_and_dashboard_use_only_exported_metrics(gateway: Any, api_
     used = {m for text in texts for m in re.findall(r"\b(gateway_[a-z_]+)", text)}
     assert used, "no gateway metric referenced"
     assert used <= exported, f"referenced but not exported: {sorted(used - exported)}"
+
+
+async def test_component_counters_are_exported(gateway: Any, api_key: str) -> None:
+    from tests.limits.helpers import complete, new_key, org_with_plan
+
+    async with aiohttp.ClientSession() as http:
+        org, _ = await org_with_plan(http, gateway.url, "metrics-limited", rpm=1)
+        limited = (await new_key(http, gateway.url, org))["key"]
+        assert [(await complete(http, gateway.url, limited))[0] for _ in range(3)] == [200, 429, 429]
+        body = {"model": MODEL, "messages": [{"role": "system", "content": "shared prefix " * 200},
+                                             {"role": "user", "content": "x"}], "max_tokens": 2}
+        for _ in range(3):
+            async with http.post(gateway.url + "/v1/chat/completions", json=body,
+                                 headers={"x-api-key": api_key}) as resp:
+                assert resp.status == 200
+        await gateway.app.runtime.billing.flush()
+        for _ in range(100):  # the shared backend's stream writers run in the background
+            if gateway.app.runtime.billing.stats.ledger_records >= 4:
+                break
+            await asyncio.sleep(0.05)
+        async with http.get(gateway.url + "/metrics") as resp:
+            text = await resp.text()
+    assert _sample(text, "gateway_rate_limit_rejections_total", limit="requests") >= 2
+    assert _sample(text, "gateway_routing_reported_cached_tokens_total") > 0
+    assert _sample(text, "gateway_routing_predicted_cached_tokens_total") > 0
+    assert _sample(text, "gateway_ledger_records_total") >= 4
+    assert "gateway_usage_stream_backlog" in text and "gateway_stripe_sync_runs_total" in text
