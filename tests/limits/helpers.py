@@ -1,86 +1,22 @@
-"""Test plumbing for the limiter: a private redis-server, a worker that counts requests in flight, and
-admin calls."""
+"""Test plumbing for the limiter: a worker that counts requests in flight, and admin calls (the private
+redis-server lives in tests/private_redis.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import orjson
 import uvicorn
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from gateway.sim.config import SimConfig
-from gateway.sim.run import free_port
 from gateway.sim.server import SimApp, create_sim_app
 from tests.conftest import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-
-
-class PrivateRedis:
-    """A throwaway redis-server on a free port (never the shared one on 6379: tests kill this one)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = tempfile.mkdtemp(prefix="gw-redis-")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is needed for the outage tests"
-        self._proc = subprocess.Popen(  # noqa: ASYNC220 - starts in milliseconds, once per test
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = Redis.from_url(self.url)
-        try:
-            for _ in range(200):
-                try:
-                    if await client.ping():
-                        return
-                except (OSError, RedisError):
-                    pass
-                await asyncio.sleep(0.02)
-            raise RuntimeError("private redis-server did not start")
-        finally:
-            await client.aclose()
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait(5)
-
-    async def commandstats(self) -> dict[str, int]:
-        client = Redis.from_url(self.url)
-        try:
-            info = await client.info("commandstats")
-        finally:
-            await client.aclose()
-        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in info.items()}
-
-
-@contextlib.asynccontextmanager
-async def private_redis() -> AsyncIterator[PrivateRedis]:
-    server = PrivateRedis()
-    await server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-        shutil.rmtree(server._dir, ignore_errors=True)
 
 
 class CountingWorker:

@@ -16,7 +16,8 @@ import orjson
 import pytest
 
 from tests.conftest import Backend, gateway_settings, serve_gateway
-from tests.limits.helpers import chat, complete, new_key, org_with_plan, private_redis
+from tests.limits.helpers import chat, complete, new_key, org_with_plan
+from tests.private_redis import private_redis
 
 
 async def test_outage_fails_open_with_a_local_share_or_closed_with_503(pg_database: str, sims: Any) -> None:

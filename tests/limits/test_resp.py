@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from gateway.state.base import Script, StoreUnavailable
 from gateway.state.redis import RedisState
 from gateway.state.resp import RespClient, RespError, RespUnavailable, encode
-from tests.limits.helpers import private_redis
+from tests.private_redis import private_redis
 
 
 def _echo(_: object, keys: object, args: object, now: int) -> object:
