@@ -15,6 +15,8 @@ _BANNER = """
 LLM gateway demo is running.
 
   gateway      http://127.0.0.1:{port}   (docs: http://127.0.0.1:{port}/docs)
+  dashboard    http://127.0.0.1:{port}/dashboard   (sign in with the API key or the admin key)
+  metrics      http://127.0.0.1:{port}/metrics
   workers      {workers}
   admin key    {admin_key}
   API key      {key}
