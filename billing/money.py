@@ -44,6 +44,36 @@ class PriceBook:
         return self.models.get(model, self.fallback)
 
 
+TOKENS_PER_PRICE_UNIT = 10**6  # list prices are quoted in USD per million tokens
+
+
+def ticks_per_token(usd_per_million: str) -> int:
+    """'0.20' USD per million tokens -> 2,000 ticks per token; a price that is not a whole number of
+    ticks per token is refused rather than rounded."""
+    ticks, rest = divmod(usd_to_ticks(usd_per_million), TOKENS_PER_PRICE_UNIT)
+    if rest or ticks < 0:
+        raise ValueError(f"{usd_per_million!r} USD per million tokens is not a whole number of ticks per token")
+    return ticks
+
+
+def price_book_from(models: Mapping[str, Mapping[str, str]]) -> PriceBook:
+    """A price book from ``{model: {"input": "0.20", "cached": "0.02", "output": "1.50"}}`` (USD per million
+    tokens, decimal strings); the built-in reference prices stay for models the mapping does not name."""
+    book = dict(DEFAULT_PRICES)
+    for model, prices in models.items():
+        missing = {"input", "cached", "output"} - set(prices)
+        if missing:
+            raise ValueError(f"price of {model!r} lacks {sorted(missing)}")
+        book[model] = Rates(ticks_per_token(str(prices["input"])), ticks_per_token(str(prices["cached"])),
+                            ticks_per_token(str(prices["output"])))
+    return PriceBook(models=book)
+
+
+def usd_per_million(rates: Rates) -> dict[str, str]:
+    """The inverse of ``price_book_from`` for one model: exact decimal strings."""
+    return {name: format_usd(getattr(rates, name) * TOKENS_PER_PRICE_UNIT) for name in ("input", "cached", "output")}
+
+
 @dataclass(frozen=True, slots=True)
 class PricePlan:
     """What an organisation is billed between ``starts_at`` (inclusive) and ``ends_at`` (exclusive).

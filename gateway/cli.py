@@ -232,6 +232,29 @@ def billing_writer(
         asyncio.run(run_writer(settings, writers))
 
 
+@billing_app.command("prices-from-litellm")
+def billing_prices_from_litellm(
+    models: Annotated[list[str], typer.Argument(help="Model names as LiteLLM knows them")],
+) -> None:
+    """Print a price book file (GATEWAY_PRICE_BOOK_FILE) from LiteLLM's cost map, to review before use.
+
+    Needs the optional extra: pip install 'llm-gateway[litellm]'."""
+    import yaml
+
+    from billing.litellm_prices import from_cost_map, load_cost_map
+
+    try:
+        book = from_cost_map(load_cost_map(), models)
+    except ModuleNotFoundError:
+        typer.echo("litellm is not installed: pip install 'llm-gateway[litellm]'", err=True)
+        raise typer.Exit(2) from None
+    except (KeyError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo("# USD per million tokens, from LiteLLM's cost map: check them against the provider's prices")
+    typer.echo(yaml.safe_dump({"models": book}, sort_keys=True).rstrip())
+
+
 @billing_app.command("stripe-test-server")
 def billing_stripe_test_server(
     port: Annotated[int, typer.Option(help="Port")] = 12111,

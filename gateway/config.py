@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # A reservation never settled (its replica died) is released after this long.
     budget_reservation_ttl_s: float = 900.0
     # Stripe: empty key disables the sync. The base URL points the SDK elsewhere (the local test server).
+    # YAML file of list prices per served model, USD per million tokens: {models: {NAME: {input: "0.20",
+    # cached: "0.02", output: "1.50"}}}; models it does not name keep the built-in reference prices.
+    price_book_file: str = ""
     stripe_api_key: str = ""
     stripe_api_base: str = ""
     stripe_sync_interval_s: float = 300.0

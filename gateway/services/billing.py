@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
+import yaml
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger import config as ledger_config
 from billing.ledger.models import UsageHourly
-from billing.money import PlanBook, PricePlan
+from billing.money import PlanBook, PriceBook, PricePlan, price_book_from
 from billing.stripe.reconcile import ReconRow, reconcile
 from billing.stripe.sync import MeterNames, MeterSync, SyncReport, connect
 from gateway.config import Settings
@@ -40,14 +42,26 @@ class StripeNotConfigured(Exception):
     """GATEWAY_STRIPE_API_KEY is not set."""
 
 
+def load_price_book(path: str) -> PriceBook | None:
+    """The list prices of ``GATEWAY_PRICE_BOOK_FILE`` (read once, at start), or None for the built-in."""
+    if not path:
+        return None
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise ValueError(f"{path}: expected a mapping 'models: {{NAME: {{input, cached, output}}}}'")
+    return price_book_from(models)
+
+
 class BillingService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         self._sessions = sessions
         self._settings = settings
+        self._prices = load_price_book(settings.price_book_file)
 
     async def plan_book(self) -> PlanBook:
         async with self._sessions() as s:
-            return await ledger_config.load_plan_book(s)
+            return await ledger_config.load_plan_book(s, self._prices)
 
     async def add_plan(self, plan: PricePlan) -> ledger_config.StoredPlan:
         async with self._sessions() as s:
