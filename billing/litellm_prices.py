@@ -50,4 +50,5 @@ def load_cost_map() -> Mapping[str, Mapping[str, Any]]:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm  # heavy: imported only here
 
-    return litellm.model_cost  # type: ignore[no-any-return]
+    cost_map: Mapping[str, Mapping[str, Any]] = litellm.model_cost
+    return cost_map
