@@ -291,7 +291,7 @@ def start_gateways(policy: str, replicas: int, sims: SimFarm, base_env: dict[str
     env = {**base_env, **TUNING, "GATEWAY_ROUTING_POLICY": policy,
            "GATEWAY_REDIS_PREFIX": f"{RUN_PREFIX}-{os.urandom(3).hex()}",
            "GATEWAY_HEALTH_INTERVAL_S": "0.5", "GATEWAY_AUTO_MIGRATE": "false",
-           "GATEWAY_WORKERS": orjson.dumps(sims.urls).decode(), **(extra or {})}
+           "GATEWAY_WORKERS": ",".join(sims.urls), **(extra or {})}
     return [start_logged_gateway(cpu, env) for _ in range(replicas)]
 
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -138,7 +139,10 @@ class Settings(BaseSettings):
     @classmethod
     def _split_workers(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return [w.strip().rstrip("/") for w in value.split(",") if w.strip()]
+            text = value.strip()
+            if text.startswith("["):  # a JSON array is accepted too
+                return [str(w).strip().rstrip("/") for w in orjson.loads(text)]
+            return [w.strip().rstrip("/") for w in text.split(",") if w.strip()]
         return value
 
     @classmethod

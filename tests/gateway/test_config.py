@@ -20,6 +20,11 @@ def test_env_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.sqlalchemy_url == "postgresql+asyncpg://u@h/db"
 
 
+def test_workers_as_a_json_array(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_WORKERS", '["http://a:8000/", "http://b:8000"]')
+    assert Settings().workers == ["http://a:8000", "http://b:8000"]
+
+
 def test_yaml_file_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "gw.yaml"
     cfg.write_text("workers: [http://y:1]\nport: 9000\nadmin_key: from-file\n")
