@@ -58,13 +58,16 @@ class RedisState:
         await self.client.aclose()
 
 
-class LeanRoundTrip:
-    """A round trip on the lean client: every call as one EVALSHA, all written at once."""
+_Call = tuple[Script, Sequence[str], Sequence[Any]]
 
-    def __init__(self, client: RespClient, shas: dict[str, str]) -> None:
-        self._client = client
-        self._shas = shas
-        self._calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
+
+class _RoundTrip:
+    """Queued script calls sent as EVALSHA in one round trip. Scripts the server does not know (first
+    use, SCRIPT FLUSH, failover) are sent once more with their source, and only those: the others
+    already ran and must not run twice (a limit would count twice)."""
+
+    def __init__(self) -> None:
+        self._calls: list[_Call] = []
 
     def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> int:
         self._calls.append((script, keys, args))
@@ -73,22 +76,45 @@ class LeanRoundTrip:
     async def execute(self) -> list[Any]:
         if not self._calls:
             return []
-        try:
-            results = await self._client.execute(
-                [encode(["EVALSHA", self._sha(s), len(k), *k, *a]) for s, k, a in self._calls])
-            missing = [i for i, r in enumerate(results) if isinstance(r, RespError) and r.noscript]
-            if missing:
-                # Only these scripts are unknown to the server: send their sources; the others already ran.
-                again = await self._client.execute(
-                    [encode(["EVAL", s.lua, len(k), *k, *a]) for s, k, a in (self._calls[i] for i in missing)])
-                for i, result in zip(missing, again, strict=True):
-                    results[i] = result
-        except RespUnavailable as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        results = await self._send(self._calls, use_sha=True)
+        missing = [i for i, result in enumerate(results) if self._unknown_script(result)]
+        if missing:
+            again = await self._send([self._calls[i] for i in missing], use_sha=False)
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
         for result in results:
-            if isinstance(result, RespError):
+            if isinstance(result, RedisError | RespError):
                 raise result
         return results
+
+    async def _send(self, calls: list[_Call], use_sha: bool) -> list[Any]:
+        """One round trip; raises StoreUnavailable, returns error replies as values."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _unknown_script(result: Any) -> bool:
+        raise NotImplementedError
+
+
+class LeanRoundTrip(_RoundTrip):
+    """A round trip on the lean client: every call written at once on the shared connection."""
+
+    def __init__(self, client: RespClient, shas: dict[str, str]) -> None:
+        super().__init__()
+        self._client = client
+        self._shas = shas
+
+    async def _send(self, calls: list[_Call], use_sha: bool) -> list[Any]:
+        try:
+            return await self._client.execute(
+                [encode(["EVALSHA", self._sha(s), len(k), *k, *a] if use_sha else ["EVAL", s.lua, len(k), *k, *a])
+                 for s, k, a in calls])
+        except RespUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    @staticmethod
+    def _unknown_script(result: Any) -> bool:
+        return isinstance(result, RespError) and result.noscript
 
     def _sha(self, script: Script) -> str:
         sha = self._shas.get(script.name)
@@ -97,32 +123,15 @@ class LeanRoundTrip:
         return sha
 
 
-class RedisRoundTrip:
+class RedisRoundTrip(_RoundTrip):
+    """A round trip through redis-py's pipeline (for rediss:// and unix sockets, which the lean client
+    does not speak)."""
+
     def __init__(self, client: Redis) -> None:
+        super().__init__()
         self._client = client
-        self._calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
 
-    def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> int:
-        self._calls.append((script, keys, args))
-        return len(self._calls) - 1
-
-    async def execute(self) -> list[Any]:
-        if not self._calls:
-            return []
-        results = await self._pipeline(self._calls, use_sha=True)
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:
-            # Only these scripts are unknown to the server (first use, SCRIPT FLUSH, failover): send their
-            # sources once. The others already ran and must not run twice (a limit would count twice).
-            again = await self._pipeline([self._calls[i] for i in missing], use_sha=False)
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        for result in results:
-            if isinstance(result, RedisError):
-                raise result
-        return results
-
-    async def _pipeline(self, calls: list[tuple[Script, Sequence[str], Sequence[Any]]], use_sha: bool) -> list[Any]:
+    async def _send(self, calls: list[_Call], use_sha: bool) -> list[Any]:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for script, keys, args in calls:
@@ -133,3 +142,7 @@ class RedisRoundTrip:
                 return list(await pipe.execute(raise_on_error=False))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    @staticmethod
+    def _unknown_script(result: Any) -> bool:
+        return isinstance(result, NoScriptError)
