@@ -7,6 +7,7 @@ machine is shared and noisy, so each benchmark measures its alternatives side by
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,10 +101,29 @@ def make_key(env: dict[str, str]) -> str:
 
 
 def temp_env(redis_url: str = "", database_url: str = "") -> dict[str, str]:
+    """Settings of one benchmarked gateway: its own data folder and Redis key prefix, both removed when
+    the benchmark exits (the machine's Redis is shared)."""
     data = tempfile.mkdtemp(prefix="gw-bench-")
+    prefix = "gwbench-" + os.urandom(3).hex()
     env = {"GATEWAY_DATA_DIR": data, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_DATABASE_URL": database_url,
-           "GATEWAY_REDIS_PREFIX": "gwbench-" + os.urandom(3).hex()}
+           "GATEWAY_REDIS_PREFIX": prefix}
+    atexit.register(_clean_up, data, redis_url, prefix)
     return env
+
+
+def _clean_up(data: str, redis_url: str, prefix: str) -> None:
+    shutil.rmtree(data, ignore_errors=True)
+    if not redis_url:
+        return
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError as exc:
+        print(f"could not remove the benchmark's Redis keys {prefix}:*: {exc}", file=sys.stderr)
+    finally:
+        client.close()
 
 
 @dataclass
