@@ -102,18 +102,37 @@ class _InLoopServer(uvicorn.Server):
         yield
 
 
-async def serve_gateway(settings: Settings) -> ServedGateway:
-    app = create_app(settings)
-    server = _InLoopServer(uvicorn.Config(app, host="127.0.0.1", port=0, loop="none", http="httptools",
-                                           log_level="warning", access_log=False))
+async def start_server(app: Any, **config: Any) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
+    """Serve an ASGI app on a free loopback port inside the running loop; returns (url, server, task).
+    Stop it with ``server.should_exit = True; await task``."""
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "loop": "none", "log_level": "warning",
+                               "access_log": False, **config}
+    server = _InLoopServer(uvicorn.Config(app, **options))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
-            raise RuntimeError("gateway did not start")
+            raise RuntimeError(f"{type(app).__name__} did not start")
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    return ServedGateway(f"http://127.0.0.1:{port}", app, server, task)
+    return f"http://127.0.0.1:{port}", server, task
+
+
+@contextlib.asynccontextmanager
+async def served(app: Any, **config: Any) -> AsyncIterator[str]:
+    """``start_server`` as a context manager yielding the URL."""
+    url, server, task = await start_server(app, **config)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def serve_gateway(settings: Settings) -> ServedGateway:
+    app = create_app(settings)
+    url, server, task = await start_server(app, http="httptools")
+    return ServedGateway(url, app, server, task)
 
 
 def gateway_settings(backend: Backend, workers: list[str], **overrides: Any) -> Settings:

@@ -3,18 +3,16 @@ redis-server lives in tests/private_redis.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import orjson
-import uvicorn
 
 from gateway.sim.config import SimConfig
 from gateway.sim.server import SimApp, create_sim_app
-from tests.conftest import ADMIN_KEY
+from tests.conftest import ADMIN_KEY, served
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -41,28 +39,11 @@ class CountingWorker:
             self.in_flight -= 1
 
 
-class _InLoopServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 @contextlib.asynccontextmanager
 async def counting_worker(config: SimConfig) -> AsyncIterator[tuple[str, CountingWorker]]:
     worker = CountingWorker(create_sim_app(config))
-    server = _InLoopServer(uvicorn.Config(worker, host="127.0.0.1", port=0, loop="none", http="httptools",
-                                          lifespan="on", log_level="warning", access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", worker
-    finally:
-        server.should_exit = True
-        await task
+    async with served(worker, http="httptools", lifespan="on") as url:
+        yield url, worker
 
 
 async def call(http: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str] | None = None,
