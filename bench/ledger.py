@@ -131,15 +131,15 @@ async def hot_path_cost(n: int) -> list[str]:
     """CPU per request of what metering and budgets add on the request path, measured in process
     (robust on a noisy machine): the record built and priced, the XADD queued in the post-request
     round trip, and a budget reservation and settle (for a principal with a budget)."""
-    from gateway.budget import Budgets
-    from gateway.metering import Metering, PriceCatalog
-    from gateway.proxy.exchange import Exchange
-    from gateway.proxy.request import CHAT as KIND
-    from gateway.proxy.request import parse
+    from gateway.front.openai_body import CHAT as KIND
+    from gateway.front.openai_body import parse
+    from gateway.metering.budget import Budgets
+    from gateway.metering.stage import Metering, PriceCatalog
+    from gateway.pipeline.exchange import Exchange
+    from gateway.pipeline.principal import Budget, Principal
     from gateway.routing.pool import Worker
-    from gateway.state.keys import KeySpace
+    from gateway.state.keyspace import KeySpace
     from gateway.state.memory import MemoryState
-    from gateway.types import Budget, Principal
 
     raw = orjson.dumps({**CHAT, "stream": True})
     usage = {"prompt_tokens": 213, "completion_tokens": 27, "total_tokens": 411,

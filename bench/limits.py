@@ -21,15 +21,15 @@ import orjson
 import uvloop
 from redis.asyncio import Redis
 
+from gateway.front.openai_body import CHAT, parse
 from gateway.limits.stage import RateLimitStage
-from gateway.proxy.exchange import Exchange
-from gateway.proxy.request import CHAT, parse
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.principal import Principal, RateLimits
 from gateway.state.base import StateStore
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.resp import RespClient
-from gateway.types import Principal, RateLimits
 
 BODY = orjson.dumps({"model": "grok-code-fast-1", "max_tokens": 16,
                      "messages": [{"role": "user", "content": "You are a careful coding assistant. " * 20}]})

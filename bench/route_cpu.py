@@ -24,16 +24,16 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.workloads import words
-from gateway.proxy.exchange import Exchange
-from gateway.proxy.request import CHAT, parse
-from gateway.routing.policy import PrefixRouter, RouterConfig
+from gateway.front.openai_body import CHAT, parse
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.principal import Principal
 from gateway.routing.pool import WorkerPool
 from gateway.routing.prefix import prefix_key
+from gateway.routing.router import PrefixRouter, RouterConfig
 from gateway.state.base import StateStore
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
-from gateway.types import Principal
 
 MODEL = "grok-code-fast-1"
 

@@ -18,9 +18,9 @@ from starlette.exceptions import HTTPException
 
 from gateway import errors
 from gateway.api import admin, admin_billing, admin_limits, dashboard, health, metrics, partner, usage
-from gateway.api.openai import ROUTES, OpenAIEndpoint
+from gateway.asgi import Receive, Scope, Send
 from gateway.config import Settings
-from gateway.proxy.asgi import Receive, Scope, Send
+from gateway.front.endpoint import ROUTES, OpenAIEndpoint
 from gateway.runtime import Runtime, build_runtime
 
 

@@ -12,8 +12,8 @@ import time
 from collections import OrderedDict
 
 from gateway import errors
+from gateway.pipeline.principal import Principal
 from gateway.services.keys import KeyService, split_key
-from gateway.types import Principal
 
 _MAX_ENTRIES = 100_000
 

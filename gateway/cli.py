@@ -221,7 +221,7 @@ def billing_writer(
 ) -> None:
     """Move usage records from the Redis stream into the SQL ledger (a standalone ledger writer; run
     replicas with GATEWAY_LEDGER_WRITERS=0 to keep that work off the request-serving processes)."""
-    from gateway.ledger_writer import run_writer
+    from gateway.metering.writer_process import run_writer
 
     _logging()
     settings = Settings()

@@ -13,27 +13,27 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.auth import KeyCache
-from gateway.billing_runtime import BillingRuntime
-from gateway.budget import Budgets
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.limits.stage import RateLimitStage
-from gateway.observability.metrics import GatewayMetrics, StatsCollector
+from gateway.metering.budget import Budgets
+from gateway.metering.tasks import BillingRuntime
+from gateway.observability.prometheus import GatewayMetrics, StatsCollector
 from gateway.observability.requestlog import RequestLog
 from gateway.proxy.forward import Forwarder
-from gateway.proxy.upstream import make_session
 from gateway.routing.choose import RuleParams
-from gateway.routing.policy import PrefixRouter, RouterConfig
 from gateway.routing.pool import WorkerPool
+from gateway.routing.router import PrefixRouter, RouterConfig
 from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
 from gateway.services.plans import PlanService
 from gateway.services.workers import WorkerService
 from gateway.state.base import StateStore
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.resp import RespClient
+from gateway.upstream.openai_worker import make_session
 
 log = logging.getLogger("gateway")
 

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from gateway.pipeline.principal import RateLimits
 from gateway.services.keys import KeyView, OrgView
 from gateway.services.plans import PlanView
-from gateway.types import RateLimits
 
 
 class LimitFields(BaseModel):

@@ -7,8 +7,8 @@ import hmac
 from fastapi import Request
 
 from gateway import errors
+from gateway.pipeline.principal import Principal
 from gateway.runtime import Runtime
-from gateway.types import Principal
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from gateway.api.deps import get_runtime, require_api_key
+from gateway.pipeline.principal import Principal
 from gateway.runtime import Runtime
-from gateway.types import Principal
 
 router = APIRouter()
 

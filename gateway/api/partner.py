@@ -21,9 +21,9 @@ from gateway.api.admin_models import (
     RotateIn,
 )
 from gateway.api.deps import get_runtime, require_api_key
+from gateway.pipeline.principal import Principal
 from gateway.runtime import Runtime
 from gateway.services.keys import Conflict, KeyLimits, NotFound
-from gateway.types import Principal
 
 router = APIRouter(prefix="/v1/organization", tags=["partner"])
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, Field
 
 from gateway import errors
 from gateway.api.deps import get_runtime, require_admin, require_api_key
+from gateway.pipeline.principal import Principal
 from gateway.runtime import Runtime
 from gateway.services.usage import RangeError, Sums, UsageQuery, UsageReport, UsageService, normalise_range
-from gateway.types import Principal
 
 
 class UsageFigures(BaseModel):

@@ -18,10 +18,10 @@ from typing import Any
 from gateway import errors
 from gateway.limits.headers import duration, limit_headers, retry_headers
 from gateway.limits.scripts import RESERVE, SETTLE
-from gateway.proxy.exchange import Exchange
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.principal import RateLimits
 from gateway.state.base import RoundTrip
-from gateway.state.keys import KeySpace
-from gateway.types import RateLimits
+from gateway.state.keyspace import KeySpace
 
 NOTE = "limits"
 # Positions in the 8-limit vector (script argument order).

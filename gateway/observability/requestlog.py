@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from gateway.proxy.exchange import Exchange
+    from gateway.pipeline.exchange import Exchange
 
 log = logging.getLogger("gateway.requests")
 

@@ -21,14 +21,14 @@ import aiohttp
 import orjson
 
 from gateway import errors
-from gateway.proxy.asgi import Send
-from gateway.proxy.exchange import Exchange
-from gateway.proxy.sse import SseTap
-from gateway.proxy.stages import Router, Stage
-from gateway.proxy.upstream import CONNECT_ERRORS
+from gateway.asgi import Send
+from gateway.pipeline.contract import Router, Stage
+from gateway.pipeline.exchange import Exchange
+from gateway.proxy.sse_tap import SseTap
 from gateway.routing.pool import Worker, WorkerPool
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.memory import MemoryState
+from gateway.upstream.openai_worker import CONNECT_ERRORS
 
 log = logging.getLogger("gateway.proxy")
 

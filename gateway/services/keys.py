@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger import config as ledger_config
 from gateway.db.models import ApiKey, Organization, Plan
+from gateway.pipeline.principal import Budget, Principal
 from gateway.services.plans import resolve_limits
-from gateway.types import Budget, Principal
 
 KEY_PREFIX = "sk-gw-"
 _LOOKUP_HEX = 16

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import Organization, Plan
-from gateway.types import RateLimits
+from gateway.pipeline.principal import RateLimits
 
 PLAN_LIMITS = ("rpm", "tpm", "tpd", "concurrency", "key_rpm", "key_tpm", "key_tpd", "key_concurrency")
 

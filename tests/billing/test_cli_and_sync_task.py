@@ -17,7 +17,7 @@ from billing.ledger import config as ledger_config
 from billing.ledger.writer import LedgerWriter
 from gateway.config import Settings
 from gateway.db import engine as db
-from gateway.ledger_writer import run_writer
+from gateway.metering.writer_process import run_writer
 from gateway.sim.run import RunningSim
 from tests.billing.conftest import make_record
 from tests.billing.stripe_fixtures import stripe_server

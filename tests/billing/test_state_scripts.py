@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from gateway.budget import BUDGET_RESERVE, BUDGET_SETTLE
-from gateway.metering import USAGE_APPEND, local_queue
+from gateway.metering.budget import BUDGET_RESERVE, BUDGET_SETTLE
+from gateway.metering.stage import USAGE_APPEND, local_queue
 from gateway.state.base import StateStore
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from tests.conftest import REDIS_URL

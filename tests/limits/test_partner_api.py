@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli_app
-from gateway.types import Principal
+from gateway.pipeline.principal import Principal
 from tests.conftest import Backend
 from tests.limits.helpers import ADMIN, call, complete, new_key, org_with_plan
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from gateway.limits.scripts import RESERVE, SETTLE
 from gateway.state.base import StateStore
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.resp import RespClient

@@ -14,7 +14,7 @@ from xxhash import xxh3_64_intdigest
 
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.state.base import StateStore
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from tests.conftest import REDIS_URL

@@ -80,9 +80,9 @@ def test_blocks_grow_coarse_after_the_first_ones() -> None:
 def test_the_salt_is_spliced_into_the_forwarded_body() -> None:
     import orjson
 
-    from gateway.proxy.exchange import Exchange
-    from gateway.proxy.request import CHAT, parse
-    from gateway.types import Principal
+    from gateway.front.openai_body import CHAT, parse
+    from gateway.pipeline.exchange import Exchange
+    from gateway.pipeline.principal import Principal
 
     for raw in (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]} \n',
                 b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'):

@@ -10,18 +10,18 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from gateway.proxy.asgi import run_until_disconnect
-from gateway.proxy.exchange import Exchange
+from gateway.asgi import run_until_disconnect
+from gateway.front.openai_body import CHAT, parse
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.principal import Principal
 from gateway.proxy.forward import Forwarder
-from gateway.proxy.request import CHAT, parse
-from gateway.routing.policy import PrefixRouter
 from gateway.routing.pool import WorkerPool
+from gateway.routing.router import PrefixRouter
 from gateway.sim.config import SimConfig
 from gateway.sim.run import start_sim_server
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
-from gateway.types import Principal
 from tests.conftest import MODEL
 from tests.routing.conftest import OwnRedis
 

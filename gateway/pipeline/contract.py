@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, Protocol
 
-from gateway.proxy.exchange import Exchange
+from gateway.pipeline.exchange import Exchange
 from gateway.routing.pool import Worker
 from gateway.state.base import RoundTrip
 

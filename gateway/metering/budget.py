@@ -16,10 +16,10 @@ from typing import Any
 from billing.money import Tokens, cost
 from billing.usage import estimate_prompt_tokens
 from gateway import errors
-from gateway.metering import PriceCatalog, usage_record
-from gateway.proxy.exchange import Exchange
+from gateway.metering.stage import PriceCatalog, usage_record
+from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 
 _NOTE = "budget"
 _KEEP_MS = 3_456_000_000  # month keys outlive their last use by 40 days

@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing.ledger.consumer import QueueConsumer, StreamConsumer
 from billing.ledger.writer import LedgerWriter
 from billing.stripe.sync import SyncReport
-from gateway.budget import Budgets
 from gateway.config import Settings
-from gateway.metering import Metering, PriceCatalog, local_queue
-from gateway.proxy.stages import Stage
+from gateway.metering.budget import Budgets
+from gateway.metering.stage import Metering, PriceCatalog, local_queue
+from gateway.pipeline.contract import Stage
 from gateway.services.billing import BillingService
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 
 log = logging.getLogger("gateway.billing")

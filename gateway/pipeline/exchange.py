@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from gateway.proxy.request import ParsedRequest
+from gateway.front.openai_body import ParsedRequest
+from gateway.pipeline.principal import Principal
 from gateway.routing.pool import Worker
-from gateway.types import Principal
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from billing.ledger.consumer import StreamConsumer
 from billing.ledger.writer import LedgerWriter
 from gateway.config import Settings
 from gateway.db import engine as db
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 
 log = logging.getLogger("gateway.ledger")
 

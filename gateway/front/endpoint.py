@@ -11,10 +11,7 @@ import os
 import time
 
 from gateway import errors
-from gateway.auth import KeyCache
-from gateway.observability.metrics import GatewayMetrics
-from gateway.observability.requestlog import RequestLog
-from gateway.proxy.asgi import (
+from gateway.asgi import (
     ClientGone,
     Receive,
     Scope,
@@ -24,9 +21,12 @@ from gateway.proxy.asgi import (
     run_until_disconnect,
     send_error,
 )
-from gateway.proxy.exchange import Exchange
+from gateway.auth import KeyCache
+from gateway.front.openai_body import CHAT, COMPLETIONS, parse
+from gateway.observability.prometheus import GatewayMetrics
+from gateway.observability.requestlog import RequestLog
+from gateway.pipeline.exchange import Exchange
 from gateway.proxy.forward import Forwarder
-from gateway.proxy.request import CHAT, COMPLETIONS, parse
 
 log = logging.getLogger("gateway.api")
 

@@ -21,9 +21,9 @@ from typing import Any
 
 from billing.money import PlanBook, Tokens
 from billing.usage import UsageRecord, estimate_prompt_tokens, tokens_from_usage
-from gateway.proxy.exchange import Exchange
+from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 
 _RECORD = "metering.record"
 _NONE = object()

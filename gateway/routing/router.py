@@ -22,15 +22,15 @@ from typing import Any
 
 from xxhash import xxh3_64_hexdigest, xxh3_64_intdigest
 
-from gateway.proxy.exchange import Exchange
-from gateway.proxy.request import CHAT
+from gateway.front.openai_body import CHAT
+from gateway.pipeline.exchange import Exchange
 from gateway.routing.choose import RuleParams, pick
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.pool import Worker, WorkerPool
 from gateway.routing.prefix import PrefixKey, bytes_in_blocks, prefix_key
 from gateway.routing.stats import RoutingStats
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
-from gateway.state.keys import KeySpace
+from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 
 log = logging.getLogger("gateway.routing")
