@@ -131,13 +131,12 @@ async def hot_path_cost(n: int) -> list[str]:
     """CPU per request of what metering and budgets add on the request path, measured in process
     (robust on a noisy machine): the record built and priced, the XADD queued in the post-request
     round trip, and a budget reservation and settle (for a principal with a budget)."""
-    from gateway.front.openai_body import CHAT as KIND
-    from gateway.front.openai_body import parse
+    from gateway.front.chat import ChatCompletions
     from gateway.metering.budget import Budgets
     from gateway.metering.stage import Metering, PriceCatalog
     from gateway.pipeline.exchange import Exchange
     from gateway.pipeline.principal import Budget, Principal
-    from gateway.routing.pool import Worker
+    from gateway.routing.worker import Worker
     from gateway.state.keyspace import KeySpace
     from gateway.state.memory import MemoryState
 
@@ -156,7 +155,7 @@ async def hot_path_cost(n: int) -> list[str]:
         state = MemoryState()
         t0 = time.process_time()
         for i in range(n):
-            ex = Exchange(request_id=f"req_{i}", principal=principal, request=parse(raw, KIND),
+            ex = Exchange(request_id=f"req_{i}", principal=principal, request=ChatCompletions().parse(raw),
                           path="/v1/chat/completions", payload=raw)
             pre = state.round_trip()
             budgets.plan(ex, pre)
@@ -172,7 +171,7 @@ async def hot_path_cost(n: int) -> list[str]:
         per = (time.process_time() - t0) / n * 1e6
         t0 = time.process_time()
         for i in range(n):
-            Exchange(request_id=f"req_{i}", principal=principal, request=parse(raw, KIND),
+            Exchange(request_id=f"req_{i}", principal=principal, request=ChatCompletions().parse(raw),
                      path="/v1/chat/completions", payload=raw)
         base = (time.process_time() - t0) / n * 1e6
         lines.append(f"{label:<18} {per - base:5.1f} us CPU per request (in-process state; the exchange's own "

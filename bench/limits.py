@@ -21,7 +21,7 @@ import orjson
 import uvloop
 from redis.asyncio import Redis
 
-from gateway.front.openai_body import CHAT, parse
+from gateway.front.chat import ChatCompletions
 from gateway.limits.stage import RateLimitStage
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal, RateLimits
@@ -40,7 +40,7 @@ LIMITS = RateLimits(org_rpm=10**9, org_tpm=10**12, org_tpd=10**12, org_concurren
 async def _run(state: StateStore, requests: int, concurrency: int) -> tuple[float, float]:
     stage = RateLimitStage(KeySpace("gwbench-lim-" + os.urandom(3).hex()))
     principal = Principal("key_bench", "org_bench", "bench", "salt", True, limits=LIMITS)
-    request = parse(BODY, CHAT)
+    request = ChatCompletions().parse(BODY)
     counter = iter(range(requests))
 
     async def one_client() -> None:

@@ -24,7 +24,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.workloads import words
-from gateway.front.openai_body import CHAT, parse
+from gateway.front.chat import ChatCompletions
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal
 from gateway.routing.pool import WorkerPool
@@ -78,7 +78,7 @@ async def router_round(router: PrefixRouter, state: StateStore, raw: bytes, pool
     """One request's routing work; returns this process's (user, system) CPU seconds for it (the
     body's parse excluded: the API parses every body once anyway)."""
     t_parse = time.process_time()
-    request = parse(raw, CHAT)
+    request = ChatCompletions().parse(raw)
     t_parse = time.process_time() - t_parse
     ex = Exchange(request_id=f"r{i}", principal=Principal("k", "o", "o", "salt", True), request=request,
                   path="/v1/chat/completions", payload=raw)
@@ -112,7 +112,7 @@ async def main() -> None:
     hash_us = cpu_us(lambda: prefix_key(True, body, MODEL, "salt", cfg.block_bytes, cfg.max_blocks), args.rounds)
     print(f"canonical bytes + block hashes:            {hash_us:8.1f} us/request "
           f"({hash_us / kb * 100:6.1f} us per 100 KB)")
-    parse_us = cpu_us(lambda: parse(raw, CHAT), args.rounds)
+    parse_us = cpu_us(lambda: ChatCompletions().parse(raw), args.rounds)
     print(f"(for scale: parsing the JSON body once:    {parse_us:8.1f} us/request)")
 
     await with_pool_state(args, raw)

@@ -1,7 +1,7 @@
 """The app factory: a FastAPI app for admin, health and models, with the OpenAI hot path in front of it.
 
 ``create_app(settings)`` returns a plain ASGI callable. Requests to ``/v1/chat/completions`` and
-``/v1/completions`` go straight to :class:`OpenAIEndpoint` (no framework routing on the hot path);
+``/v1/completions`` go straight to :class:`HotPath` (no framework routing on the hot path);
 everything else, and the lifespan, goes to FastAPI.
 """
 
@@ -20,7 +20,9 @@ from gateway import errors
 from gateway.api import admin, admin_billing, admin_limits, dashboard, health, metrics, partner, usage
 from gateway.asgi import Receive, Scope, Send
 from gateway.config import Settings
-from gateway.front.endpoint import ROUTES, OpenAIEndpoint
+from gateway.front.chat import ChatCompletions
+from gateway.front.completions import Completions
+from gateway.front.endpoint import HotPath
 from gateway.runtime import Runtime, build_runtime
 
 
@@ -37,8 +39,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error_response(errors.invalid_request(f"{loc or 'body'}: {first.get('msg', 'invalid')}",
-                                                      param=loc or None))
+        return _error_response(
+            errors.invalid_request(f"{loc or 'body'}: {first.get('msg', 'invalid')}", param=loc or None)
+        )
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -55,7 +58,7 @@ class GatewayApp:
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
-        self._openai: OpenAIEndpoint | None = None
+        self._openai: HotPath | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -63,11 +66,17 @@ class GatewayApp:
 
     def attach(self, rt: Runtime) -> None:
         self.api.state.runtime = rt
-        self._openai = OpenAIEndpoint(rt.key_cache, rt.forwarder, rt.settings.max_body_bytes, rt.metrics,
-                                      rt.request_log)
+        self._openai = HotPath(
+            [ChatCompletions(), Completions()],
+            rt.key_cache,
+            rt.forwarder,
+            rt.settings.max_body_bytes,
+            rt.metrics,
+            rt.request_log,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in ROUTES and self._openai is not None:
+        if scope["type"] == "http" and self._openai is not None and scope["path"] in self._openai.routes:
             await self._openai(scope, receive, send)
             return
         await self.api(scope, receive, send)

@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     @field_validator("routing_policy")
     @classmethod
     def _check_policy(cls, value: str) -> str:
-        allowed = ("prefix_aware", "least_loaded", "session_hash", "round_robin")
+        allowed = ("prefix_aware", "least_loaded", "session_hash", "round_robin")  # routing.policies.POLICY_NAMES
         if value not in allowed:
             raise ValueError(f"routing_policy must be one of {', '.join(allowed)}")
         return value

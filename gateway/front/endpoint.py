@@ -1,7 +1,8 @@
-"""The OpenAI-compatible hot path as a plain ASGI app: ``/v1/chat/completions`` and ``/v1/completions``.
+"""The hot path as a plain ASGI app, shared by every front adapter (one per client protocol).
 
-Per request: read the bounded body, authenticate from the in-process key cache, parse the JSON
-once, forward the original bytes, relay the answer as it arrives. No SQL; no framework routing.
+Per request: read the bounded body, authenticate from the in-process key cache, let the route's
+adapter parse the body once into the canonical request, forward the original bytes, relay the answer
+as it arrives. No SQL; no framework routing.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
+from typing import Protocol
 
 from gateway import errors
 from gateway.asgi import (
@@ -22,15 +25,25 @@ from gateway.asgi import (
     send_error,
 )
 from gateway.auth import KeyCache
-from gateway.front.openai_body import CHAT, COMPLETIONS, parse
 from gateway.observability.prometheus import GatewayMetrics
 from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.request import ParsedRequest
 from gateway.proxy.forward import Forwarder
 
 log = logging.getLogger("gateway.api")
 
-ROUTES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS}
+
+
+class FrontAdapter(Protocol):
+    """One client protocol: the route it serves and how its body becomes the canonical request."""
+
+    path: str
+    kind: str
+
+    def parse(self, raw: bytes) -> ParsedRequest:
+        """Check the body; raise ``GatewayError`` (a 4xx) for anything the protocol does not allow."""
+        ...
 
 
 def api_key_from(scope: Scope) -> str | None:
@@ -43,9 +56,10 @@ def api_key_from(scope: Scope) -> str | None:
     return key.decode("latin-1").strip() if key else None
 
 
-class OpenAIEndpoint:
-    def __init__(self, keys: KeyCache, forwarder: Forwarder, max_body_bytes: int, metrics: GatewayMetrics,
-                 request_log: RequestLog) -> None:
+class HotPath:
+    def __init__(self, adapters: Sequence[FrontAdapter], keys: KeyCache, forwarder: Forwarder, max_body_bytes: int,
+                 metrics: GatewayMetrics, request_log: RequestLog) -> None:
+        self.routes = {a.path: a for a in adapters}
         self._keys = keys
         self._forwarder = forwarder
         self._max_body = max_body_bytes
@@ -55,11 +69,12 @@ class OpenAIEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         request_id = "req_" + os.urandom(12).hex()
-        route = ROUTES[scope["path"]]
+        adapter = self.routes[scope["path"]]
+        route = adapter.kind
         ex: Exchange | None = None
         status, error_code = 200, None
         try:
-            ex = await self._serve(scope, receive, send, request_id, route)
+            ex = await self._serve(scope, receive, send, request_id, adapter)
             if ex is not None:
                 status = ex.status or 200
         except errors.GatewayError as exc:
@@ -75,7 +90,7 @@ class OpenAIEndpoint:
         self._log.write(request_id, route, status, elapsed, ex, error_code)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str,
-                     kind: str) -> Exchange | None:
+                     adapter: FrontAdapter) -> Exchange | None:
         if scope["method"] != "POST":
             raise errors.method_not_allowed()
         ex: Exchange | None = None
@@ -83,7 +98,7 @@ class OpenAIEndpoint:
             length = header(scope, b"content-length")
             raw = await read_body(receive, self._max_body, int(length) if length and length.isdigit() else None)
             principal = await self._keys.authenticate(api_key_from(scope))
-            request = parse(raw, kind)
+            request = adapter.parse(raw)
             ex = Exchange(request_id=request_id, principal=principal, request=request, path=scope["path"],
                           payload=raw,
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})

@@ -1,20 +1,23 @@
-"""The steps every request passes through, around the upstream call.
+"""The steps every request passes through, around the upstream call, as protocols.
 
-A *stage* (rate limits, spend caps, metering, metrics...) queues its shared-state operations in the
-request's single pre-request round trip, may refuse the request once the results are in, may add
-fields to what is sent to the worker (``Exchange.set_fields``), and queues its settling in the one
-post-request round trip. The *router* queues its lookups in the same pre-request round trip, picks
-the worker, and records its choice in the post-request round trip.
+A *stage* (rate limits, spend caps, metering...) queues its shared-state operations in the request's
+single pre-request round trip, may refuse the request once the results are in, may add fields to what
+is sent to the worker (``Exchange.set_fields``), and queues its settling in the one post-request round
+trip. The *router* queues its lookups in the same pre-request round trip, picks the target, and
+records its choice in the post-request round trip. An *upstream* (a back adapter) sends the request to
+the chosen target and hands back its answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Collection
+from typing import Any, Protocol, TypeVar
 
-from gateway.pipeline.exchange import Exchange
-from gateway.routing.pool import Worker
+from gateway.pipeline.exchange import Exchange, Target
 from gateway.state.base import RoundTrip
+
+T = TypeVar("T", bound=Target)
+T_contra = TypeVar("T_contra", bound=Target, contravariant=True)
 
 
 class Stage(Protocol):
@@ -29,16 +32,15 @@ class Stage(Protocol):
         refusal by a later stage). Every stage's and the router's settling runs in one round trip."""
 
 
-class Router(Protocol):
+class Router(Protocol[T]):
     def plan(self, ex: Exchange, trip: RoundTrip) -> None:
         """Queue the lookups the choice needs."""
 
     def observe(self, ex: Exchange, results: list[Any]) -> None:
         """Read the round trip's results before any stage may refuse the request (what was reserved)."""
 
-    def choose(self, ex: Exchange, results: list[Any], candidates: list[Worker],
-               exclude: Collection[str]) -> Worker | None:
-        """Pick a worker among healthy ``candidates`` not in ``exclude``."""
+    def choose(self, ex: Exchange, results: list[Any], candidates: list[T], exclude: Collection[str]) -> T | None:
+        """Pick a target among healthy ``candidates`` not in ``exclude``."""
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
         """Queue the recording of where the request went and what the worker reported; also called for a
@@ -46,3 +48,44 @@ class Router(Protocol):
 
     def settled(self, ex: Exchange, results: list[Any]) -> None:
         """Read the post-request round trip's results (counters); no I/O."""
+
+
+class Retryable(Exception):
+    """The target could not take the request and nothing reached the client: another target may.
+
+    ``mark_failed`` says whether the target should leave rotation until its next good health check."""
+
+    def __init__(self, reason: str, mark_failed: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.mark_failed = mark_failed
+
+
+class UpstreamReply(Protocol):
+    """An answer that has started to arrive: a status, then either the whole body or its chunks."""
+
+    status: int
+    content_type: str
+
+    async def body(self, limit: int) -> bytes:
+        """The whole body, at most ``limit`` bytes (``GatewayError`` 502 beyond it)."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives (streams)."""
+        ...
+
+    def close(self, complete: bool) -> None:
+        """Give the connection back (``complete``) or drop it, which cancels the request upstream."""
+
+
+class Upstream(Protocol[T_contra]):
+    """A back adapter: one kind of upstream (an OpenAI-compatible worker; later a hosted provider)."""
+
+    async def open(self, ex: Exchange, target: T_contra) -> UpstreamReply:
+        """Send ``ex.payload`` to ``target``; raise ``Retryable`` when another target may take it, or
+        ``GatewayError`` when no retry can help."""
+        ...
+
+
+__all__ = ["Exchange", "Retryable", "Router", "Stage", "Target", "Upstream", "UpstreamReply"]

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from gateway.front.openai_body import ParsedRequest
 from gateway.pipeline.principal import Principal
-from gateway.routing.pool import Worker
+from gateway.pipeline.request import ParsedRequest
+
+
+class Target(Protocol):
+    """Where a request is sent: a worker (routing.worker.Worker) or, later, a hosted provider."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
 
 
 @dataclass(slots=True)
@@ -25,7 +34,7 @@ class Exchange:
     end_user: str | None = None
     started: float = field(default_factory=time.perf_counter)
     started_wall: float = field(default_factory=time.time)
-    worker: Worker | None = None
+    worker: Target | None = None
     attempts: int = 0
     status: int = 0
     upstream_started_at: float | None = None  # when the body went to the (first) worker

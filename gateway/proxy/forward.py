@@ -25,7 +25,8 @@ from gateway.asgi import Send
 from gateway.pipeline.contract import Router, Stage
 from gateway.pipeline.exchange import Exchange
 from gateway.proxy.sse_tap import SseTap
-from gateway.routing.pool import Worker, WorkerPool
+from gateway.routing.pool import WorkerPool
+from gateway.routing.worker import Worker
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.memory import MemoryState
 from gateway.upstream.openai_worker import CONNECT_ERRORS
@@ -39,7 +40,7 @@ _DONE = b"data: [DONE]"
 
 
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, pool: WorkerPool, router: Router,
+    def __init__(self, session: aiohttp.ClientSession, pool: WorkerPool, router: Router[Worker],
                  stages: Sequence[Stage], state: StateStore, fallback: MemoryState) -> None:
         self._session = session
         self._pool = pool

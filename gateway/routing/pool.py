@@ -13,13 +13,13 @@ their cache is gone or unknown: ``pool.listeners.append(fn)``, ``fn(event, worke
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
+
+from gateway.routing.worker import Worker, worker_id_for
 
 log = logging.getLogger("gateway.pool")
 
@@ -69,35 +69,6 @@ def parse_metrics(text: str) -> dict[str, float]:
             if blocks and size and blocks.isdigit() and size.isdigit():
                 out["kv_tokens"] = float(int(blocks) * int(size))
     return out
-
-
-def worker_id_for(url: str) -> str:
-    """Stable across replicas and restarts, so shared state can name a worker."""
-    return "w-" + hashlib.sha256(url.encode()).hexdigest()[:12]
-
-
-@dataclass(slots=True)
-class Worker:
-    id: str
-    url: str
-    source: str  # "config" or "admin"
-    healthy: bool = False
-    models: frozenset[str] = frozenset()
-    inflight: int = 0
-    last_error: str | None = None
-    # Load scraped from the worker's /metrics (vLLM names), when it exposes them.
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "url": self.url,
-            "source": self.source,
-            "healthy": self.healthy,
-            "models": sorted(self.models),
-            "inflight": self.inflight,
-            "last_error": self.last_error,
-        }
 
 
 class WorkerPool:

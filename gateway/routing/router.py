@@ -1,5 +1,5 @@
-"""The Router: prefix-cache-aware, load-aware choice of a worker (and the simpler policies it is
-measured against: least_loaded, session_hash, round_robin).
+"""The Router: prefix-cache-aware, load-aware choice of a worker, under one of the policies of
+``policies.py`` (``prefix_aware`` by default).
 
 Hot path of ``prefix_aware``: ``plan`` hashes the prompt (``prefix.py``), sets the tenant's
 ``cache_salt`` on the forwarded body, and queues ONE script call (``prefix_route``) in the request's
@@ -20,25 +20,23 @@ from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from xxhash import xxh3_64_hexdigest, xxh3_64_intdigest
+from xxhash import xxh3_64_hexdigest
 
-from gateway.front.openai_body import CHAT
 from gateway.pipeline.exchange import Exchange
-from gateway.routing.choose import RuleParams, pick
+from gateway.pipeline.request import CHAT
+from gateway.routing.choose import RuleParams
 from gateway.routing.index import PURGE, RECORD, ROUTE
-from gateway.routing.pool import Worker, WorkerPool
+from gateway.routing.policies import Choice, PrefixAware, RouteNote, make_policy
+from gateway.routing.pool import WorkerPool
 from gateway.routing.prefix import PrefixKey, bytes_in_blocks, prefix_key
 from gateway.routing.stats import RoutingStats
+from gateway.routing.worker import Worker
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 
 log = logging.getLogger("gateway.routing")
 
-PREFIX_AWARE = "prefix_aware"
-LEAST_LOADED = "least_loaded"
-SESSION_HASH = "session_hash"
-ROUND_ROBIN = "round_robin"
 _HINT_HEADERS = ("x-grok-conv-id", "x-session-id")
 _HINT_FIELDS = ("prompt_cache_key", "user")
 _NOTE = "route"
@@ -46,7 +44,7 @@ _NOTE = "route"
 
 @dataclass(frozen=True)
 class RouterConfig:
-    policy: str = PREFIX_AWARE
+    policy: str = PrefixAware.name
     block_bytes: int = 512
     max_blocks: int = 1024
     rule: RuleParams = field(default_factory=RuleParams)
@@ -60,20 +58,6 @@ class RouterConfig:
     # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
     load_cost_tokens: float = 0.0
     load_cost_share: float = 0.2
-
-
-@dataclass(slots=True)
-class _Note:
-    key: PrefixKey
-    salt: str
-    hint: str | None
-    ids: list[str] = field(default_factory=list)
-    result: int = -1  # index of the route script's result, -1 when nothing was queued
-    reserved: str | None = None  # worker holding this request's shared in-flight slot
-    matches: dict[str, int] = field(default_factory=dict)
-    predicted_blocks: int = 0
-    settle_result: int = -1  # index of the record script's result in the post-request round trip
-    last_use: str = ""  # the reserved worker's score of the deepest matched block, before this request
 
 
 def conversation_hint(ex: Exchange) -> str | None:
@@ -91,15 +75,23 @@ def conversation_hint(ex: Exchange) -> str | None:
 
 
 class PrefixRouter:
-    def __init__(self, pool: WorkerPool, keys: KeySpace, local: MemoryState, shared: StateStore,
-                 config: RouterConfig | None = None, stats: RoutingStats | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        keys: KeySpace,
+        local: MemoryState,
+        shared: StateStore,
+        config: RouterConfig | None = None,
+        stats: RoutingStats | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self._pool = pool
         self._keys = keys
         self._local = local
         self._shared = shared
         self.config = config or RouterConfig()
         self.stats = stats or RoutingStats()
+        self.policy = make_policy(self.config.policy)
         self._rng = rng or random.Random()
         self._turn = 0
         self._mean_prompt = 5000.0  # running mean of reported prompt tokens (adaptive load cost)
@@ -111,7 +103,7 @@ class PrefixRouter:
         note = ex.notes.get(_NOTE)
         if note is None:  # planned once, even when the round trip is replayed on the local store
             note = ex.notes[_NOTE] = self._prepare(ex)
-        if self.config.policy not in (PREFIX_AWARE, LEAST_LOADED):
+        if not self.policy.scripted:
             return
         candidates = self._pool.candidates(ex.request.model)
         if not candidates:
@@ -120,10 +112,21 @@ class PrefixRouter:
         model = ex.request.model
         note.ids = [w.id for w in candidates]
         keys = [self._keys.affinity(model, note.hint or "-")]
-        args: list[Any] = [note.key.hashes if cfg.policy == PREFIX_AWARE else b"",
-                           "1" if cfg.policy == PREFIX_AWARE else "0", cfg.rule.load_factor, cfg.rule.load_slack,
-                           cfg.rule.kv_limit, self._load_cost(), self._next_turn() % len(candidates), ex.request_id,
-                           cfg.inflight_ttl_ms, cfg.affinity_ttl_ms, "1" if note.hint else "0", cfg.index_ttl_ms]
+        prefix = self.policy.prefix
+        args: list[Any] = [
+            note.key.hashes if prefix else b"",
+            "1" if prefix else "0",
+            cfg.rule.load_factor,
+            cfg.rule.load_slack,
+            cfg.rule.kv_limit,
+            self._load_cost(),
+            self._next_turn() % len(candidates),
+            ex.request_id,
+            cfg.inflight_ttl_ms,
+            cfg.affinity_ttl_ms,
+            "1" if note.hint else "0",
+            cfg.index_ttl_ms,
+        ]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id))
             keys.append(self._keys.inflight(model, w.id))
@@ -133,47 +136,49 @@ class PrefixRouter:
     def observe(self, ex: Exchange, results: list[Any]) -> None:
         """Note which worker prefix_route reserved an in-flight slot on, before any stage may refuse the
         request: a refused request must release that slot in ``finish`` too."""
-        note: _Note | None = ex.notes.get(_NOTE)
+        note: RouteNote | None = ex.notes.get(_NOTE)
         if note is None or note.result < 0 or note.reserved is not None or note.result >= len(results):
             return
         chosen = int(results[note.result][0])
         if 0 <= chosen < len(note.ids):
             note.reserved = note.ids[chosen]
 
-    def choose(self, ex: Exchange, results: list[Any], candidates: list[Worker],
-               exclude: Collection[str]) -> Worker | None:
+    def choose(
+        self, ex: Exchange, results: list[Any], candidates: list[Worker], exclude: Collection[str]
+    ) -> Worker | None:
         self._track_degraded(ex.degraded)
         allowed = [w for w in candidates if w.id not in exclude]
         if not allowed:
             return None
-        note: _Note | None = ex.notes.get(_NOTE)
+        note: RouteNote | None = ex.notes.get(_NOTE)
         if exclude:
             self.stats.retries += 1
         else:
             self.stats.requests += 1
             if ex.degraded:
                 self.stats.local_fallbacks += 1
-        policy = self.config.policy
-        if policy == ROUND_ROBIN or note is None:
+        if note is None:
             return allowed[self._next_turn() % len(allowed)]
-        if policy == SESSION_HASH:
-            return self._by_session(note, allowed)
-        if note.result < 0:
-            return allowed[self._next_turn() % len(allowed)]
-        return self._by_rule(note, results[note.result], candidates, exclude)
+        rule = replace(self.config.rule, load_cost=self._load_cost())
+        note.chosen = self.policy.choose(
+            Choice(note, results, candidates, exclude, self._next_turn, rule, self.stats, self._rng)
+        )
+        return note.chosen
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
-        note: _Note | None = ex.notes.get(_NOTE)
-        worker = ex.worker
-        if note is None or self.config.policy not in (PREFIX_AWARE, LEAST_LOADED):
+        note: RouteNote | None = ex.notes.get(_NOTE)
+        if note is None or not self.policy.scripted:
             return
+        worker = note.chosen if ex.worker is not None else None
         model = ex.request.model
         key = note.key
         if worker is None:  # refused by a stage (or no worker answered): only release the reserved slot
             if note.reserved is not None:
-                note.settle_result = trip.call(RECORD, [self._keys.prefix_index(model, note.reserved),
-                                                        self._keys.inflight(model, note.reserved)],
-                                               [b"", 0, ex.request_id, "", "0", self.config.index_ttl_ms])
+                note.settle_result = trip.call(
+                    RECORD,
+                    [self._keys.prefix_index(model, note.reserved), self._keys.inflight(model, note.reserved)],
+                    [b"", 0, ex.request_id, "", "0", self.config.index_ttl_ms],
+                )
             return
         usage = ex.usage or {}
         prompt_tokens = usage.get("prompt_tokens")
@@ -194,20 +199,28 @@ class PrefixRouter:
                     if worker.id == note.reserved:
                         threshold = note.last_use
         # prefix_route recorded the reserved worker; a retry that went elsewhere is recorded here
-        record = ex.status == 200 and self.config.policy == PREFIX_AWARE and note.reserved != worker.id
+        record = ex.status == 200 and self.policy.prefix and note.reserved != worker.id
         if note.reserved is None and not record:
             return
-        note.settle_result = trip.call(RECORD, [self._keys.prefix_index(model, worker.id),
-                           self._keys.inflight(model, note.reserved or worker.id)],
-                  [key.hashes, self.index_bound(worker), ex.request_id, threshold, "1" if record else "0",
-                   self.config.index_ttl_ms])
+        note.settle_result = trip.call(
+            RECORD,
+            [self._keys.prefix_index(model, worker.id), self._keys.inflight(model, note.reserved or worker.id)],
+            [
+                key.hashes,
+                self.index_bound(worker),
+                ex.request_id,
+                threshold,
+                "1" if record else "0",
+                self.config.index_ttl_ms,
+            ],
+        )
 
     def settled(self, ex: Exchange, results: list[Any]) -> None:
         """The post-request round trip's results (entries dropped as stale, evicted by the bound)."""
         if ex.worker is None:
             return
         self.stats.settled += 1
-        note: _Note | None = ex.notes.get(_NOTE)
+        note: RouteNote | None = ex.notes.get(_NOTE)
         if note is None or not 0 <= note.settle_result < len(results):
             return
         stale, evicted = results[note.settle_result]
@@ -246,7 +259,7 @@ class PrefixRouter:
         log.info("worker %s: %d index entries dropped", worker.id, dropped)
 
     # --- internals ---------------------------------------------------------------------------------
-    def _prepare(self, ex: Exchange) -> _Note:
+    def _prepare(self, ex: Exchange) -> RouteNote:
         body = ex.request.body
         client_salt = body.get("cache_salt")
         client_salt = client_salt if isinstance(client_salt, str) else ""
@@ -259,53 +272,11 @@ class PrefixRouter:
         hint = conversation_hint(ex)
         hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
         cfg = self.config
-        if cfg.policy == PREFIX_AWARE:
+        if self.policy.prefix:
             key = prefix_key(ex.request.kind == CHAT, body, ex.request.model, salt, cfg.block_bytes, cfg.max_blocks)
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
-        return _Note(key=key, salt=salt, hint=hint_key)
-
-    def _by_rule(self, note: _Note, result: list[Any], candidates: list[Worker],
-                 exclude: Collection[str]) -> Worker | None:
-        n = len(note.ids)
-        chosen, by_affinity = int(result[0]), int(result[1])
-        matches = [int(m) for m in result[4:4 + n]]
-        flights = [int(f) for f in result[4 + n:4 + 2 * n]]
-        if not exclude:
-            self.stats.index_evictions += int(result[2])
-            last_use = result[3]
-            note.last_use = last_use.decode() if isinstance(last_use, bytes) else str(last_use or "")
-        note.matches = dict(zip(note.ids, matches, strict=True))
-        by_id = {w.id: w for w in candidates}
-        if chosen >= 0 and note.reserved is None:
-            note.reserved = note.ids[chosen]
-        if not exclude and chosen >= 0 and note.ids[chosen] in by_id:
-            worker = by_id[note.ids[chosen]]
-            if by_affinity:
-                self.stats.affinity_hits += 1
-        else:  # a retry, or the pool changed during the round trip: the same rule, locally
-            inflight = dict(zip(note.ids, flights, strict=True))
-            loads = [inflight.get(w.id, 0) + w.metrics.get("waiting", 0.0) for w in candidates]
-            kv = [w.metrics.get("kv", 0.0) for w in candidates]
-            found = [note.matches.get(w.id, 0) for w in candidates]
-            allowed = [w.id not in exclude for w in candidates]
-            rule = replace(self.config.rule, load_cost=self._load_cost())
-            index, _ = pick(found, loads, kv, allowed, rule, self._next_turn() % len(candidates),
-                            prefix=self.config.policy == PREFIX_AWARE)
-            if index < 0:
-                return None
-            worker = candidates[index]
-        note.predicted_blocks = note.matches.get(worker.id, 0)
-        if note.predicted_blocks:
-            self.stats.prefix_hits += 1
-        return worker
-
-    def _by_session(self, note: _Note, allowed: list[Worker]) -> Worker:
-        """Rendezvous hashing on the conversation hint (or the first block, or random)."""
-        seed = note.hint or (note.key.block(0).hex() if note.key.blocks else None)
-        if seed is None:
-            return allowed[self._rng.randrange(len(allowed))]
-        return max(allowed, key=lambda w: xxh3_64_intdigest(w.id.encode(), xxh3_64_intdigest(seed.encode())))
+        return RouteNote(key=key, salt=salt, hint=hint_key)
 
     def _load_cost(self) -> float:
         """Blocks of prefill one request in flight is worth (see RouterConfig.load_cost_tokens)."""
@@ -337,4 +308,3 @@ class PrefixRouter:
             prefix = self._keys.routing_prefix()
             for key in [k for k in self._local.keys() if k.startswith(prefix)]:  # noqa: SIM118
                 self._local.delete(key)
-

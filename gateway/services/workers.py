@@ -9,7 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import Worker as WorkerRow
-from gateway.routing.pool import Worker, WorkerPool, worker_id_for
+from gateway.routing.pool import WorkerPool
+from gateway.routing.worker import Worker, worker_id_for
 from gateway.services.keys import NotFound, now
 
 

@@ -80,12 +80,12 @@ def test_blocks_grow_coarse_after_the_first_ones() -> None:
 def test_the_salt_is_spliced_into_the_forwarded_body() -> None:
     import orjson
 
-    from gateway.front.openai_body import CHAT, parse
+    from gateway.front.chat import ChatCompletions
     from gateway.pipeline.exchange import Exchange
     from gateway.pipeline.principal import Principal
 
     for raw in (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]} \n',
                 b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'):
-        ex = Exchange("r", Principal("k", "o", "o", "s", True), parse(raw, CHAT), "/v1/chat/completions", raw)
+        ex = Exchange("r", Principal("k", "o", "o", "s", True), ChatCompletions().parse(raw), "/v1/chat/completions", raw)
         ex.set_fields({"cache_salt": "s"})
         assert orjson.loads(ex.payload) == {**orjson.loads(raw), "cache_salt": "s"}

@@ -11,7 +11,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from gateway.asgi import run_until_disconnect
-from gateway.front.openai_body import CHAT, parse
+from gateway.front.chat import ChatCompletions
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal
 from gateway.proxy.forward import Forwarder
@@ -44,7 +44,7 @@ async def test_settling_is_not_cancelled_by_the_completed_response(own_redis: Ow
                 raw = b'{"model": "%s", "max_tokens": 2, "messages": [{"role": "user", "content": "hi %d"}]}' % (
                     MODEL.encode(), i)
                 ex = Exchange(request_id=f"r{i}", principal=Principal("k", "o", "o", "salt", True),
-                              request=parse(raw, CHAT), path="/v1/chat/completions", payload=raw)
+                              request=ChatCompletions().parse(raw), path="/v1/chat/completions", payload=raw)
                 complete = asyncio.Event()
 
                 async def send(message: dict[str, Any], complete: asyncio.Event = complete) -> None:
