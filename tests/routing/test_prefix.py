@@ -86,6 +86,7 @@ def test_the_salt_is_spliced_into_the_forwarded_body() -> None:
 
     for raw in (b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]} \n',
                 b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'):
-        ex = Exchange("r", Principal("k", "o", "o", "s", True), ChatCompletions().parse(raw), "/v1/chat/completions", raw)
+        request = ChatCompletions().parse(raw)
+        ex = Exchange("r", Principal("k", "o", "o", "s", True), request, "/v1/chat/completions", raw)
         ex.set_fields({"cache_salt": "s"})
         assert orjson.loads(ex.payload) == {**orjson.loads(raw), "cache_salt": "s"}
