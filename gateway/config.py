@@ -59,8 +59,14 @@ class Settings(BaseSettings):
     # How often each replica re-reads the workers added through the admin API.
     worker_sync_interval_s: float = 2.0
     upstream_connect_timeout_s: float = 3.0
-    # Time allowed until the worker's response headers arrive (covers queueing and prefill).
+    # Longest wait for the next bytes from a worker (headers, or the next chunk of a stream).
     upstream_read_timeout_s: float = 600.0
+    # A non-streaming request's whole time on a worker (queueing, prefill and decoding).
+    upstream_timeout_s: float = Field(default=600.0, gt=0.0)
+    # A stream's first chunk must come within this (queueing and prefill); else it is retried elsewhere.
+    upstream_ttft_timeout_s: float = Field(default=120.0, gt=0.0)
+    # A non-streaming answer larger than this is refused with 502 instead of being held in memory.
+    upstream_max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     upstream_max_connections: int = 1000
     auto_migrate: bool = True
     # One JSON line per request on the "gateway.requests" logger (never a key or a prompt).

@@ -16,11 +16,12 @@ from gateway.auth import KeyCache
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.limits.stage import RateLimitStage
-from gateway.metering.budget import Budgets
 from gateway.metering.tasks import BillingRuntime
 from gateway.observability.prometheus import GatewayMetrics, StatsCollector
 from gateway.observability.requestlog import RequestLog
+from gateway.pipeline.contract import Stage
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.relay import Relay
 from gateway.routing.choose import RuleParams
 from gateway.routing.pool import WorkerPool
 from gateway.routing.router import PrefixRouter, RouterConfig
@@ -33,7 +34,7 @@ from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.resp import RespClient
-from gateway.upstream.openai_worker import make_session
+from gateway.upstream.openai_worker import OpenAIWorkers, make_session
 
 log = logging.getLogger("gateway")
 
@@ -81,8 +82,7 @@ class Runtime:
             "gateway_stripe_events_total": [({"result": "sent"}, b.stripe_events_sent),
                                             ({"result": "failed"}, b.stripe_events_failed)],
             "gateway_stripe_last_success_timestamp_seconds": [({}, b.stripe_last_success)],
-            "gateway_budget_rejections_total": [({}, sum(s.rejections for s in self.billing.stages
-                                                         if isinstance(s, Budgets)))],
+            "gateway_budget_rejections_total": [({}, self.billing.budgets.rejections if self.billing.budgets else 0)],
         }
         if self.limiter is not None:
             lim = self.limiter.stats
@@ -132,6 +132,16 @@ def router_config(settings: Settings) -> RouterConfig:
     )
 
 
+def stage_order(billing: BillingRuntime, limiter: RateLimitStage) -> list[Stage]:
+    """Every stage of the request path, in the one order they run (plan, admit, finish).
+
+    Metering comes first so that it settles every request, also one a later stage refused (refusals are
+    counted); then the rate limits; then the spend caps, so a request a limit refused reserves no budget.
+    """
+    stages: list[Stage | None] = [billing.metering, limiter, billing.budgets]
+    return [s for s in stages if s is not None]
+
+
 @contextlib.asynccontextmanager
 async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     url = settings.sqlalchemy_url
@@ -161,8 +171,9 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
-        forwarder=Forwarder(http, pool, router, stages=[*billing.first_stages, limiter, *billing.stages], state=state,
-                            fallback=local_state),
+        forwarder=Forwarder(OpenAIWorkers(http, settings),
+                            Relay(settings.upstream_max_response_bytes, settings.upstream_ttft_timeout_s),
+                            pool, router, stages=stage_order(billing, limiter), state=state, fallback=local_state),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),

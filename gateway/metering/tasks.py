@@ -28,7 +28,6 @@ from billing.stripe.sync import SyncReport
 from gateway.config import Settings
 from gateway.metering.budget import Budgets
 from gateway.metering.stage import Metering, PriceCatalog, local_queue
-from gateway.pipeline.contract import Stage
 from gateway.services.billing import BillingService
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
@@ -63,10 +62,9 @@ class BillingRuntime:
     redis: Redis | None
     queue_consumer: QueueConsumer
     stream_consumers: list[StreamConsumer]
-    stages: list[Stage] = field(default_factory=list)
-    # Stages placed before every other stage: they settle every request, also one a later stage refused
-    # (metering counts rate-limited refusals).
-    first_stages: list[Stage] = field(default_factory=list)
+    # The two stages (None with metering off); their place in the request path is runtime.stage_order.
+    metering: Metering | None = None
+    budgets: Budgets | None = None
     # Stopped by setting this, never by cancelling a task in the middle of a SQL transaction.
     stats: BillingStats = field(default_factory=BillingStats)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -86,13 +84,12 @@ class BillingRuntime:
                                       batch_size=settings.ledger_batch_size,
                                       block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
                        for i in range(max(0, settings.ledger_writers))]
-        stages: list[Stage] = []
-        first: list[Stage] = []
+        metering = budgets = None
         if settings.metering_enabled:
-            stages = [Budgets(keyspace, catalog, settings.budget_default_output_tokens,
-                              settings.budget_reservation_ttl_s)]
-            first = [Metering(keyspace, catalog, shared=redis is not None)]
-        return cls(settings, service, catalog, keyspace, redis, queue, streams, stages, first)
+            budgets = Budgets(keyspace, catalog, settings.budget_default_output_tokens,
+                              settings.budget_reservation_ttl_s)
+            metering = Metering(keyspace, catalog, shared=redis is not None)
+        return cls(settings, service, catalog, keyspace, redis, queue, streams, metering, budgets)
 
     async def refresh_plans(self) -> None:
         self.catalog.book = await self.service.plan_book()

@@ -4,9 +4,9 @@ Order of work: every stage and the router queue their shared-state operations in
 (one Redis call); stages admit or refuse; the router picks a worker; the body goes out; the answer
 is relayed as it arrives; stages settle in the end.
 
-Retry rule: if connecting fails or the worker answers 5xx before any byte went to the client, try
-once more on another worker; after the first byte, never. A stream cut by the worker ends with an
-OpenAI-shaped error event so the client's SDK raises instead of taking a truncated answer as whole.
+Retry rule: if the worker could not take the request (no connection, a dropped connection, no answer
+or no first stream byte in time) or answers 5xx before any byte went to the client, try once more, on
+another worker when there is one; after the first byte, never. ``relay.py`` passes the answer on.
 """
 
 from __future__ import annotations
@@ -17,32 +17,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
-import orjson
-
 from gateway import errors
 from gateway.asgi import Send
-from gateway.pipeline.contract import Router, Stage
+from gateway.pipeline.contract import Retryable, Router, Stage, Upstream
 from gateway.pipeline.exchange import Exchange
-from gateway.proxy.sse_tap import SseTap
+from gateway.proxy.relay import Relay
 from gateway.routing.pool import WorkerPool
 from gateway.routing.worker import Worker
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.memory import MemoryState
-from gateway.upstream.openai_worker import CONNECT_ERRORS
 
 log = logging.getLogger("gateway.proxy")
 
 _MAX_ATTEMPTS = 2
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no")]
-_DONE = b"data: [DONE]"
 
 
 class Forwarder:
-    def __init__(self, session: aiohttp.ClientSession, pool: WorkerPool, router: Router[Worker],
+    def __init__(self, upstream: Upstream[Worker], relay: Relay, pool: WorkerPool, router: Router[Worker],
                  stages: Sequence[Stage], state: StateStore, fallback: MemoryState) -> None:
-        self._session = session
+        self._upstream = upstream
+        self._relay = relay
         self._pool = pool
         self._router = router
         self._stages = list(stages)
@@ -122,12 +116,14 @@ class Forwarder:
     async def _dispatch(self, ex: Exchange, results: list[Any], send: Send, admitted: list[Stage]) -> None:
         model = ex.request.model
         tried: list[str] = []
-        failure: errors.GatewayError | None = None
+        failure: Retryable | None = None
         for _ in range(_MAX_ATTEMPTS):
             candidates = self._pool.candidates(model)
             if not candidates and not tried and model not in self._pool.known_models():
                 raise errors.model_not_found(model)
             worker = self._router.choose(ex, results, candidates, tried)
+            if worker is None and failure is not None and not failure.mark_failed and ex.worker is not None:
+                worker = self._pool.get(ex.worker.id)  # a dropped connection: the same worker, a new connection
             if worker is None:
                 break
             tried.append(worker.id)
@@ -140,108 +136,44 @@ class Forwarder:
                 worker.inflight -= 1
             if failure is None:
                 return
+            log.warning("worker %s could not take %s: %s", worker.id, ex.request_id, failure.reason)
+            if failure.mark_failed:
+                self._pool.mark_failed(worker, failure.reason)
         ex.outcome = "upstream_error"
-        raise failure or errors.no_worker(model)
+        if failure is not None:
+            raise errors.upstream_failed(failure.reason)
+        raise errors.no_worker(model)
 
-    async def _attempt(self, ex: Exchange, worker: Worker, send: Send,
-                       admitted: list[Stage]) -> errors.GatewayError | None:
-        """Relay one try; returns an error (nothing sent to the client) when another try may help."""
-        headers = {"Content-Type": "application/json", "x-request-id": ex.request_id}
+    async def _attempt(self, ex: Exchange, worker: Worker, send: Send, admitted: list[Stage]) -> Retryable | None:
+        """Relay one try; returns why it failed when nothing reached the client and another try may help."""
         if ex.upstream_started_at is None:
             ex.upstream_started_at = time.perf_counter()
         try:
-            resp = await self._session.post(worker.url + ex.path, data=ex.payload, headers=headers)
-        except aiohttp.ServerTimeoutError as exc:
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                self._pool.mark_failed(worker, "connect timeout")
-                return errors.upstream_failed("connect timeout")
-            raise errors.upstream_timeout() from None
-        except CONNECT_ERRORS as exc:
-            self._pool.mark_failed(worker, f"connect failed: {exc.__class__.__name__}")
-            return errors.upstream_failed(f"could not connect ({exc.__class__.__name__})")
+            reply = await self._upstream.open(ex, worker)
+        except Retryable as exc:
+            return exc
         complete = False
         try:
-            if resp.status >= 500:
-                detail = (await resp.read())[:200].decode(errors="replace")
-                log.warning("worker %s answered %s: %s", worker.id, resp.status, detail)
+            if reply.status >= 500:
+                detail = (await reply.body(4096))[:200].decode(errors="replace")
+                log.warning("worker %s answered %s: %s", worker.id, reply.status, detail)
                 complete = True
-                return errors.upstream_failed(f"worker answered {resp.status}")
-            ex.status = resp.status
+                return Retryable(f"worker answered {reply.status}", mark_failed=False)
+            ex.status = reply.status
             extra = [(b"x-request-id", ex.request_id.encode()), (b"x-gateway-worker", worker.id.encode()),
                      *ex.response_headers]
-            if ex.request.stream and resp.status == 200:
-                complete = await self._relay_stream(ex, resp, send, extra, admitted)
+
+            async def settle() -> None:
+                await self._settle(ex, admitted)
+
+            if ex.request.stream and reply.status == 200:
+                complete = await self._relay.stream(ex, reply, send, extra, settle)
             else:
-                complete = await self._relay_whole(ex, resp, send, extra, admitted)
+                await self._relay.whole(ex, reply, send, extra, settle)
+                complete = True
             return None
+        except Retryable as exc:
+            return exc
         finally:
             ex.finished_at = time.perf_counter()
-            if complete:
-                resp.release()
-            else:
-                resp.close()  # drop the connection: the worker sees the cancel
-
-    async def _relay_whole(self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send,
-                           extra: list[tuple[bytes, bytes]], admitted: list[Stage]) -> bool:
-        try:
-            body = await resp.read()
-        except CONNECT_ERRORS as exc:
-            raise errors.upstream_failed(f"connection lost ({exc.__class__.__name__})") from None
-        ex.first_byte_at = time.perf_counter()
-        if resp.status == 200:
-            try:
-                parsed = orjson.loads(body)
-                usage = parsed.get("usage") if isinstance(parsed, dict) else None
-                ex.usage = usage if isinstance(usage, dict) else None
-                model = parsed.get("model") if isinstance(parsed, dict) else None
-                ex.served_model = model[:200] if isinstance(model, str) and model else None
-            except orjson.JSONDecodeError:
-                log.warning("worker %s sent a body that is not JSON", resp.url.host)
-        ctype = resp.headers.get("Content-Type", "application/json").encode()
-        ex.finished_at = time.perf_counter()
-        await asyncio.shield(self._settle(ex, admitted))  # a client leaving now must not lose it
-        await send({"type": "http.response.start", "status": resp.status,
-                    "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *extra]})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-        ex.responded = True
-        ex.bytes_sent = len(body)
-        return True
-
-    async def _relay_stream(self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send,
-                            extra: list[tuple[bytes, bytes]], admitted: list[Stage]) -> bool:
-        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *extra]})
-        tap = SseTap(drop_usage_event=not ex.request.include_usage)
-        tail = b""
-        cut: str | None = None
-        try:
-            async for chunk in resp.content.iter_any():
-                if ex.first_byte_at is None:
-                    ex.first_byte_at = time.perf_counter()
-                out = tap.feed(chunk)
-                tail = (tail + chunk)[-64:]
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                    ex.bytes_sent += len(out)
-        except CONNECT_ERRORS as exc:
-            cut = exc.__class__.__name__
-        finally:
-            ex.usage = tap.usage
-            ex.content_events = tap.content_events
-            ex.reasoning_events = tap.reasoning_events
-            ex.served_model = tap.model
-        if cut is None and _DONE not in tail:
-            cut = "stream ended without [DONE]"
-        if cut is not None:
-            ex.outcome = "upstream_cut"
-            log.warning("stream %s from worker %s cut: %s", ex.request_id, resp.url.host, cut)
-            event = errors.upstream_failed(f"the stream was interrupted ({cut})").body_bytes()
-            ex.finished_at = time.perf_counter()
-            await asyncio.shield(self._settle(ex, admitted))
-            await send({"type": "http.response.body", "body": b"data: " + event + b"\n\n", "more_body": False})
-            ex.responded = True
-            return False
-        ex.finished_at = time.perf_counter()
-        await asyncio.shield(self._settle(ex, admitted))  # a client leaving now must not lose it
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        ex.responded = True
-        return True
+            reply.close(complete)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 from sqlalchemy import delete, select
@@ -18,18 +19,25 @@ class WorkerService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], pool: WorkerPool) -> None:
         self._sessions = sessions
         self._pool = pool
+        # A sync reads SQL, then changes the pool: an add or remove between the two would be undone.
+        self._lock = asyncio.Lock()
 
     async def add(self, url: str) -> Worker:
         url = url.rstrip("/")
-        async with self._sessions() as s:
-            s.add(WorkerRow(id=worker_id_for(url), url=url, created_at=now()))
-            with contextlib.suppress(IntegrityError):  # already registered: adding is idempotent
-                await s.commit()
-        worker = self._pool.add(url, "admin")
+        async with self._lock:
+            async with self._sessions() as s:
+                s.add(WorkerRow(id=worker_id_for(url), url=url, created_at=now()))
+                with contextlib.suppress(IntegrityError):  # already registered: adding is idempotent
+                    await s.commit()
+            worker = self._pool.add(url, "admin")
         await self._pool.check(worker)
         return worker
 
     async def remove(self, worker_id: str) -> None:
+        async with self._lock:
+            await self._remove(worker_id)
+
+    async def _remove(self, worker_id: str) -> None:
         async with self._sessions() as s:
             result = await s.execute(delete(WorkerRow).where(WorkerRow.id == worker_id))
             await s.commit()
@@ -41,6 +49,7 @@ class WorkerService:
 
     async def sync(self) -> list[Worker]:
         """Bring this replica's pool in line with SQL; returns the workers that went away."""
-        async with self._sessions() as s:
-            urls = list((await s.execute(select(WorkerRow.url))).scalars())
-        return self._pool.sync_admin(urls)
+        async with self._lock:
+            async with self._sessions() as s:
+                urls = list((await s.execute(select(WorkerRow.url))).scalars())
+            return self._pool.sync_admin(urls)

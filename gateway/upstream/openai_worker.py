@@ -1,10 +1,28 @@
-"""The upstream client: one pooled aiohttp session for all workers, built in the app's lifespan."""
+"""The back adapter for OpenAI-compatible workers (vLLM, SGLang): one pooled aiohttp session for all
+of them, built in the app's lifespan.
+
+``OpenAIWorkers.open`` posts the forwarded body and returns once the worker's response headers
+arrived. Failures that another worker may not share (it could not be reached, it dropped the
+connection, it did not answer in time) are ``Retryable``; the forwarder decides whether to try again.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import aiohttp
 
+from gateway import errors
 from gateway.config import Settings
+from gateway.pipeline.contract import Retryable
+from gateway.pipeline.exchange import Exchange, Target
+
+# What counts as "the connection failed" while a body is read: the answer is cut.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    TimeoutError,
+)
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
@@ -28,10 +46,70 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
-# What counts as "the worker could not take the request" (safe to retry on another worker when no
-# byte has reached the client yet).
-CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-    TimeoutError,
-)
+class WorkerReply:
+    """A worker's answer whose headers arrived (the ``UpstreamReply`` of this adapter)."""
+
+    __slots__ = ("_resp", "content_type", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.content_type = resp.headers.get("Content-Type", "application/json")
+
+    async def body(self, limit: int) -> bytes:
+        declared = self._resp.content_length
+        if declared is not None and declared > limit:
+            raise errors.upstream_failed(f"the worker's response is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in self._resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise errors.upstream_failed(f"the worker's response is larger than {limit} bytes")
+                chunks.append(chunk)
+        except CONNECT_ERRORS as exc:
+            raise errors.upstream_failed(f"connection lost ({exc.__class__.__name__})") from None
+        return b"".join(chunks)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._resp.content.iter_any():
+            yield chunk
+
+    def close(self, complete: bool) -> None:
+        if complete:
+            self._resp.release()
+        else:
+            self._resp.close()  # drop the connection: the worker sees the cancel
+
+
+class OpenAIWorkers:
+    """``Upstream`` for OpenAI-compatible workers."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        self._session = session
+        # Non-streaming: the whole answer is generated before the headers come; streams send them at once.
+        self._whole_timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s,
+                                                    connect=settings.upstream_connect_timeout_s,
+                                                    sock_read=settings.upstream_read_timeout_s)
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout_s,
+                                                     sock_read=settings.upstream_read_timeout_s)
+
+    async def open(self, ex: Exchange, target: Target) -> WorkerReply:
+        headers = {"Content-Type": "application/json", "x-request-id": ex.request_id}
+        timeout = self._stream_timeout if ex.request.stream else self._whole_timeout
+        try:
+            resp = await self._session.post(target.url + ex.path, data=ex.payload, headers=headers, timeout=timeout)
+        except aiohttp.ConnectionTimeoutError:
+            raise Retryable("connect timeout") from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            # Headers did not come in time: the worker is stuck (a non-stream request past its total).
+            raise Retryable("no answer in time") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise Retryable(f"could not connect ({exc.__class__.__name__})") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            # Often a pooled keep-alive connection the worker had closed: not a sign the worker is down.
+            raise Retryable(f"connection dropped ({exc.__class__.__name__})", mark_failed=False) from None
+        except CONNECT_ERRORS as exc:
+            raise Retryable(f"could not connect ({exc.__class__.__name__})") from None
+        return WorkerReply(resp)

@@ -11,10 +11,12 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from gateway.asgi import run_until_disconnect
+from gateway.config import Settings
 from gateway.front.chat import ChatCompletions
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.relay import Relay
 from gateway.routing.pool import WorkerPool
 from gateway.routing.router import PrefixRouter
 from gateway.sim.config import SimConfig
@@ -22,6 +24,7 @@ from gateway.sim.run import start_sim_server
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.upstream.openai_worker import OpenAIWorkers
 from tests.conftest import MODEL
 from tests.routing.conftest import OwnRedis
 
@@ -38,7 +41,8 @@ async def test_settling_is_not_cancelled_by_the_completed_response(own_redis: Ow
         await pool.check_all()
         local, shared = MemoryState(), RedisState(client)
         router = PrefixRouter(pool, keys, local, shared)
-        forwarder = Forwarder(http, pool, router, stages=[], state=shared, fallback=local)
+        forwarder = Forwarder(OpenAIWorkers(http, Settings()), Relay(1 << 20, 10.0), pool, router, stages=[],
+                              state=shared, fallback=local)
         try:
             for i in range(5):
                 raw = b'{"model": "%s", "max_tokens": 2, "messages": [{"role": "user", "content": "hi %d"}]}' % (
