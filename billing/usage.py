@@ -9,6 +9,8 @@ record as counted rather than reported.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +19,34 @@ import orjson
 
 from billing.money import Tokens
 
+# No request has more tokens than this in any field: a usage object claiming more is not believed.
+MAX_REQUEST_TOKENS = 100_000_000
+# The ledger's column limits, checked before a record enters the usage stream.
+_TEXT_LIMITS = {"request_id": 64, "org_id": 40, "key_id": 40, "end_user": 200, "model": 200, "requested_model": 200,
+                "worker": 200, "plan": 100, "status": 32}
+_INT64 = (1 << 63) - 1
+_INT32 = (1 << 31) - 1
+
+
+class InvalidUsage(ValueError):
+    """A worker's usage object with a count no request can have (above ``MAX_REQUEST_TOKENS``)."""
+
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A count; what is not a positive integer counts 0, as a missing field does. A float is not
+    believed: JSON parsers turn integers beyond 64 bits into floats."""
+    if isinstance(value, float) and value > 0:
+        raise InvalidUsage(f"a token count is not an integer: {str(value)[:40]}")
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        return 0
+    if value > MAX_REQUEST_TOKENS:
+        raise InvalidUsage(f"a token count is out of range: {str(value)[:40]}")
+    return value
 
 
 def tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
-    """Billable tokens from an OpenAI-style usage object (tolerant of missing or odd fields)."""
+    """Billable tokens from an OpenAI-style usage object (missing or odd fields count 0); raises
+    ``InvalidUsage`` for counts no request can have, so that they are never billed as reported."""
     prompt = _int(usage.get("prompt_tokens"))
     completion = _int(usage.get("completion_tokens"))
     prompt_details = usage.get("prompt_tokens_details")
@@ -104,11 +127,32 @@ class UsageRecord:
     kind: str = "usage"
 
     def encode(self) -> bytes:
-        return orjson.dumps(self)  # orjson serialises dataclasses natively (fast, no asdict copy)
+        try:
+            return orjson.dumps(self)  # orjson serialises dataclasses natively (fast, no asdict copy)
+        except TypeError:  # an integer beyond 64 bits: kept as it is, for the dead letters to show
+            return json.dumps(dataclasses.asdict(self)).encode()
 
     @classmethod
     def decode(cls, raw: bytes | str) -> UsageRecord:
         return cls(**orjson.loads(raw))
+
+    def problems(self) -> list[str]:
+        """Why the ledger could never store this record (empty when it can): each text within its
+        column, each number a non-negative integer within its column."""
+        found: list[str] = []
+        for name, limit in _TEXT_LIMITS.items():
+            value = getattr(self, name)
+            if value is None and name == "end_user":
+                continue
+            if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+                found.append(f"{name}: not a text of at most {limit} characters")
+        for name in ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks",
+                     "billed_ticks", "started_at_ms", "ttfb_ms", "duration_ms", "http_status"):
+            value = getattr(self, name)
+            bound = _INT32 if name in ("ttfb_ms", "duration_ms", "http_status") else _INT64
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= bound:
+                found.append(f"{name}: {str(value)[:40]} is not an integer in [0, {bound}]")
+        return found
 
     @property
     def refused(self) -> bool:

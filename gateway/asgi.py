@@ -69,7 +69,8 @@ async def _wait_disconnect(receive: Receive) -> None:
 
 
 async def run_until_disconnect(work: Awaitable[None], receive: Receive,
-                               responded: Callable[[], bool] | None = None) -> bool:
+                               responded: Callable[[], bool] | None = None,
+                               gone: Callable[[], None] | None = None) -> bool:
     """Run ``work`` while watching the client; cancel it the moment the client disconnects.
 
     Returns True if ``work`` finished, False if the client went away first. Cancelling ``work``
@@ -77,6 +78,9 @@ async def run_until_disconnect(work: Awaitable[None], receive: Receive,
     Once ``responded()`` is true (the whole answer was sent), a disconnect no longer cancels: what
     is left is settling (leases, reservations, usage), which must complete. uvicorn reports a
     disconnect as soon as a response is complete, so this matters on every request.
+
+    With ``gone``, a disconnect does not cancel ``work`` either: ``gone()`` is called and ``work`` runs
+    to its end (what it sends then is dropped by the server); returns False.
     """
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(receive))
@@ -93,6 +97,10 @@ async def run_until_disconnect(work: Awaitable[None], receive: Receive,
     if responded is not None and responded():
         await task
         return True
+    if gone is not None:
+        gone()
+        await task
+        return False
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     ledger_writers: int = 2
     # How long the ledger writer waits when nothing arrived (embedded queue, Redis stream block).
     ledger_flush_interval_s: float = 0.5
+    # Records this replica appended to the usage stream in the last this many seconds (at most
+    # ledger_spool_max) are appended again if Redis loses the stream (the ledger drops repeats).
+    ledger_spool_s: float = Field(default=300.0, ge=0.0)
+    ledger_spool_max: int = Field(default=100_000, ge=1)
     # How often each replica re-reads price plans (budgets follow the key cache TTL).
     billing_refresh_interval_s: float = 5.0
     # Output tokens a budget reservation assumes when the request sets no max_tokens.

@@ -13,10 +13,11 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.auth import KeyCache
+from gateway.background import TaskFailures, every
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.limits.stage import RateLimitStage
-from gateway.metering.tasks import BillingRuntime
+from gateway.metering.tasks import MeteringTasks
 from gateway.observability.prometheus import GatewayMetrics, StatsCollector
 from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.contract import Stage
@@ -56,15 +57,17 @@ class Runtime:
     forwarder: Forwarder
     metrics: GatewayMetrics
     request_log: RequestLog
-    billing: BillingRuntime
+    billing: MeteringTasks
     router: PrefixRouter
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    failures: TaskFailures = field(default_factory=TaskFailures)
     limiter: RateLimitStage | None = None
     plans: PlanService | None = None
 
     def operational_stats(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         """What the components count as plain attributes, for the metrics collector (scrape time only)."""
-        r, b = self.router.stats, self.billing.stats
+        r, led, st = self.router.stats, self.billing.ledger, self.billing.stripe
         out: dict[str, list[tuple[dict[str, str], float]]] = {
             "gateway_routing_predicted_cached_tokens_total": [({}, r.predicted_cached_tokens)],
             "gateway_routing_reported_cached_tokens_total": [({}, r.reported_cached_tokens)],
@@ -72,16 +75,21 @@ class Runtime:
             "gateway_routing_feedback_corrections_total": [({}, r.feedback_corrections)],
             "gateway_routing_local_fallbacks_total": [({}, r.local_fallbacks)],
             "gateway_routing_worker_purges_total": [({}, r.worker_purges)],
-            "gateway_usage_stream_backlog": [({}, b.stream_backlog)],
+            "gateway_usage_stream_backlog": [({}, led.backlog)],
             "gateway_usage_queue_pending": [({}, self.billing.queue_consumer.pending())],
-            "gateway_ledger_batches_total": [({}, b.ledger_batches)],
-            "gateway_ledger_records_total": [({}, b.ledger_records)],
-            "gateway_ledger_errors_total": [({}, b.ledger_errors)],
-            "gateway_stripe_sync_runs_total": [({"result": "ok"}, b.stripe_runs_ok),
-                                               ({"result": "failed"}, b.stripe_runs_failed)],
-            "gateway_stripe_events_total": [({"result": "sent"}, b.stripe_events_sent),
-                                            ({"result": "failed"}, b.stripe_events_failed)],
-            "gateway_stripe_last_success_timestamp_seconds": [({}, b.stripe_last_success)],
+            "gateway_ledger_batches_total": [({}, led.batches)],
+            "gateway_ledger_records_total": [({}, led.records)],
+            "gateway_ledger_errors_total": [({}, led.errors)],
+            "gateway_ledger_dead_letters_total": [({}, led.dead_letters)],
+            "gateway_ledger_last_write_timestamp_seconds": [({}, led.last_write)],
+            "gateway_usage_stream_lost_total": [({}, led.groups_recreated)],
+            "gateway_usage_spool_replayed_records_total": [({}, led.spool_records)],
+            "gateway_background_failures_total": [({"job": job}, n) for job, n in
+                                                  {**self.billing.failures.counts, **self.failures.counts}.items()],
+            "gateway_stripe_sync_runs_total": [({"result": "ok"}, st.runs_ok), ({"result": "failed"}, st.runs_failed)],
+            "gateway_stripe_events_total": [({"result": "sent"}, st.events_sent),
+                                            ({"result": "failed"}, st.events_failed)],
+            "gateway_stripe_last_success_timestamp_seconds": [({}, st.last_success)],
             "gateway_budget_rejections_total": [({}, self.billing.budgets.rejections if self.billing.budgets else 0)],
         }
         if self.limiter is not None:
@@ -107,17 +115,6 @@ class Runtime:
         return checks
 
 
-async def _every(interval: float, job: str, step: object) -> None:
-    while True:
-        try:
-            await step()  # type: ignore[operator]
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("background job %s failed; retrying in %.1fs", job, interval)
-        await asyncio.sleep(interval)
-
-
 def router_config(settings: Settings) -> RouterConfig:
     return RouterConfig(
         policy=settings.routing_policy, block_bytes=settings.routing_block_bytes,
@@ -132,7 +129,7 @@ def router_config(settings: Settings) -> RouterConfig:
     )
 
 
-def stage_order(billing: BillingRuntime, limiter: RateLimitStage) -> list[Stage]:
+def stage_order(billing: MeteringTasks, limiter: RateLimitStage) -> list[Stage]:
     """Every stage of the request path, in the one order they run (plan, admit, finish).
 
     Metering comes first so that it settles every request, also one a later stage refused (refusals are
@@ -164,7 +161,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     keyspace = KeySpace(settings.redis_prefix)
     limiter = RateLimitStage(keyspace, replicas=settings.replicas,
                              default_max_tokens=settings.limits_default_max_tokens, lease_s=settings.limits_lease_s)
-    billing = BillingRuntime.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
+    billing = MeteringTasks.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
                                    local_state)
     router = PrefixRouter(pool, keyspace, local_state, state, router_config(settings))
     rt = Runtime(
@@ -184,10 +181,13 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await pool.check_all()
         await billing.refresh_plans()
         billing.start()
-        rt.tasks.append(asyncio.create_task(_every(settings.health_interval_s, "health", pool.check_all)))
-        rt.tasks.append(asyncio.create_task(_every(settings.worker_sync_interval_s, "worker-sync", workers.sync)))
+        rt.tasks.append(asyncio.create_task(every(settings.health_interval_s, "health", pool.check_all, rt.stopping,
+                                                  rt.failures)))
+        rt.tasks.append(asyncio.create_task(every(settings.worker_sync_interval_s, "worker-sync", workers.sync,
+                                                  rt.stopping, rt.failures)))
         yield rt
     finally:
+        rt.stopping.set()
         for task in rt.tasks:
             task.cancel()
         await asyncio.gather(*rt.tasks, return_exceptions=True)

@@ -5,7 +5,14 @@ idempotent insert, and only after the commit acknowledged (XACK) and deleted. En
 read but never acknowledged stay pending and are claimed again (XAUTOCLAIM) once idle for
 ``claim_idle_ms``; the idempotent insert makes the second write a no-op for rows already committed.
 
+If Redis lost its data (a restart without persistence, a failover to a replica that never had the
+group), reads answer NOGROUP: the consumer creates the group again and goes on; the ``epoch`` key
+set with the group tells every replica that it happened (see ``StreamConsumer.epoch``).
+
 ``QueueConsumer``: the embedded default, an in-process queue drained into SQLite in batches.
+
+Both hand their batches to a ``LedgerSink``, which moves a record that can never be written to the dead
+letters instead of letting it block the records behind it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from billing.ledger.writer import LedgerWriter
+from billing.ledger.dead_letters import DeadLetter, letter_for
+from billing.ledger.sink import LedgerSink, Stored
 from billing.usage import UsageRecord
 
 log = logging.getLogger("billing.ledger")
@@ -34,30 +42,34 @@ FIELD = b"r"
 class Batch:
     ids: list[bytes]
     records: list[UsageRecord]
-    poison: list[tuple[bytes, bytes]]  # (id, raw) of entries that are not usage records
+    poison: list[DeadLetter]  # entries that are not usage records
 
 
 def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> Batch:
     ids: list[bytes] = []
     records: list[UsageRecord] = []
-    poison: list[tuple[bytes, bytes]] = []
+    poison: list[DeadLetter] = []
     for entry_id, fields in entries:
         ids.append(entry_id)
         raw = fields.get(FIELD, b"")
         try:
             records.append(UsageRecord.decode(raw))
-        except (orjson.JSONDecodeError, TypeError) as exc:
-            log.error("usage entry %s is not a usage record (%s); moved to the dead-letter stream", entry_id, exc)
-            poison.append((entry_id, raw))
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            poison.append(letter_for(raw, f"not a usage record: {exc}"))
     return Batch(ids, records, poison)
 
 
+def _nogroup(exc: ResponseError) -> bool:
+    return "NOGROUP" in str(exc)
+
+
 class StreamConsumer:
-    def __init__(self, redis: Redis, stream: str, writer: LedgerWriter, *, consumer: str | None = None,
+    def __init__(self, redis: Redis, stream: str, sink: LedgerSink, *, epoch_key: str, consumer: str | None = None,
                  batch_size: int = 2000, block_ms: int = 1000, claim_idle_ms: int = 30_000) -> None:
         self._redis = redis
         self.stream = stream
-        self._writer = writer
+        self._epoch_key = epoch_key
+        self._sink = sink
         self.consumer = consumer or f"writer-{os.getpid()}-{os.urandom(3).hex()}"
         self._batch_size = batch_size
         self._block_ms = block_ms
@@ -65,6 +77,7 @@ class StreamConsumer:
         self._group_ready = False
         self._next_claim = 0.0
         self.last_read = 0  # entries the last read returned: fewer than a batch means caught up
+        self.groups_recreated = 0  # times a read found the group gone (Redis lost its data)
 
     async def ensure_group(self) -> None:
         if self._group_ready:
@@ -74,11 +87,34 @@ class StreamConsumer:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+        await self._redis.set(self._epoch_key, os.urandom(8).hex(), nx=True)
         self._group_ready = True
+
+    async def epoch(self) -> bytes:
+        """The token of the stream's current life; it changes when Redis lost the stream and its group."""
+        value = await self._redis.get(self._epoch_key)
+        if value is None:  # lost with the data: set a new one (with the group) for everybody
+            self._group_ready = False
+            await self.ensure_group()
+            value = await self._redis.get(self._epoch_key)
+        return value if isinstance(value, bytes) else str(value).encode()
 
     async def read(self) -> Batch:
         """Entries to write: first those another (dead) writer left pending, then new ones."""
         await self.ensure_group()
+        try:
+            return await self._read()
+        except ResponseError as exc:
+            if not _nogroup(exc):
+                raise
+        log.warning("the ledger group on %s is gone (Redis lost its data); creating it again", self.stream)
+        self.groups_recreated += 1
+        self._group_ready = False
+        self._next_claim = 0.0
+        await self.ensure_group()
+        return await self._read()
+
+    async def _read(self) -> Batch:
         entries: list[Any] = []
         now = time.monotonic()
         if now >= self._next_claim:  # look for a dead writer's entries now and then, not every batch
@@ -94,15 +130,10 @@ class StreamConsumer:
         self.last_read = len(entries)
         return _decode(entries)
 
-    async def store(self, batch: Batch) -> int:
-        return await self._writer.write(batch.records)
-
     async def ack(self, batch: Batch) -> None:
         if not batch.ids:
             return
         async with self._redis.pipeline(transaction=True) as pipe:
-            for entry_id, raw in batch.poison:
-                pipe.xadd(self.stream + ":dead", {FIELD: raw, b"id": entry_id})
             pipe.xack(self.stream, GROUP, *batch.ids)
             pipe.xdel(self.stream, *batch.ids)
             await pipe.execute()
@@ -111,12 +142,12 @@ class StreamConsumer:
     def caught_up(self) -> bool:
         return self.last_read < self._batch_size
 
-    async def step(self) -> int:
-        """Read, write and acknowledge one batch; returns the number of new ledger rows."""
+    async def step(self) -> Stored:
+        """Read, write and acknowledge one batch; returns what was stored."""
         batch = await self.read()
-        inserted = await self.store(batch)
+        stored = await self._sink.store(batch.records, batch.poison)
         await self.ack(batch)  # only after the commit
-        return inserted
+        return stored
 
     async def backlog(self) -> int:
         """Entries in the stream not yet acknowledged and deleted."""
@@ -127,32 +158,38 @@ class QueueConsumer:
     """Drains an in-process queue of records (objects, or encoded when a Redis trip fell back to local
     state); a failed write puts the batch back."""
 
-    def __init__(self, queue: deque[bytes | UsageRecord], writer: LedgerWriter, batch_size: int = 2000) -> None:
+    caught_up = True
+
+    def __init__(self, queue: deque[bytes | UsageRecord], sink: LedgerSink, batch_size: int = 2000) -> None:
         self._queue = queue
-        self._writer = writer
+        self._sink = sink
         self._batch_size = batch_size
 
     def pending(self) -> int:
         return len(self._queue)
 
-    async def step(self) -> int:
+    async def step(self) -> Stored:
         taken: list[bytes | UsageRecord] = []
         while self._queue and len(taken) < self._batch_size:
             taken.append(self._queue.popleft())
         if not taken:
-            return 0
+            return Stored(0, 0)
         records: list[UsageRecord] = []
+        poison: list[DeadLetter] = []
         for raw in taken:
             if isinstance(raw, UsageRecord):
                 records.append(raw)
                 continue
             try:
                 records.append(UsageRecord.decode(raw))
-            except (orjson.JSONDecodeError, TypeError) as exc:
-                log.error("dropping a queued entry that is not a usage record: %s", exc)
+            except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+                poison.append(letter_for(raw, f"not a usage record: {exc}"))
         try:
-            return await self._writer.write(records)
+            return await self._sink.store(records, poison)
         except BaseException:
             self._queue.extendleft(reversed(taken))
             raise
+
+    async def backlog(self) -> int:
+        return len(self._queue)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, MetaData, String, text
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, LargeBinary, MetaData, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -165,3 +165,14 @@ class MeterEventRow(LedgerBase):
         Index("ix_stripe_meter_events_unsent", "sent_at", "batch"),
         Index("ix_stripe_meter_events_customer", "customer_id", "window_start"),
     )
+
+
+class DeadLetterRow(LedgerBase):
+    """A usage record the ledger could not store, with the reason (see billing/ledger/dead_letters.py)."""
+
+    __tablename__ = "usage_dead_letters"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

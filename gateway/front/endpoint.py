@@ -109,10 +109,18 @@ class HotPath:
                 options = request.body.get("stream_options") or {}
                 ex.set_fields({"stream_options": {**options, "include_usage": True}})
             current = ex
+
+            def gone() -> None:
+                current.outcome = "client_disconnected"
+
+            # A stream is cancelled upstream the moment its client leaves, and billed for what was relayed.
+            # A non-streaming answer is generated whole before its first byte: the worker's work is done
+            # either way, so it runs to its end and is billed from the worker's usage, as OpenAI bills it.
             if not await run_until_disconnect(self._forwarder.forward(ex, send), receive,
-                                              lambda: current.responded):
+                                              lambda: current.responded, None if request.stream else gone):
                 ex.outcome = "client_disconnected"
-                log.info("client disconnected from %s; upstream cancelled", request_id)
+                log.info("client disconnected from %s%s", request_id,
+                         "; upstream cancelled" if request.stream else "; the answer is completed and billed")
         except errors.GatewayError as exc:
             if ex is not None:  # the failure is recorded with the exchange's details
                 ex.status = exc.status

@@ -12,6 +12,8 @@ import orjson
 from gateway import errors
 from gateway.pipeline.request import ParsedRequest
 
+MAX_MODEL_CHARS = 200  # the ledger's column; no served model name comes close
+
 
 def type_error(param: str, expected: str) -> errors.GatewayError:
     return errors.invalid_request(f"Invalid type for '{param}': expected {expected}.", param=param,
@@ -44,6 +46,9 @@ def parse_body(raw: bytes, kind: str, check: Callable[[dict[str, Any]], None]) -
                                      code="missing_required_parameter")
     if not isinstance(model, str) or not model:
         raise type_error("model", "a non-empty string")
+    if len(model) > MAX_MODEL_CHARS:
+        raise errors.invalid_request(f"Invalid value for 'model': at most {MAX_MODEL_CHARS} characters.",
+                                     param="model", code="invalid_value")
     check(body)
     stream = body.get("stream", False)
     if stream is not None and not isinstance(stream, bool):

@@ -14,16 +14,20 @@ those a later stage refused.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from billing.money import PlanBook, Tokens
-from billing.usage import UsageRecord, estimate_prompt_tokens, tokens_from_usage
+from billing.usage import InvalidUsage, UsageRecord, estimate_prompt_tokens, tokens_from_usage
+from gateway.metering.spool import Spool
 from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script
 from gateway.state.keyspace import KeySpace
+
+log = logging.getLogger("gateway.metering")
 
 _RECORD = "metering.record"
 _NONE = object()
@@ -68,15 +72,21 @@ def usage_record(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
 def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
     if ex.worker is None:
         return None
+    tokens: Tokens | None = None
+    reported = False
     if ex.usage is not None:
-        tokens = tokens_from_usage(ex.usage)
-        reported = True
-    elif ex.content_events > 0:  # the usage never came (stream cut, client gone): count what we saw
+        try:
+            tokens = tokens_from_usage(ex.usage)
+            reported = True
+        except InvalidUsage as exc:  # not believed: counted like a usage that never came
+            log.warning("worker %s reported usage no request can have for %s (%s); counting instead",
+                        ex.worker.id, ex.request_id, exc)
+    if tokens is None:
+        if ex.content_events == 0 and ex.usage is None:
+            return None
+        # The usage never came (stream cut, client gone) or is not believed: count what we saw.
         tokens = Tokens(prompt=estimate_prompt_tokens(ex.request.body), cached=0, output=ex.content_events,
                         reasoning=min(ex.reasoning_events, ex.content_events))
-        reported = False
-    else:
-        return None
     if tokens.prompt == 0 and tokens.output == 0:
         return None
     model = ex.served_model or ex.request.model
@@ -86,7 +96,7 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
     ttfb = ex.first_byte_at - ex.started if ex.first_byte_at is not None else 0.0
     return UsageRecord(
         request_id=ex.request_id, org_id=ex.principal.org_id, key_id=ex.principal.key_id, model=model,
-        requested_model=ex.request.model, worker=ex.worker.id, prompt_tokens=tokens.prompt,
+        requested_model=ex.request.model[:200], worker=ex.worker.id, prompt_tokens=tokens.prompt,
         cached_tokens=tokens.cached, output_tokens=tokens.output, reasoning_tokens=tokens.reasoning,
         list_ticks=charge.list_ticks, billed_ticks=charge.billed_ticks, plan=charge.plan,
         started_at_ms=int(ex.started_wall * 1000), ttfb_ms=int(ttfb * 1000), duration_ms=int((end - ex.started) * 1000),
@@ -99,8 +109,8 @@ def refused_record(ex: Exchange) -> UsageRecord | None:
     if ex.worker is not None or ex.status != 429 or ex.outcome != "rejected":
         return None
     return UsageRecord(
-        request_id=ex.request_id, org_id=ex.principal.org_id, key_id=ex.principal.key_id, model=ex.request.model,
-        requested_model=ex.request.model, worker="", prompt_tokens=0, cached_tokens=0, output_tokens=0,
+        request_id=ex.request_id, org_id=ex.principal.org_id, key_id=ex.principal.key_id, model=ex.request.model[:200],
+        requested_model=ex.request.model[:200], worker="", prompt_tokens=0, cached_tokens=0, output_tokens=0,
         reasoning_tokens=0, list_ticks=0, billed_ticks=0, plan="", started_at_ms=int(ex.started_wall * 1000),
         ttfb_ms=0, duration_ms=0, status="rate_limited", http_status=429, reported=False, stream=ex.request.stream,
         end_user=ex.end_user, kind="refused")
@@ -109,9 +119,11 @@ def refused_record(ex: Exchange) -> UsageRecord | None:
 class Metering:
     """A Stage: nothing before the upstream call; one XADD in the post-request round trip."""
 
-    def __init__(self, keyspace: KeySpace, catalog: PriceCatalog, shared: bool = True) -> None:
+    def __init__(self, keyspace: KeySpace, catalog: PriceCatalog, shared: bool = True,
+                 spool: Spool | None = None) -> None:
         self._stream = keyspace.usage_stream()
         self._catalog = catalog
+        self._spool = spool
         # With no shared store the record only goes to the in-process queue: hand over the object
         # (with a store it is encoded, and a trip that falls back to local state carries the bytes).
         self._encode = shared
@@ -124,5 +136,12 @@ class Metering:
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
         record = usage_record(ex, self._catalog) or refused_record(ex)
-        if record is not None:
-            trip.call(USAGE_APPEND, [self._stream], [record.encode() if self._encode else record])
+        if record is None:
+            return
+        if not self._encode:
+            trip.call(USAGE_APPEND, [self._stream], [record])
+            return
+        raw = record.encode()
+        if self._spool is not None and not record.refused:
+            self._spool.add(raw)
+        trip.call(USAGE_APPEND, [self._stream], [raw])

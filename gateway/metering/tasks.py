@@ -1,9 +1,9 @@
-"""Billing's part of the lifespan: the price catalog, the stages, the ledger writer and the Stripe sync.
+"""Metering's part of the lifespan: the price catalog, the two stages, the ledger loops and the Stripe sync.
 
-Background tasks, per replica:
-- the ledger writer: with Redis, a consumer in the ``ledger`` group of the usage stream (replicas share
-  the work; entries a dead replica left pending are claimed after 30 s); always, a drain of the
-  in-process queue (the embedded default, and records taken while Redis was unreachable);
+Background tasks, per replica (each through ``gateway.background``, so none dies silently):
+- the ledger loops (``consume.py``): with Redis, consumers in the ``ledger`` group of the usage stream
+  (replicas share the work; entries a dead replica left pending are claimed after 30 s); always, a
+  drain of the in-process queue (the embedded default, and records taken while Redis was unreachable);
 - the price-plan refresh;
 - the Stripe sync (when a Stripe key is set), run by one replica at a time under a Redis lock.
 """
@@ -23,10 +23,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.consumer import QueueConsumer, StreamConsumer
+from billing.ledger.dead_letters import DeadLetters
+from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
 from billing.stripe.sync import SyncReport
+from gateway.background import TaskFailures, every
 from gateway.config import Settings
 from gateway.metering.budget import Budgets
+from gateway.metering.consume import LedgerStats, check_epoch, consume
+from gateway.metering.spool import Spool
 from gateway.metering.stage import Metering, PriceCatalog, local_queue
 from gateway.services.billing import BillingService
 from gateway.state.keyspace import KeySpace
@@ -39,84 +44,93 @@ _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL
 
 
 @dataclass
-class BillingStats:
-    """Counters of this replica's background billing work (exported by the metrics collector)."""
+class StripeStats:
+    """Counters of this replica's Stripe sync (exported by the metrics collector)."""
 
-    ledger_batches: int = 0  # SQL batches written (stream or in-process queue)
-    ledger_records: int = 0  # records newly inserted by them
-    ledger_errors: int = 0  # batches that failed and stay pending
-    stream_backlog: int = 0  # entries in the Redis usage stream not yet written and acknowledged (last seen)
-    stripe_runs_ok: int = 0
-    stripe_runs_failed: int = 0
-    stripe_events_sent: int = 0
-    stripe_events_failed: int = 0
-    stripe_last_success: float = 0.0  # Unix time of the last sync that ran without a failure
+    runs_ok: int = 0
+    runs_failed: int = 0
+    events_sent: int = 0
+    events_failed: int = 0
+    last_success: float = 0.0  # Unix time of the last sync that ran without a failure
+
+
+def stream_consumers(settings: Settings, redis: Redis, sink: LedgerSink, keyspace: KeySpace,
+                     count: int) -> list[StreamConsumer]:
+    """``count`` consumers of the usage stream, named after this process (for the group's bookkeeping)."""
+    name = f"writer-{os.getpid()}-{os.urandom(3).hex()}"
+    return [StreamConsumer(redis, keyspace.usage_stream(), sink, epoch_key=keyspace.usage_epoch(),
+                           consumer=f"{name}-{i}", batch_size=settings.ledger_batch_size,
+                           block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
+            for i in range(count)]
 
 
 @dataclass
-class BillingRuntime:
+class MeteringTasks:
     settings: Settings
     service: BillingService
     catalog: PriceCatalog
     keyspace: KeySpace
     redis: Redis | None
+    sink: LedgerSink
     queue_consumer: QueueConsumer
     stream_consumers: list[StreamConsumer]
+    spool: Spool
     # The two stages (None with metering off); their place in the request path is runtime.stage_order.
     metering: Metering | None = None
     budgets: Budgets | None = None
+    ledger: LedgerStats = field(default_factory=LedgerStats)
+    stripe: StripeStats = field(default_factory=StripeStats)
+    failures: TaskFailures = field(default_factory=TaskFailures)
     # Stopped by setting this, never by cancelling a task in the middle of a SQL transaction.
-    stats: BillingStats = field(default_factory=BillingStats)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, service: BillingService, engine: AsyncEngine, keyspace: KeySpace,
-              redis: Redis | None, local_state: MemoryState) -> BillingRuntime:
+              redis: Redis | None, local_state: MemoryState) -> MeteringTasks:
         catalog = PriceCatalog()
-        writer = LedgerWriter(engine)
-        stream_key = keyspace.usage_stream()
-        queue = QueueConsumer(local_queue(local_state, stream_key), writer, settings.ledger_batch_size)
-        streams = []
-        if redis is not None:
-            name = f"writer-{os.getpid()}-{os.urandom(3).hex()}"
-            streams = [StreamConsumer(redis, stream_key, writer, consumer=f"{name}-{i}",
-                                      batch_size=settings.ledger_batch_size,
-                                      block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
-                       for i in range(max(0, settings.ledger_writers))]
+        sink = LedgerSink(LedgerWriter(engine), DeadLetters(engine))
+        queue = QueueConsumer(local_queue(local_state, keyspace.usage_stream()), sink, settings.ledger_batch_size)
+        # Without in-process writers, one consumer is still built to watch the stream's epoch (no reads).
+        streams = (stream_consumers(settings, redis, sink, keyspace, max(1, settings.ledger_writers))
+                   if redis is not None else [])
+        spool = Spool(settings.ledger_spool_s, settings.ledger_spool_max)
         metering = budgets = None
         if settings.metering_enabled:
             budgets = Budgets(keyspace, catalog, settings.budget_default_output_tokens,
                               settings.budget_reservation_ttl_s)
-            metering = Metering(keyspace, catalog, shared=redis is not None)
-        return cls(settings, service, catalog, keyspace, redis, queue, streams, metering, budgets)
+            metering = Metering(keyspace, catalog, shared=redis is not None, spool=spool)
+        return cls(settings, service, catalog, keyspace, redis, sink, queue, streams, spool, metering, budgets)
 
     async def refresh_plans(self) -> None:
         self.catalog.book = await self.service.plan_book()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._drain_queue()),
-                       asyncio.create_task(self._every(self.settings.billing_refresh_interval_s, self.refresh_plans))]
-        self._tasks += [asyncio.create_task(self._consume_stream(c)) for c in self.stream_consumers]
-        if self.settings.stripe_api_key:
-            self._tasks.append(asyncio.create_task(self._every(self.settings.stripe_sync_interval_s,
-                                                               self.sync_once)))
+        s, stop = self.settings, self._stopping
+        self._tasks = [
+            asyncio.create_task(consume(self.queue_consumer, self.ledger, stop, s.ledger_flush_interval_s)),
+            asyncio.create_task(every(s.billing_refresh_interval_s, "price-plans", self.refresh_plans, stop,
+                                      self.failures)),
+        ]
+        if s.ledger_writers > 0:
+            self._tasks += [asyncio.create_task(consume(c, self.ledger, stop, s.ledger_flush_interval_s,
+                                                        self.spool, self.redis))
+                            for c in self.stream_consumers]
+        elif self.stream_consumers:
+            self._tasks.append(asyncio.create_task(every(1.0, "usage-epoch", self._watch_epoch, stop,
+                                                         self.failures)))
+        if s.stripe_api_key:
+            self._tasks.append(asyncio.create_task(every(s.stripe_sync_interval_s, "stripe-sync", self.sync_once,
+                                                         stop, self.failures)))
 
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep unless stopping; returns False once the runtime is stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        return not self._stopping.is_set()
+    async def _watch_epoch(self) -> None:
+        if self.redis is not None:
+            await check_epoch(self.stream_consumers[0], self.spool, self.ledger, self.redis)
 
     async def flush(self) -> None:
         """Write what is queued in process now (at shutdown; tests call it to read the ledger at once)."""
         while self.queue_consumer.pending():
-            self._wrote(await self.queue_consumer.step())
-
-    def _wrote(self, records: int) -> None:
-        if records:
-            self.stats.ledger_batches += 1
-            self.stats.ledger_records += records
+            self.ledger.stored(await self.queue_consumer.step())
 
     async def sync_once(self) -> bool:
         """One Stripe sync, unless another replica holds the lock. Returns whether it ran."""
@@ -140,47 +154,16 @@ class BillingRuntime:
         try:
             report = await self.service.stripe_sync()
         except Exception:  # counted for the alert, then handled like any failed background job
-            self.stats.stripe_runs_failed += 1
+            self.stripe.runs_failed += 1
             raise
-        self._synced(report)
-        return report
-
-    def _synced(self, report: SyncReport) -> None:
-        self.stats.stripe_events_sent += report.sent
-        self.stats.stripe_events_failed += report.failed
+        self.stripe.events_sent += report.sent
+        self.stripe.events_failed += report.failed
         if report.failed:
-            self.stats.stripe_runs_failed += 1
+            self.stripe.runs_failed += 1
         else:
-            self.stats.stripe_runs_ok += 1
-            self.stats.stripe_last_success = time.time()
-
-    async def _drain_queue(self) -> None:
-        while await self._pause(self.settings.ledger_flush_interval_s):
-            try:
-                await self.flush()
-            except _STORE_ERRORS as exc:
-                log.warning("ledger write from the local queue failed (kept, retrying): %s", exc)
-
-    async def _consume_stream(self, consumer: StreamConsumer) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._wrote(await consumer.step())
-                self.stats.stream_backlog = await consumer.backlog()  # XLEN: O(1), once a batch
-                if consumer.caught_up:  # let records gather: batches, not a SQL statement per request
-                    await self._pause(self.settings.ledger_flush_interval_s)
-            except _STORE_ERRORS as exc:
-                self.stats.ledger_errors += 1
-                log.warning("ledger writer: %s; entries stay pending, retrying", exc)
-                await self._pause(1.0)
-
-    async def _every(self, interval: float, job: object) -> None:
-        while True:
-            try:
-                await job()  # type: ignore[operator]
-            except Exception:  # a background job: log whatever went wrong and try again later
-                log.exception("billing job failed; retrying in %.1fs", interval)
-            if not await self._pause(interval):
-                return
+            self.stripe.runs_ok += 1
+            self.stripe.last_success = time.time()
+        return report
 
     async def close(self, grace_s: float = 10.0) -> None:
         """Let the tasks finish what they are writing, then write what is still queued."""

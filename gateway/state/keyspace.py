@@ -34,6 +34,11 @@ class KeySpace:
         """The durable stream of usage records, read by the ledger writer's consumer group."""
         return f"{self.prefix}:{{usage}}"
 
+    def usage_epoch(self) -> str:
+        """A token set when the ledger group is created: when it changes or vanishes, Redis lost the
+        stream, and each replica replays the records it spooled (same hash tag as the stream)."""
+        return f"{self.prefix}:{{usage}}:epoch"
+
     def budget(self, org_id: str, month: str, key_id: str = "") -> tuple[str, str]:
         """A monthly budget's spend hash (``spent``, ``reserved``) and its open reservations (a zset);
         an organisation's and its keys' budgets share one hash tag so one script can check both."""

@@ -6,6 +6,7 @@ import secrets
 from collections import deque
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,10 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.consumer import FIELD, GROUP, QueueConsumer, StreamConsumer
+from billing.ledger.dead_letters import DeadLetters
 from billing.ledger.models import UsageHourly, UsageRow
+from billing.ledger.sink import LedgerSink, Stored
 from billing.ledger.writer import LedgerWriter
 from billing.money import REFERENCE_RATES, PlanBook, PricePlan, Rates
 from billing.usage import UsageRecord, tokens_from_usage
+from gateway.db import engine as db
 from tests.billing.conftest import make_record
 
 
@@ -64,20 +68,21 @@ async def test_writer_killed_between_insert_and_ack_loses_and_doubles_nothing(
     records = [make_record(org, i) for i in range(30)]
     for r in records[:20]:
         await redis_client.xadd(stream_key, {FIELD: r.encode()})
-    writer = LedgerWriter(ledger_engine)
-    doomed = StreamConsumer(redis_client, stream_key, writer, consumer="doomed", batch_size=100, block_ms=10)
+    sink = LedgerSink(LedgerWriter(ledger_engine), DeadLetters(ledger_engine))
+    doomed = StreamConsumer(redis_client, stream_key, sink, epoch_key=stream_key + ":epoch", consumer="doomed",
+                            batch_size=100, block_ms=10)
     batch = await doomed.read()
-    assert await doomed.store(batch) == 20
+    assert (await sink.store(batch.records)).inserted == 20
     # The writer dies here: committed, never acknowledged. The entries stay pending on "doomed".
     pending = await redis_client.xpending(stream_key, GROUP)
     assert pending["pending"] == 20
     for r in records[20:]:
         await redis_client.xadd(stream_key, {FIELD: r.encode()})
-    heir = StreamConsumer(redis_client, stream_key, writer, consumer="heir", batch_size=100, block_ms=10,
-                          claim_idle_ms=0)
-    assert await heir.step() == 0  # the claimed entries were already in the ledger
-    assert await heir.step() == 10  # then the new ones
-    assert await heir.step() == 0
+    heir = StreamConsumer(redis_client, stream_key, sink, epoch_key=stream_key + ":epoch", consumer="heir",
+                          batch_size=100, block_ms=10, claim_idle_ms=0)
+    assert (await heir.step()).inserted == 0  # the claimed entries were already in the ledger
+    assert (await heir.step()).inserted == 10  # then the new ones
+    assert (await heir.step()).inserted == 0
     assert (await redis_client.xpending(stream_key, GROUP))["pending"] == 0
     assert await heir.backlog() == 0
     count, billed, hourly = await _ledger_totals(ledger_engine, org)
@@ -85,35 +90,58 @@ async def test_writer_killed_between_insert_and_ack_loses_and_doubles_nothing(
     assert billed == sum(r.billed_ticks for r in records)
 
 
-async def test_a_failed_write_leaves_entries_pending_and_poison_goes_to_dead_letters(
+async def test_poison_goes_to_the_dead_letters_and_the_rest_is_written(
         ledger_engine: AsyncEngine, redis_client: aioredis.Redis, stream_key: str) -> None:
     org = "org_" + secrets.token_hex(4)
     await redis_client.xadd(stream_key, {FIELD: make_record(org, 0).encode()})
     await redis_client.xadd(stream_key, {FIELD: b"not json"})
-    consumer = StreamConsumer(redis_client, stream_key, LedgerWriter(ledger_engine), consumer="c", block_ms=10,
-                              claim_idle_ms=0)
-    assert await consumer.step() == 1
-    assert await redis_client.xlen(stream_key + ":dead") == 1
+    dead = DeadLetters(ledger_engine)
+    before = await dead.count()
+    consumer = StreamConsumer(redis_client, stream_key, LedgerSink(LedgerWriter(ledger_engine), dead),
+                              epoch_key=stream_key + ":epoch", consumer="c", block_ms=10, claim_idle_ms=0)
+    assert await consumer.step() == Stored(inserted=1, dead=1)
+    assert await dead.count() == before + 1
     assert await consumer.backlog() == 0
 
 
-async def test_queue_consumer_puts_a_batch_back_when_the_write_fails(ledger_engine: AsyncEngine) -> None:
+async def test_queue_consumer_puts_a_batch_back_when_the_database_is_unreachable(
+        ledger_engine: AsyncEngine) -> None:
     org = "org_" + secrets.token_hex(4)
     queue: deque[bytes | UsageRecord] = deque(make_record(org, i).encode() for i in range(4))
     queue.append(make_record(org, 4))  # the embedded gateway queues the record object itself
-    # A record whose org id is too long for the column fails on PostgreSQL; SQLite ignores lengths, so
-    # make the failure portable: a null request id violates NOT NULL everywhere.
-    queue.append(make_record(org, 5, request_id=None).encode())  # type: ignore[arg-type]
-    consumer = QueueConsumer(queue, LedgerWriter(ledger_engine), batch_size=100)
-    try:
+    # Nothing listens on port 1: the driver cannot connect, a transient failure.
+    down = db.make_engine("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    consumer = QueueConsumer(queue, LedgerSink(LedgerWriter(down), DeadLetters(down)), batch_size=100)
+    with pytest.raises(OSError):
         await consumer.step()
-        raise AssertionError("the write should have failed")
-    except Exception as exc:  # noqa: BLE001 - the driver's integrity error, whichever dialect
-        assert "null" in str(exc).lower() or "NOT NULL" in str(exc)
-    assert len(queue) == 6
-    queue.pop()
-    assert await consumer.step() == 5
+    await down.dispose()
+    assert len(queue) == 5
+    sink = LedgerSink(LedgerWriter(ledger_engine), DeadLetters(ledger_engine))
+    consumer = QueueConsumer(queue, sink, batch_size=100)
+    assert await consumer.step() == Stored(inserted=5, dead=0)
     assert not queue
+
+
+async def test_a_record_the_ledger_cannot_hold_goes_to_the_dead_letters_alone(ledger_engine: AsyncEngine) -> None:
+    """The batch is split until the failing record stands alone; the records around it are written."""
+    org = "org_" + secrets.token_hex(4)
+    good = [make_record(org, i) for i in range(9)]
+    # Passes the field checks but no datetime can hold it: the write itself fails for this record.
+    far = make_record(org, 99, started_at_ms=9_000_000_000_000_000)
+    too_long = make_record(org, 98, model="m" * 300)  # a refused request's model name (defect 1)
+    huge = make_record(org, 97, billed_ticks=1 << 64)  # usage worth more than int64 ticks
+    dead = DeadLetters(ledger_engine)
+    sink = LedgerSink(LedgerWriter(ledger_engine), dead)
+    stored = await sink.store([*good[:4], far, too_long, *good[4:], huge])
+    assert stored == Stored(inserted=9, dead=3)
+    letters = {d.id: d.reason for d in await dead.oldest(1000)}
+    assert "year" in letters[far.request_id] or "range" in letters[far.request_id]
+    assert "model" in letters[too_long.request_id] and "billed_ticks" in letters[huge.request_id]
+    count, _, _ = await _ledger_totals(ledger_engine, org)
+    assert count == 9
+    # Replaying after the cause is fixed: here, nothing changed, so they stay dead with their reason.
+    written, failed = await dead.replay(sink.writer, [far.request_id, too_long.request_id])
+    assert written == 0 and {f.id for f in failed} == {far.request_id, too_long.request_id}
 
 
 _count = st.integers(min_value=0, max_value=10**6)

@@ -135,7 +135,7 @@ async def test_component_counters_are_exported(gateway: Any, api_key: str) -> No
                 assert resp.status == 200
         await gateway.app.runtime.billing.flush()
         for _ in range(100):  # the shared backend's stream writers run in the background
-            if gateway.app.runtime.billing.stats.ledger_records >= 4:
+            if gateway.app.runtime.billing.ledger.records >= 4:
                 break
             await asyncio.sleep(0.05)
         async with http.get(gateway.url + "/metrics") as resp:

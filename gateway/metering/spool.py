@@ -1,0 +1,39 @@
+"""What this replica handed to the usage stream lately, kept to be handed again if Redis loses it.
+
+Redis without persistence (or a failover to a replica that never had the stream) loses the records
+not yet written to the ledger. Each replica keeps the records it appended in the last ``seconds`` (at
+most ``max_records``); when a ledger consumer sees the stream's epoch change, the replica appends them
+again. The ledger's insert is idempotent by request id, so records that were written already change
+nothing. Refused requests (rollup counters only, no money) are not spooled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+
+class Spool:
+    def __init__(self, seconds: float, max_records: int) -> None:
+        self._seconds = seconds
+        self._items: deque[tuple[float, bytes]] = deque(maxlen=max(1, max_records))
+        self._epoch: bytes | None = None
+        self.replays = 0
+        self.replayed = 0
+
+    def add(self, raw: bytes) -> None:
+        self._items.append((time.monotonic(), raw))
+
+    def recent(self) -> list[bytes]:
+        horizon = time.monotonic() - self._seconds
+        while self._items and self._items[0][0] < horizon:
+            self._items.popleft()
+        return [raw for _, raw in self._items]
+
+    def epoch_changed(self, epoch: bytes) -> bool:
+        """True once per change of the stream's epoch (never for the first one seen)."""
+        before, self._epoch = self._epoch, epoch
+        return before is not None and before != epoch
+
+    def __len__(self) -> int:
+        return len(self._items)
