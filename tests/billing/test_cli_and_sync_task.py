@@ -18,10 +18,10 @@ from billing.ledger.writer import LedgerWriter
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.ledger_writer import run_writer
-from gateway.sim.run import RunningSim
 from tests.billing.conftest import make_record
 from tests.billing.stripe_fixtures import stripe_server
 from tests.conftest import MODEL, REDIS_URL, Backend, gateway_settings, serve_gateway
+from workersim.run import RunningSim
 
 ROOT = Path(__file__).resolve().parents[2]
 
