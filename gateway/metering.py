@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.money import PlanBook, Tokens
-from billing.usage import UsageRecord, estimate_prompt_tokens, tokens_from_usage
+from billing.usage_record import UsageRecord, estimate_prompt_tokens, tokens_from_usage
 from gateway.proxy.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script
 from gateway.state.keys import KeySpace

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from billing.ledger.writer import LedgerWriter
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 
 log = logging.getLogger("billing.ledger")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
-from billing.ledger import config as ledger_config
+from billing.ledger import billing_queries
 from billing.ledger.writer import LedgerWriter
 from gateway.config import Settings
 from gateway.db import engine as db
@@ -42,7 +42,7 @@ async def test_cli_sync_twice_then_reconcile(tmp_path: Path) -> None:
     try:
         org = "org_" + secrets.token_hex(4)
         async with db.sessionmaker(engine)() as s:
-            await ledger_config.set_customer(s, org, "cus_cli")
+            await billing_queries.set_customer(s, org, "cus_cli")
         start = int((time.time() - 7200) * 1000)
         await LedgerWriter(engine).write([make_record(org, i, started_at_ms=start + i) for i in range(20)])
     finally:

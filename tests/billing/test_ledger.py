@@ -16,7 +16,7 @@ from billing.ledger.consumer import FIELD, GROUP, QueueConsumer, StreamConsumer
 from billing.ledger.models import UsageHourly, UsageRow
 from billing.ledger.writer import LedgerWriter
 from billing.money import REFERENCE_RATES, PlanBook, PricePlan, Rates
-from billing.usage import UsageRecord, tokens_from_usage
+from billing.usage_record import UsageRecord, tokens_from_usage
 from tests.billing.conftest import make_record
 
 
