@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from bench.common import ROOT, LoadResult, make_key, pinned, run_load, start_gateway, start_sim, temp_env
 from billing.ledger.consumer import FIELD, StreamConsumer
 from billing.ledger.writer import LedgerWriter
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 from gateway.config import Settings
 from gateway.db import engine as db
 

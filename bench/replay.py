@@ -38,10 +38,10 @@ import orjson
 
 from bench.common import ROOT, Proc, free_port, pinned, wait_http
 from bench.workloads import AgenticConfig, Session, agentic_sessions, mooncake, tool_result
-from gateway.sim.config import SimConfig
-from gateway.sim.kvcache import PrefixCache
-from gateway.sim.prompt import PromptBuilder
-from gateway.sim.tokens import Tokenizer
+from workersim.kvcache import PrefixCache
+from workersim.prompt import PromptBuilder
+from workersim.sim_settings import SimConfig
+from workersim.tokens import Tokenizer
 
 MODEL = "grok-code-fast-1"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -57,7 +57,7 @@ def _serve_sims(configs: list[SimConfig], ports: list[int], cpu: int | None, log
     out = os.open(log, os.O_WRONLY | os.O_APPEND)  # to a file: other routers' probes make uvicorn warn
     os.dup2(out, 1)
     os.dup2(out, 2)
-    from gateway.sim.run import start_sim_server
+    from workersim.run import start_sim_server
 
     async def main() -> None:
         for config, port in zip(configs, ports, strict=True):

@@ -66,8 +66,8 @@ def sim(
     time_scale: Annotated[float, typer.Option(help="Multiply every delay (0: no delays)")] = 1.0,
 ) -> None:
     """Run a simulated vLLM worker."""
-    from gateway.sim.config import SimConfig
-    from gateway.sim.run import serve_sim
+    from workersim.run import serve_sim
+    from workersim.sim_settings import SimConfig
 
     config = SimConfig(model=model, kv_capacity_tokens=kv_capacity, block_size=block_size,
                        prefill_tokens_per_s=prefill_speed, decode_tokens_per_s=decode_speed, max_running=max_running,
@@ -263,7 +263,7 @@ def billing_stripe_test_server(
     """Run the local Stripe-compatible test server (meter events, summaries) with the gateway's meters."""
     import uvicorn
 
-    from billing.stripe.testserver import StripeTestServer
+    from stripefake import StripeTestServer
 
     settings = Settings()
     app_ = StripeTestServer([settings.stripe_meter_input, settings.stripe_meter_cached, settings.stripe_meter_output])

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     stripe_window_s: int = 3600
     stripe_settle_delay_s: float = 60.0
 
-    # Routing (see README "Routing"): prefix_aware, least_loaded, session_hash or round_robin.
+    # Routing (see docs/routing.md): prefix_aware, least_loaded, session_hash or round_robin.
     routing_policy: str = "prefix_aware"
     routing_block_bytes: int = Field(default=512, ge=16)  # canonical prompt bytes per hashed block
     routing_max_blocks: int = Field(default=1024, ge=1, le=4096)  # leading blocks considered at most

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.sim.run import SimProcess
+
+if TYPE_CHECKING:  # the simulator is a fake: imported only when the demo runs
+    from workersim.run import SimProcess
 
 _BANNER = """
 LLM gateway demo is running.
@@ -59,8 +62,8 @@ async def _serve(port: int, sims: list[SimProcess], admin_key: str) -> None:
 def run_demo(port: int, n_workers: int, first_worker_port: int, admin_key: str) -> None:
     import uvloop
 
-    from gateway.sim.config import SimConfig
-    from gateway.sim.run import start_sim_process
+    from workersim.run import start_sim_process
+    from workersim.sim_settings import SimConfig
 
     sims: list[SimProcess] = []
     try:  # Ctrl-C at any point, start-up included, stops everything started so far

@@ -19,8 +19,8 @@ import uvicorn
 
 from gateway.app import GatewayApp, create_app
 from gateway.config import Settings
-from gateway.sim.config import SimConfig
-from gateway.sim.run import RunningSim, start_sim_server
+from workersim.run import RunningSim, start_sim_server
+from workersim.sim_settings import SimConfig
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.sim.run import free_port
+from workersim.run import free_port
 
 
 class PrivateRedis:

@@ -30,7 +30,7 @@ from redis.exceptions import ResponseError
 
 from billing.ledger.dead_letters import DeadLetter, letter_for
 from billing.ledger.sink import LedgerSink, Stored
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 
 log = logging.getLogger("billing.ledger")
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.models import DeadLetterRow
 from billing.ledger.writer import LedgerWriter
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 
 
 @dataclass(frozen=True, slots=True)

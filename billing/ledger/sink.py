@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from billing.ledger.dead_letters import DeadLetter, DeadLetters, letter_for
 from billing.ledger.write_errors import is_record_error, is_transient
 from billing.ledger.writer import LedgerWriter
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 
 log = logging.getLogger("billing.ledger")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 
 _SUMMED = ("prompt_tokens", "cached_tokens", "output_tokens", "reasoning_tokens", "list_ticks", "billed_ticks")
 # Every counter of usage_hourly, in the order the statements below write them.

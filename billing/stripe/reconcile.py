@@ -17,7 +17,7 @@ import stripe
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.ledger.config import customers
+from billing.ledger.billing_queries import customers
 from billing.ledger.models import MeterEventRow, UsageRow
 from billing.stripe.sync import METERS, MeterNames, window_expr
 

@@ -27,7 +27,7 @@ from sqlalchemy import BigInteger, Integer, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
-from billing.ledger.config import aware, customers, utcnow
+from billing.ledger.billing_queries import aware, customers, utcnow
 from billing.ledger.models import MeterEventRow, UsageRow
 
 log = logging.getLogger("billing.stripe")

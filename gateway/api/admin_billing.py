@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, model_validator
 
-from billing.ledger.config import StoredPlan, month_start
+from billing.ledger.billing_queries import StoredPlan, month_start
 from billing.money import FREE, PricePlan, Rates, format_usd, usd_to_ticks
 from gateway import errors
 from gateway.api.deps import get_runtime, require_admin

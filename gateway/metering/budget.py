@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.money import Tokens, cost
-from billing.usage import estimate_prompt_tokens
+from billing.usage_record import estimate_prompt_tokens
 from gateway import errors
 from gateway.metering.stage import PriceCatalog, usage_record
 from gateway.pipeline.exchange import Exchange

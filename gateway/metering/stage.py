@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.money import PlanBook, Tokens
-from billing.usage import InvalidUsage, UsageRecord, estimate_prompt_tokens, tokens_from_usage
+from billing.usage_record import InvalidUsage, UsageRecord, estimate_prompt_tokens, tokens_from_usage
 from gateway.metering.spool import Spool
 from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script

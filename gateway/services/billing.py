@@ -11,7 +11,7 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.ledger import config as ledger_config
+from billing.ledger import billing_queries as ledger_config
 from billing.ledger.models import UsageHourly
 from billing.money import PlanBook, PriceBook, PricePlan, price_book_from
 from billing.stripe.reconcile import ReconRow, reconcile

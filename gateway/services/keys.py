@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.ledger import config as ledger_config
+from billing.ledger import billing_queries as ledger_config
 from gateway.db.models import ApiKey, Organization, Plan
 from gateway.pipeline.principal import Budget, Principal
 from gateway.services.plans import resolve_limits

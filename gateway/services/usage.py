@@ -19,7 +19,7 @@ from typing import Any, Literal
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing.ledger.config import aware
+from billing.ledger.billing_queries import aware
 from billing.ledger.models import UsageHourly, UsageHourlyEndUser
 from billing.money import format_usd
 from gateway.db.models import ApiKey

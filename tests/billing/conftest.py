@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 from gateway.config import Settings
 from gateway.db import engine as db
 from tests.conftest import REDIS_URL

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from billing.stripe.sync import MeterNames
-from billing.stripe.testserver import StripeTestServer
+from stripefake import StripeTestServer
 from tests.conftest import served
 
 NAMES = MeterNames()

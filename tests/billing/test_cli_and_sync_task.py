@@ -13,15 +13,15 @@ from pathlib import Path
 import aiohttp
 import redis.asyncio as aioredis
 
-from billing.ledger import config as ledger_config
+from billing.ledger import billing_queries
 from billing.ledger.writer import LedgerWriter
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.metering.writer_process import run_writer
-from gateway.sim.run import RunningSim
 from tests.billing.conftest import make_record
 from tests.billing.stripe_fixtures import stripe_server
 from tests.conftest import MODEL, REDIS_URL, Backend, gateway_settings, serve_gateway
+from workersim.run import RunningSim
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +42,7 @@ async def test_cli_sync_twice_then_reconcile(tmp_path: Path) -> None:
     try:
         org = "org_" + secrets.token_hex(4)
         async with db.sessionmaker(engine)() as s:
-            await ledger_config.set_customer(s, org, "cus_cli")
+            await billing_queries.set_customer(s, org, "cus_cli")
         start = int((time.time() - 7200) * 1000)
         await LedgerWriter(engine).write([make_record(org, i, started_at_ms=start + i) for i in range(20)])
     finally:

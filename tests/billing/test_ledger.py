@@ -19,7 +19,7 @@ from billing.ledger.models import UsageHourly, UsageRow
 from billing.ledger.sink import LedgerSink, Stored
 from billing.ledger.writer import LedgerWriter
 from billing.money import REFERENCE_RATES, PlanBook, PricePlan, Rates
-from billing.usage import UsageRecord, tokens_from_usage
+from billing.usage_record import UsageRecord, tokens_from_usage
 from gateway.db import engine as db
 from tests.billing.conftest import make_record
 

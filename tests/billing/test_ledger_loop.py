@@ -18,7 +18,7 @@ from billing.ledger.dead_letters import DeadLetters
 from billing.ledger.models import UsageRow
 from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
-from billing.usage import UsageRecord
+from billing.usage_record import UsageRecord
 from gateway.metering.consume import LedgerStats, consume
 from gateway.metering.spool import Spool
 from tests.billing.conftest import make_record

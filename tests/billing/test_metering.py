@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from billing.ledger.models import UsageRow
 from billing.money import REFERENCE_RATES, Tokens, cost
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from tests.conftest import ADMIN_KEY, MODEL, Backend, ServedGateway, gateway_settings, serve_gateway
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 

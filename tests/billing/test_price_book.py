@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from billing.litellm_prices import from_cost_map, per_million
 from billing.money import REFERENCE_RATES, Rates, Tokens, cost, price_book_from, ticks_per_token, usd_per_million
 from gateway.cli import app as cli_app
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from tests.billing.test_metering import _org_key, ledger_rows
 from tests.conftest import Backend, gateway_settings, serve_gateway
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 
 def test_prices_per_million_are_exact_ticks_per_token() -> None:

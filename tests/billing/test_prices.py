@@ -21,7 +21,7 @@ from billing.money import (
     format_usd,
     usd_to_ticks,
 )
-from billing.usage import UsageRecord, estimate_prompt_tokens, tokens_from_usage
+from billing.usage_record import UsageRecord, estimate_prompt_tokens, tokens_from_usage
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

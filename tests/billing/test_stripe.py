@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from billing.ledger import config as ledger_config
+from billing.ledger import billing_queries
 from billing.ledger.models import MeterEventRow, UsageRow
 from billing.ledger.writer import LedgerWriter
 from billing.stripe.reconcile import reconcile
@@ -29,7 +29,7 @@ async def sessions(ledger_engine: AsyncEngine) -> AsyncIterator[async_sessionmak
     yield made
     async with made() as s, s.begin():  # other tests share the database: leave no mapping behind
         await s.execute(delete(MeterEventRow))
-        await s.execute(delete(ledger_config.StripeCustomer))
+        await s.execute(delete(billing_queries.StripeCustomer))
 
 
 async def _seed(sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine, n: int,
@@ -37,7 +37,7 @@ async def _seed(sessions: async_sessionmaker[AsyncSession], engine: AsyncEngine,
     org = "org_" + secrets.token_hex(4)
     customer = "cus_" + secrets.token_hex(6)
     async with sessions() as s:
-        await ledger_config.set_customer(s, org, customer)
+        await billing_queries.set_customer(s, org, customer)
     start_ms = int((time.time() - hours_ago * 3600) * 1000)
     records = [make_record(org, i, started_at_ms=start_ms + i * 60_000, reasoning_tokens=i % 3) for i in range(n)]
     free = make_record(org, n, started_at_ms=start_ms, billed_ticks=0, plan="free")  # metered, not billed

@@ -15,7 +15,7 @@ from alembic import command
 from sqlalchemy import DateTime, column, func, insert, inspect, select, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.ledger.config import aware
+from billing.ledger.billing_queries import aware
 from billing.ledger.models import UsageHourly, UsageHourlyEndUser, UsageRow
 from billing.ledger.writer import LedgerWriter, rollup
 from gateway.config import Settings

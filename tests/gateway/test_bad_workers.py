@@ -14,10 +14,10 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from tests.billing.test_metering import ledger_rows
 from tests.conftest import MODEL, Backend, gateway_settings, serve_gateway, served
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 pytestmark = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 

@@ -10,9 +10,9 @@ import openai
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli_app
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from tests.conftest import MODEL, Backend, gateway_settings, serve_gateway
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 
 async def _admin(http: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str],

@@ -9,9 +9,9 @@ import aiohttp
 import openai
 import pytest
 
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from tests.conftest import MODEL, Backend, gateway_settings, serve_gateway
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 
 async def _key(served: Any) -> str:

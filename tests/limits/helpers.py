@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.sim.config import SimConfig
-from gateway.sim.server import SimApp, create_sim_app
 from tests.conftest import ADMIN_KEY, served
+from workersim.sim_app import SimApp, create_sim_app
+from workersim.sim_settings import SimConfig
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 

@@ -10,9 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.sim.config import SimConfig
 from tests.conftest import REDIS_URL, Backend, gateway_settings, serve_gateway
 from tests.limits.helpers import chat, complete, counting_worker, new_key, org_with_plan
+from workersim.sim_settings import SimConfig
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ from __future__ import annotations
 import aiohttp
 import redis.asyncio as aioredis
 
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from tests.conftest import Backend, gateway_settings, serve_gateway
 from tests.routing.conftest import OwnRedis
 from tests.routing.test_routing_gateway import chat, new_key
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 
 async def test_redis_killed_mid_test_keeps_serving_then_comes_back(pg_database: str, own_redis: OwnRedis) -> None:

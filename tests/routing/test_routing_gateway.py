@@ -9,9 +9,9 @@ from typing import Any
 
 import aiohttp
 
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from tests.conftest import ADMIN_KEY, MODEL, Backend, ServedGateway, gateway_settings, serve_gateway
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 SYSTEM = "You are a careful coding agent working in a large repository. " * 12  # ~750 bytes, shared
 

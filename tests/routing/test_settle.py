@@ -19,14 +19,14 @@ from gateway.proxy.forward import Forwarder
 from gateway.proxy.relay import Relay
 from gateway.routing.pool import WorkerPool
 from gateway.routing.router import PrefixRouter
-from gateway.sim.config import SimConfig
-from gateway.sim.run import start_sim_server
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.upstream.openai_worker import OpenAIWorkers
 from tests.conftest import MODEL
 from tests.routing.conftest import OwnRedis
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 
 async def test_settling_is_not_cancelled_by_the_completed_response(own_redis: OwnRedis) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 from xxhash import xxh3_64_intdigest
 
-from gateway.sim.prompt import PromptBuilder, PromptError
-from gateway.sim.tokens import OutputWords, Tokenizer
+from workersim.prompt import PromptBuilder, PromptError
+from workersim.tokens import OutputWords, Tokenizer
 
 _REASONING_SEED = 0x9E3779B97F4A7C15
 

@@ -13,8 +13,8 @@ from multiprocessing.process import BaseProcess
 
 import uvicorn
 
-from gateway.sim.config import SimConfig
-from gateway.sim.server import SimApp, create_sim_app
+from workersim.sim_app import SimApp, create_sim_app
+from workersim.sim_settings import SimConfig
 
 
 def _uvicorn_config(app: SimApp, host: str, port: int) -> uvicorn.Config:

@@ -21,23 +21,14 @@ from typing import Any
 
 import orjson
 
-from gateway.sim.asgi import (
-    JSON_TYPE,
-    Disconnected,
-    Headers,
-    Receive,
-    Scope,
-    Send,
-    error_body,
-    read_body,
-    send_response,
-)
-from gateway.sim.config import SimConfig
-from gateway.sim.engine import Engine
-from gateway.sim.generate import Generator
-from gateway.sim.kvcache import PrefixCache
-from gateway.sim.metrics import SimStats, render_metrics
-from gateway.sim.tokens import Tokenizer
+from gateway.asgi import Receive, Scope, Send
+from workersim.generate import Generator
+from workersim.kvcache import PrefixCache
+from workersim.scheduler import Engine
+from workersim.sim_http import JSON_TYPE, Disconnected, Headers, error_body, read_body, send_response
+from workersim.sim_settings import SimConfig
+from workersim.tokens import Tokenizer
+from workersim.vllm_metrics import SimStats, render_metrics
 
 TOKENIZER_DIR = Path(__file__).resolve().parent / "tokenizer"
 MAX_BODY_BYTES = 64 * 1024 * 1024

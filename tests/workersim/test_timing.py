@@ -7,7 +7,7 @@ import time
 
 import aiohttp
 
-from tests.sim.conftest import MODEL, MakeSim, post, tokens_prompt
+from tests.workersim.conftest import MODEL, MakeSim, post, tokens_prompt
 
 
 async def _time_to_first_chunk(http: aiohttp.ClientSession, url: str, body: dict[str, object]) -> float:

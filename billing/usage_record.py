@@ -1,6 +1,6 @@
 """The usage record of one request, and how it is read from a worker's usage object.
 
-Rules (see the billing reference): cached tokens are clamped to the prompt; reasoning tokens are
+Rules (docs/billing.md): cached tokens are clamped to the prompt; reasoning tokens are
 billed as output exactly once, whether the worker counted them inside ``completion_tokens``
 (OpenAI, vLLM: total = prompt + completion) or outside (xAI: total = prompt + completion +
 reasoning). When the usage object never arrived, the gateway counts what it saw and marks the

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-from gateway.sim.config import SimConfig
-from gateway.sim.engine import Engine
-from gateway.sim.kvcache import PrefixCache
+from workersim.kvcache import PrefixCache
+from workersim.scheduler import Engine
+from workersim.sim_settings import SimConfig
 
 TTFT_BUCKETS: tuple[float, ...] = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,

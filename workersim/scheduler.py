@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections import deque
 
-from gateway.sim.config import SimConfig
+from workersim.sim_settings import SimConfig
 
 
 class Engine:

@@ -1,16 +1,15 @@
-"""Raw ASGI types and the few response helpers the simulator needs."""
+"""The few HTTP helpers the simulator needs: read a bounded body, OpenAI-shaped errors, whole responses.
+
+The ASGI types come from the gateway's one ASGI module (the simulator may import the product; never the
+reverse).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import orjson
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from gateway.asgi import Receive, Send
+
 Headers = list[tuple[bytes, bytes]]
 
 JSON_TYPE = (b"content-type", b"application/json")

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from tests.sim.conftest import MODEL, MakeSim, chat, post, tokens_prompt
+from tests.workersim.conftest import MODEL, MakeSim, chat, post, tokens_prompt
 
 
 def cached(body: dict[str, object]) -> int:

@@ -9,13 +9,13 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.sim.__main__ import parse_args
-from gateway.sim.config import SimConfig
-from gateway.sim.engine import Engine
-from gateway.sim.kvcache import PrefixCache
-from gateway.sim.prompt import PromptBuilder, PromptError
-from gateway.sim.run import start_sim_process
-from gateway.sim.tokens import BOS, MSG_SEP, MSG_START, TOOLS_START, OutputWords, Tokenizer
+from workersim.__main__ import parse_args
+from workersim.kvcache import PrefixCache
+from workersim.prompt import PromptBuilder, PromptError
+from workersim.run import start_sim_process
+from workersim.scheduler import Engine
+from workersim.sim_settings import SimConfig
+from workersim.tokens import BOS, MSG_SEP, MSG_START, TOOLS_START, OutputWords, Tokenizer
 
 ENGLISH = (
     "Prefix caching lets a server skip the prefill of tokens it has already seen, so a router that sends "

@@ -9,8 +9,8 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.sim.config import SimConfig
-from gateway.sim.run import RunningSim, start_sim_server
+from workersim.run import RunningSim, start_sim_server
+from workersim.sim_settings import SimConfig
 
 MODEL = "grok-code-fast-1"
 

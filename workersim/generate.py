@@ -17,14 +17,15 @@ from typing import Any
 
 import orjson
 
-from gateway.sim.asgi import JSON_TYPE, SSE_HEADERS, Headers, Receive, Send, error_body, send_response
-from gateway.sim.config import SimConfig
-from gateway.sim.engine import Engine
-from gateway.sim.kvcache import Allocation, PrefixCache
-from gateway.sim.metrics import SimStats
-from gateway.sim.output import Plan, Planner, prompt_seed
-from gateway.sim.prompt import PromptBuilder, PromptError
-from gateway.sim.tokens import OutputWords, Tokenizer
+from gateway.asgi import Receive, Send
+from workersim.kvcache import Allocation, PrefixCache
+from workersim.output import Plan, Planner, prompt_seed
+from workersim.prompt import PromptBuilder, PromptError
+from workersim.scheduler import Engine
+from workersim.sim_http import JSON_TYPE, SSE_HEADERS, Headers, error_body, send_response
+from workersim.sim_settings import SimConfig
+from workersim.tokens import OutputWords, Tokenizer
+from workersim.vllm_metrics import SimStats
 
 _DONE = b"data: [DONE]\n\n"
 

@@ -1,4 +1,4 @@
-"""Billing configuration in SQL: price plans, budgets, Stripe customers; month-to-date spend.
+"""Billing configuration in SQL: the queries for price plans, budgets, Stripe customers and month-to-date spend.
 
 Read by the admin API and the CLI, by the periodic plan refresh and by key verification (budgets).
 """

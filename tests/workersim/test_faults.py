@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import pytest
 
-from tests.sim.conftest import MODEL, MakeSim, chat, post
+from tests.workersim.conftest import MODEL, MakeSim, chat, post
 
 
 async def _eventually(condition: object, within: float = 2.0) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from gateway.sim.tokens import (
+from workersim.tokens import (
     BOS,
     CALL_END,
     CALL_ID,

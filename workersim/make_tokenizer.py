@@ -1,10 +1,10 @@
-"""Write ``gateway/sim/tokenizer/``: a tiny HuggingFace tokenizer folder that the simulator advertises as
+"""Write ``workersim/tokenizer/``: a tiny HuggingFace tokenizer folder that the simulator advertises as
 its model path (``/model_info``, ``/get_server_info``), for routers that load the worker's tokenizer
 (sglang-router). A WordLevel model over a few hundred words, whitespace pre-tokenizer, ``[UNK]`` for the
 rest; ChatML-style special tokens and chat template. It does not reproduce the simulator's own token ids
-(those come from ``gateway.sim.tokens``); it only has to load and count roughly.
+(those come from ``workersim.tokens``); it only has to load and count roughly.
 
-    python -m gateway.sim.make_tokenizer            # rewrites the folder next to this file
+    python -m workersim.make_tokenizer            # rewrites the folder next to this file
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway.sim.tokens import OUTPUT_WORDS
+from workersim.tokens import OUTPUT_WORDS
 
 SPECIAL_TOKENS = ("[UNK]", "<s>", "</s>", "<|im_start|>", "<|im_end|>", "[PAD]")
 
@@ -90,7 +90,7 @@ def build_files(max_len: int = 131_072) -> dict[str, dict[str, Any]]:
         "eos_token_id": vocab["<|im_end|>"],
         "pad_token_id": vocab["[PAD]"],
         "torch_dtype": "float32",
-        "_comment": "gateway.sim worker simulator: no weights; only the tokenizer is real",
+        "_comment": "workersim, the worker simulator: no weights; only the tokenizer is real",
     }
     return {"tokenizer.json": tokenizer, "tokenizer_config.json": tokenizer_config, "config.json": config}
 

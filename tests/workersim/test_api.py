@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.sim.conftest import MODEL, MakeSim, chat, post, sse_data, sse_json
+from tests.workersim.conftest import MODEL, MakeSim, chat, post, sse_data, sse_json
 
 
 async def test_chat_completion_body(make_sim: MakeSim, http: aiohttp.ClientSession) -> None:

@@ -1,4 +1,4 @@
-"""``python -m gateway.sim --port 8001 --time-scale 0 --worker-id w1``: serve one simulated worker."""
+"""``python -m workersim --port 8001 --time-scale 0 --worker-id w1``: serve one simulated worker."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from gateway.sim.config import SimConfig
-from gateway.sim.run import serve_sim
+from workersim.run import serve_sim
+from workersim.sim_settings import SimConfig
 
 
 def _parse_bool(text: str) -> bool:
@@ -20,7 +20,7 @@ def _parse_bool(text: str) -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[SimConfig, str, int]:
-    parser = argparse.ArgumentParser(prog="python -m gateway.sim", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m workersim", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     defaults = SimConfig()

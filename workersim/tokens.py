@@ -3,7 +3,7 @@
 Text is cut by one compiled regex into pieces (a word of at most 6 letters with its leading space, a run of
 digits, punctuation, whitespace); each piece's id is a stable hash modulo the vocabulary. English comes out
 at roughly 4 characters per token, like a real BPE tokenizer. The module is called ``tokens`` rather than
-``tokenizer`` because ``gateway/sim/tokenizer/`` is the HuggingFace tokenizer folder shipped for routers.
+``tokenizer`` because ``workersim/tokenizer/`` is the HuggingFace tokenizer folder shipped for routers.
 
 Output text is made of words from a small list, one token each, so that the text of an answer tokenizes back
 into exactly the ids the simulator generated: a conversation that re-sends the answer hits the blocks cached
