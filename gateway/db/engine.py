@@ -5,14 +5,45 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 import migrations
+
+# What a query raises while the database cannot be answering: PostgreSQL down (a refused connect is a plain
+# OSError from asyncpg), a connection dropped mid-query (DBAPIError, connection invalidated), a server
+# shutting down or starting up, too many connections, a connect timeout; SQLite missing or locked
+# (OperationalError). Catch these, then ask ``unreachable`` (a DBAPIError may also be a real error).
+DB_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, DBAPIError, asyncpg.PostgresError,
+                                          asyncpg.InterfaceError)
+_DRIVER_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                       asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (one of ``DB_ERRORS``) says the database is unreachable rather than the query wrong."""
+    if isinstance(exc, _DRIVER_UNREACHABLE):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        driver = exc.orig.__cause__ if exc.orig is not None else None  # asyncpg's own, under the adapter's
+        return isinstance(driver, _DRIVER_UNREACHABLE)
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A log line's account of a database failure: the driver's message, never the statement or its values."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig.__cause__ or exc.orig
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:300]
 
 
 def make_engine(url: str) -> AsyncEngine:
