@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 8 * 1024 * 1024
     # Seconds a verified API key is trusted without asking SQL again (bounds revocation delay).
     key_cache_ttl_s: float = 3.0
+    # While the database is unreachable, a key verified within TTL + this many seconds keeps working from the
+    # cache (a key with nothing cached gets 503). Bounds how long a key revoked during an outage lives on.
+    key_stale_grace_s: float = Field(default=300.0, ge=0)
     health_interval_s: float = 2.0
     # How often each replica re-reads the workers added through the admin API.
     worker_sync_interval_s: float = 2.0

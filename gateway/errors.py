@@ -109,6 +109,14 @@ def limits_unavailable() -> GatewayError:
                         code="rate_limits_unavailable", headers={"retry-after": "1"})
 
 
+def auth_unavailable() -> GatewayError:
+    """503 for a key that cannot be verified: the database is unreachable and this replica has no recent
+    answer for the key cached."""
+    return GatewayError(503, "Your API key cannot be verified right now (the key database is unreachable). "
+                        "Please retry shortly.", "service_unavailable", code="auth_unavailable",
+                        headers={"retry-after": "1"})
+
+
 def insufficient_quota(scope: str, used_ticks: int, limit_ticks: int) -> GatewayError:
     """Over a spend cap (OpenAI answers an exhausted balance the same way)."""
     def usd(ticks: int) -> str:  # 1 USD = 10^10 ticks; shown to the cent-hundredth, integers only

@@ -67,8 +67,11 @@ class Runtime:
 
     def operational_stats(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         """What the components count as plain attributes, for the metrics collector (scrape time only)."""
-        r, led, st = self.router.stats, self.billing.ledger, self.billing.stripe
+        r, led, st, auth = self.router.stats, self.billing.ledger, self.billing.stripe, self.key_cache.stats
         out: dict[str, list[tuple[dict[str, str], float]]] = {
+            "gateway_auth_stale_served_total": [({}, auth.stale_served)],
+            "gateway_auth_unavailable_total": [({}, auth.unavailable)],
+            "gateway_auth_lookup_failures_total": [({}, auth.lookup_failures)],
             "gateway_routing_predicted_cached_tokens_total": [({}, r.predicted_cached_tokens)],
             "gateway_routing_reported_cached_tokens_total": [({}, r.reported_cached_tokens)],
             "gateway_routing_prompt_tokens_total": [({}, r.prompt_tokens)],
@@ -109,8 +112,10 @@ class Runtime:
             async with self.engine.connect() as conn:
                 await conn.exec_driver_sql("SELECT 1")
             checks["database"] = True
-        except (OSError, ConnectionError, TimeoutError) as exc:
-            log.warning("database not reachable: %s", exc)
+        except db.DB_ERRORS as exc:
+            if not db.unreachable(exc):
+                raise
+            log.warning("database not reachable: %s", db.describe(exc))
             checks["database"] = False
         return checks
 
@@ -167,7 +172,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
-        key_cache=KeyCache(keys, settings.key_cache_ttl_s), workers=workers,
+        key_cache=KeyCache(keys, settings.key_cache_ttl_s, settings.key_stale_grace_s), workers=workers,
         forwarder=Forwarder(OpenAIWorkers(http, settings),
                             Relay(settings.upstream_max_response_bytes, settings.upstream_ttft_timeout_s),
                             pool, router, stages=stage_order(billing, limiter), state=state, fallback=local_state),

@@ -22,7 +22,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, hide_parameters=True)  # a failed migration logs no values
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)

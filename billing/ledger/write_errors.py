@@ -46,11 +46,24 @@ RECORD: tuple[type[BaseException], ...] = (
 )
 
 
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's own error behind a wrapper (the writer re-raises driver errors without their values,
+    ``raise LedgerWriteError(...) from exc``; SQLAlchemy wraps them in DBAPIError)."""
+    seen = 0
+    while exc.__cause__ is not None and isinstance(exc, sa_exc.SQLAlchemyError) and seen < 5:
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return exc
+        exc = exc.__cause__
+        seen += 1
+    return exc
+
+
 def is_transient(exc: BaseException) -> bool:
+    exc = _driver_error(exc)
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, TRANSIENT) and not isinstance(exc, RECORD)
 
 
 def is_record_error(exc: BaseException) -> bool:
-    return isinstance(exc, RECORD) and not is_transient(exc)
+    return isinstance(_driver_error(exc), RECORD) and not is_transient(exc)

@@ -8,11 +8,15 @@ replay, a retry, a writer that died after committing but before acknowledging) c
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.usage_record import UsageRecord
@@ -77,6 +81,28 @@ _SQLITE_ROWS = 1000
 _SQLITE_INSERT = (f"INSERT INTO usage_ledger ({', '.join(c for c, _ in _COLUMNS)}) VALUES "
                   "{rows} ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 _SQLITE_ROW = "(" + ",".join("?" * len(_COLUMNS)) + ")"
+
+
+# Positional arguments of _PG_WRITE, by name (to say which column of a batch a failure is about).
+_ARGUMENTS = [*(c for c, _ in _COLUMNS), *(f"refused.{n}" for _, n in _REFUSED)]
+
+
+class LedgerWriteError(SQLAlchemyError):
+    """A batch the raw driver failed, re-raised without the batch's values: asyncpg quotes the whole offending
+    column (the end users, request ids of every record) and PostgreSQL the offending value in their messages.
+    A SQLAlchemyError, so that whatever handles a failed SQL write handles this one too."""
+
+
+def _without_values(exc: Exception) -> LedgerWriteError:
+    if isinstance(exc, asyncpg.DataError):  # bad input: the message quotes it, keep the column only
+        found = re.search(r"query argument \$(\d+)", str(exc))
+        n = int(found.group(1)) if found else 0
+        column = _ARGUMENTS[n - 1] if 0 < n <= len(_ARGUMENTS) else "unknown"
+        return LedgerWriteError(f"{type(exc).__name__} (SQLSTATE {exc.sqlstate}) in ledger column {column}; "
+                                "values omitted")
+    if isinstance(exc, asyncpg.PostgresError):  # its message without the DETAIL, which quotes the failing row
+        return LedgerWriteError(f"{type(exc).__name__} (SQLSTATE {exc.sqlstate}): {exc.args[0] if exc.args else ''}")
+    return LedgerWriteError(f"{type(exc).__name__}: {exc}")  # client-side and SQLite errors quote no rows
 
 
 def _sqlite_upsert(table: str, group: tuple[str, ...]) -> str:
@@ -195,6 +221,9 @@ class LedgerWriter:
                     if sums:
                         await driver.executemany(statement, sums)
                 await driver.commit()
+            except sqlite3.Error as exc:  # the raw driver's (locked, full, unreadable): handled as any failed write
+                await driver.rollback()
+                raise _without_values(exc) from exc
             except BaseException:
                 await driver.rollback()
                 raise
@@ -210,5 +239,8 @@ class LedgerWriter:
         async with self._engine.connect() as conn:
             raw = await conn.get_raw_connection()
             driver: Any = raw.driver_connection
-            inserted = await driver.fetchval(_PG_WRITE, *columns)
+            try:
+                inserted = await driver.fetchval(_PG_WRITE, *columns)
+            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise _without_values(exc) from None
         return int(inserted)

@@ -39,7 +39,7 @@ def service_error(exc: Exception) -> errors.GatewayError:
         return errors.not_found(str(exc))
     if isinstance(exc, Conflict | PlanConflict):
         return errors.GatewayError(409, str(exc), code="conflict")
-    return errors.invalid_request(str(exc))
+    return errors.invalid_request(str(exc), param=getattr(exc, "param", None))
 
 
 _SERVICE_ERRORS = (NotFound, PlanNotFound, Conflict, PlanConflict, ValueError)

@@ -64,7 +64,8 @@ async def create_own_key(body: OwnKeyIn, p: Principal = Depends(require_manager)
                          rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
     try:
         created = await rt.keys.create_key(p.org_id, body.name, body.expires_at,
-                                           limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency))
+                                           limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency),
+                                           parent_id=p.key_id)
     except _SERVICE_ERRORS as exc:
         raise service_error(exc) from None
     return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
@@ -77,7 +78,7 @@ async def update_own_key(key_id: str, body: KeyPatch, p: Principal = Depends(req
     if "name" in changes and changes["name"] is None:
         raise errors.invalid_request("name cannot be null", param="name")
     try:
-        view = await rt.keys.update_key(key_id, changes, org_id=p.org_id)
+        view = await rt.keys.update_key(key_id, changes, org_id=p.org_id, parent_id=p.key_id)
     except _SERVICE_ERRORS as exc:
         raise service_error(exc) from None
     rt.key_cache.forget(key_id)

@@ -3,27 +3,84 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, ExceptionContext
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 import migrations
 
+# What a query raises while the database cannot be answering: PostgreSQL down (a refused connect is a plain
+# OSError from asyncpg), a connection dropped mid-query (DBAPIError, connection invalidated), a server
+# shutting down or starting up, too many connections, a connect timeout; SQLite missing or locked
+# (OperationalError). Catch these, then ask ``unreachable`` (a DBAPIError may also be a real error).
+DB_ERRORS: tuple[type[Exception], ...] = (OSError, TimeoutError, DBAPIError, asyncpg.PostgresError,
+                                          asyncpg.InterfaceError)
+_DRIVER_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                       asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (one of ``DB_ERRORS``) says the database is unreachable rather than the query wrong."""
+    if isinstance(exc, _DRIVER_UNREACHABLE):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        driver = exc.orig.__cause__ if exc.orig is not None else None  # asyncpg's own, under the adapter's
+        return isinstance(driver, _DRIVER_UNREACHABLE)
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """A log line's account of a database failure: the driver's message, never the statement or its values."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        exc = exc.orig.__cause__ or exc.orig
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:300]
+
 
 def make_engine(url: str) -> AsyncEngine:
+    """The engine, with ``hide_parameters``: a failed statement's error (and SQLAlchemy's own log lines) shows
+    the statement, never its values (an organisation's cache salt, a key's secret hash)."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # aiosqlite logs every call with its arguments at DEBUG: never below INFO.
+        quiet = logging.getLogger("aiosqlite")
+        quiet.setLevel(max(quiet.level, logging.INFO))
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _sqlite_pragmas(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+    event.listen(engine.sync_engine, "handle_error", _drop_row_values)
+    return engine
+
+
+_ARGUMENT_VALUE = re.compile(r"(invalid input for query argument \$\d+): .*", re.DOTALL)
+
+
+def _drop_row_values(context: ExceptionContext) -> None:
+    """What ``hide_parameters`` misses: PostgreSQL's DETAIL quotes the row ("Failing row contains (...)",
+    "Key (lookup)=(...)"), and asyncpg's message for a value it cannot encode quotes the value; asyncpg's error
+    is chained under SQLAlchemy's, so every traceback would print them. Drop both."""
+    driver = context.original_exception.__cause__
+    if not isinstance(driver, asyncpg.PostgresError):
+        return
+    driver.detail = None
+    if isinstance(driver, asyncpg.DataError):
+        for exc in (driver, context.original_exception, context.sqlalchemy_exception):
+            if exc is not None and exc.args and isinstance(exc.args[0], str):
+                exc.args = (_ARGUMENT_VALUE.sub(r"\1: value omitted", exc.args[0]), *exc.args[1:])
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -1,7 +1,8 @@
 """The limiter's two shared-state scripts, as Lua for Redis and as Python twins for ``MemoryState``.
 
 ``limit_reserve`` checks and reserves every limit of a request at once; ``limit_settle`` releases the
-concurrency lease and moves the token reservation to the real usage. The Lua files hold the full
+concurrency lease and moves the token reservation to the real usage, once per request id (a replayed
+settling finds the request's settled marker). The Lua files hold the full
 description of arguments and results; the twins below follow them line by line (same float
 operations in the same order, so both stores give the same answers).
 """
@@ -18,6 +19,9 @@ from gateway.state.base import MemoryData, Script
 WINDOWS_MS = (60_000, 60_000, 86_400_000)
 _FIELDS = ("r", "t", "d")
 CONCURRENCY_RETRY_MS = 1000
+# How long a request's settled marker lives: far longer than a settling is ever sent again (the
+# Forwarder's retry follows the failed attempt at once), short enough to keep Redis small.
+SETTLED_MARKER_MS = 60_000
 
 
 def reserve(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> list[int]:
@@ -99,7 +103,19 @@ def reserve(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: 
     return [admitted, failed, worst, *out]
 
 
+def first_settling(data: MemoryData, marker: str, ttl_ms: int, now_ms: int) -> bool:
+    """``SET marker 1 NX PX ttl_ms``: True for the first settling of a request, False for a replay."""
+    holder = data.value(marker)
+    if "v" in holder:
+        return False
+    holder["v"] = b"1"
+    data.expire(marker, now_ms + ttl_ms)
+    return True
+
+
 def settle(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> int:
+    if not first_settling(data, keys[4], int(args[11]), now_ms):
+        return 0
     now = int(args[0]) or now_ms
     request_id = str(args[1])
     delta = int(args[2])

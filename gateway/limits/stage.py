@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway import errors
 from gateway.limits.headers import duration, limit_headers, retry_headers
-from gateway.limits.scripts import RESERVE, SETTLE
+from gateway.limits.scripts import RESERVE, SETTLE, SETTLED_MARKER_MS
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import RateLimits
 from gateway.state.base import RoundTrip
@@ -130,7 +130,8 @@ class RateLimitStage:
         if not (v[1] or v[2] or v[3] or v[5] or v[6] or v[7]):
             return  # only request counts: nothing to release or settle
         delta = actual_tokens(ex, len(ex.payload) // 4) - plan.estimate
-        trip.call(SETTLE, plan.keys, [0, ex.request_id, delta, *v])
+        marker = self._keyspace.limit_settled(ex.principal.org_id, ex.request_id)
+        trip.call(SETTLE, [*plan.keys, marker], [0, ex.request_id, delta, *v, SETTLED_MARKER_MS])
 
     @staticmethod
     def _headers(vector: list[int], states: list[int]) -> list[tuple[bytes, bytes]]:

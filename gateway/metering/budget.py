@@ -16,6 +16,7 @@ from typing import Any
 from billing.money import Tokens, cost
 from billing.usage_record import estimate_prompt_tokens
 from gateway import errors
+from gateway.limits.scripts import SETTLED_MARKER_MS, first_settling
 from gateway.metering.stage import PriceCatalog, usage_record
 from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script
@@ -61,8 +62,10 @@ def _reserve_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_
 
 
 def _settle_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> Any:
+    if not first_settling(data, keys[0], int(args[4]), now_ms):
+        return 0
     member, estimate, spent, ttl = str(args[0]), int(args[1]), int(args[2]), int(args[3])
-    for i in range(0, len(keys), 2):
+    for i in range(1, len(keys), 2):
         spend, res = data.hash(keys[i]), data.zset(keys[i + 1])
         if res.pop(member, None) is not None:
             spend["reserved"] = int(spend.get("reserved", 0)) - estimate
@@ -138,4 +141,5 @@ class Budgets:
         _, keys, member, estimate, _ = note
         record = usage_record(ex, self._catalog)
         spent = record.billed_ticks if record is not None else 0
-        trip.call(BUDGET_SETTLE, keys, [member, estimate, spent, self._ttl_ms])
+        marker = self._keys.budget_settled(ex.principal.org_id, ex.request_id)
+        trip.call(BUDGET_SETTLE, [marker, *keys], [member, estimate, spent, self._ttl_ms, SETTLED_MARKER_MS])

@@ -146,6 +146,9 @@ class StatsCollector(Collector):
     time (nothing on the request path). ``read`` returns {name: value}; counters end in ``_total``."""
 
     _HELP = {
+        "gateway_auth_stale_served_total": "Requests admitted on a cached key past its TTL while SQL was unreachable",
+        "gateway_auth_unavailable_total": "Requests answered 503: SQL unreachable and the key not cached",
+        "gateway_auth_lookup_failures_total": "API-key lookups that failed because SQL was unreachable",
         "gateway_routing_predicted_cached_tokens_total": "Cached prompt tokens the prefix index predicted",
         "gateway_routing_reported_cached_tokens_total": "Cached prompt tokens the workers reported",
         "gateway_routing_prompt_tokens_total": "Prompt tokens of routed requests, as reported",

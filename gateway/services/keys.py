@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger import billing_queries as ledger_config
 from gateway.db.models import ApiKey, Organization, Plan
-from gateway.pipeline.principal import Budget, Principal
+from gateway.pipeline.principal import Budget, Principal, RateLimits
 from gateway.services.plans import resolve_limits
 
 KEY_PREFIX = "sk-gw-"
@@ -33,6 +33,14 @@ class Conflict(Exception):
 
 class NotFound(Exception):
     """No such row."""
+
+
+class FieldRefused(ValueError):
+    """A field's value is not allowed (``param`` names the field)."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +152,23 @@ class KeyService:
             return [_org_view(o) for o in rows]
 
     async def create_key(self, org_id: str, name: str, expires_at: datetime | None = None, *,
-                         limits: KeyLimits | None = None, manage_keys: bool = False) -> CreatedKey:
+                         limits: KeyLimits | None = None, manage_keys: bool = False,
+                         parent_id: str | None = None) -> CreatedKey:
+        """A new key. With ``parent_id`` (the manager key minting it) the key never exceeds its parent: each
+        limit at most the parent's effective one (unset: the parent's own), the expiry not later (unset: the
+        parent's)."""
         lookup = secrets.token_hex(_LOOKUP_HEX // 2)
         secret = secrets.token_urlsafe(32)
         own = limits or KeyLimits()
         _check_key_limits(own)
-        key = ApiKey(id=new_id("key"), org_id=org_id, name=name, lookup=lookup,
-                     secret_hash=hash_secret(secret), created_at=now(), expires_at=expires_at,
-                     rpm=own.rpm, tpm=own.tpm, tpd=own.tpd, concurrency=own.concurrency, manage_keys=manage_keys)
         async with self._sessions() as s:
             if await s.get(Organization, org_id) is None:
                 raise NotFound(f"organisation {org_id!r} not found")
+            fields: dict[str, Any] = {**{n: getattr(own, n) for n in _KEY_LIMITS}, "expires_at": expires_at}
+            if parent_id is not None:
+                fields = (await _ceiling(s, parent_id)).bound(fields)
+            key = ApiKey(id=new_id("key"), org_id=org_id, name=name, lookup=lookup,
+                         secret_hash=hash_secret(secret), created_at=now(), manage_keys=manage_keys, **fields)
             s.add(key)
             await s.commit()
         return CreatedKey(f"{KEY_PREFIX}{lookup}_{secret}", _key_view(key))
@@ -164,15 +178,21 @@ class KeyService:
         async with self._sessions() as s:
             return _key_view(await _find_key(s, key_id, org_id))
 
-    async def update_key(self, key_id: str, changes: dict[str, Any], org_id: str | None = None) -> KeyView:
+    async def update_key(self, key_id: str, changes: dict[str, Any], org_id: str | None = None,
+                         parent_id: str | None = None) -> KeyView:
         """Change a key's name, expiry or own limits (a null clears a limit). Every replica sees the change
-        within the key cache TTL."""
+        within the key cache TTL. With ``parent_id`` (the manager key making the change) the changed fields
+        stay within the parent's, as in ``create_key``. A rotated key's expiry may only be shortened."""
         unknown = set(changes) - {"name", "expires_at", *_KEY_LIMITS}
         if unknown:
             raise ValueError(f"unknown fields: {sorted(unknown)}")
         _check_key_limits(KeyLimits(**{k: v for k, v in changes.items() if k in _KEY_LIMITS}))
         async with self._sessions() as s:
             key = await _find_key(s, key_id, org_id)
+            if parent_id is not None:
+                changes = (await _ceiling(s, parent_id)).bound(changes)
+            if key.replaced_by is not None and "expires_at" in changes:
+                _only_sooner(key, changes["expires_at"])
             for name, value in changes.items():
                 setattr(key, name, value)
             await s.commit()
@@ -246,6 +266,59 @@ class KeyService:
 
 
 _KEY_LIMITS = ("rpm", "tpm", "tpd", "concurrency")
+
+
+@dataclass(frozen=True, slots=True)
+class _Ceiling:
+    """What a manager key may hand on: per limit, its effective value (its own or its plan's per-key default,
+    else the organisation's; None: unlimited) and the key-level one a child inherits; and its expiry."""
+
+    effective: dict[str, int | None]
+    inherited: dict[str, int | None]
+    expires_at: datetime | None
+
+    def bound(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` (limits and ``expires_at``, those present) within the ceiling: unset ones inherit, a
+        looser one is refused."""
+        out = dict(fields)
+        for name in _KEY_LIMITS:
+            if name not in fields:
+                continue
+            value, cap = fields[name], self.effective[name]
+            if value is None:
+                out[name] = self.inherited[name]
+            elif cap is not None and value > cap:
+                raise FieldRefused(name, f"{name} {value} exceeds the calling key's own limit of {cap}; a key it "
+                                         "creates or changes cannot have more than it has")
+        if "expires_at" in fields and self.expires_at is not None:
+            value = fields["expires_at"]
+            if value is None:
+                out["expires_at"] = self.expires_at
+            elif _aware(value) > self.expires_at:
+                raise FieldRefused("expires_at", f"expires_at {value.isoformat()} is later than the calling key's "
+                                                 f"own expiry ({self.expires_at.isoformat()})")
+        return out
+
+
+async def _ceiling(s: AsyncSession, parent_id: str) -> _Ceiling:
+    query = (select(ApiKey, Plan).join(Organization, Organization.id == ApiKey.org_id)
+             .outerjoin(Plan, Plan.id == Organization.plan_id).where(ApiKey.id == parent_id))
+    row = (await s.execute(query)).one_or_none()
+    if row is None:
+        raise NotFound(f"key {parent_id!r} not found")
+    parent, plan = row
+    limits = resolve_limits(plan, parent) or RateLimits()
+    inherited = {n: getattr(limits, f"key_{n}") for n in _KEY_LIMITS}
+    effective = {n: inherited[n] if inherited[n] is not None else getattr(limits, f"org_{n}") for n in _KEY_LIMITS}
+    return _Ceiling(effective, inherited, _aware(parent.expires_at) if parent.expires_at is not None else None)
+
+
+def _only_sooner(key: ApiKey, expires_at: datetime | None) -> None:
+    """A rotated key lives until the overlap ends: moving its expiry later would undo the rotation."""
+    current = _aware(key.expires_at) if key.expires_at is not None else None
+    if expires_at is None or (current is not None and _aware(expires_at) > current):
+        raise FieldRefused("expires_at", f"key {key.id!r} was rotated (replaced by {key.replaced_by!r}): its expiry "
+                                         "may only be moved sooner")
 
 
 def _check_key_limits(limits: KeyLimits) -> None:

@@ -30,6 +30,10 @@ class KeySpace:
         subject = f"key:{key_id}" if key_id else "org"
         return f"{self.prefix}:{{lim:{org_id}}}:{subject}:leases"
 
+    def limit_settled(self, org_id: str, request_id: str) -> str:
+        """STRING, set by the first ``limit_settle`` of a request: a replayed settling changes nothing."""
+        return f"{self.prefix}:{{lim:{org_id}}}:settled:{request_id}"
+
     def usage_stream(self) -> str:
         """The durable stream of usage records, read by the ledger writer's consumer group."""
         return f"{self.prefix}:{{usage}}"
@@ -44,6 +48,10 @@ class KeySpace:
         an organisation's and its keys' budgets share one hash tag so one script can check both."""
         base = f"{self.prefix}:{{budget:{org_id}}}:{month}" + (f":{key_id}" if key_id else "")
         return base, base + ":res"
+
+    def budget_settled(self, org_id: str, request_id: str) -> str:
+        """STRING, set by the first ``budget_settle`` of a request (same hash tag as the budgets it settles)."""
+        return f"{self.prefix}:{{budget:{org_id}}}:settled:{request_id}"
 
     def billing_sync_lock(self) -> str:
         """Held by the one replica running the periodic Stripe sync."""

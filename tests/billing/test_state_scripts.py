@@ -38,6 +38,11 @@ async def _reserve(store: StateStore, keys: list[str], rid: str, estimate: int, 
     return tuple(int(x) for x in result)  # type: ignore[return-value]
 
 
+async def _settle(store: StateStore, space: KeySpace, keys: list[str], rid: str, estimate: int, spent: int) -> int:
+    marker = space.budget_settled("org", rid)
+    return int(await store.run(BUDGET_SETTLE, [marker, *keys], [f"{rid}:{estimate}", estimate, spent, 60_000, 60_000]))
+
+
 async def test_reserve_admits_under_the_limit_and_settle_replaces_the_estimate(
         store: tuple[StateStore, KeySpace]) -> None:
     state, space = store
@@ -45,11 +50,22 @@ async def test_reserve_admits_under_the_limit_and_settle_replaces_the_estimate(
     assert await _reserve(state, keys, "a", 600, 60_000, 1000, 0) == (1, 0, 0, 1000)
     assert await _reserve(state, keys, "b", 600, 60_000, 1000, 0) == (1, 0, 600, 1000)
     assert (await _reserve(state, keys, "c", 600, 60_000, 1000, 0))[:3] == (0, 1, 1200)
-    await state.run(BUDGET_SETTLE, keys, ["a:600", 600, 100, 60_000])
-    await state.run(BUDGET_SETTLE, keys, ["b:600", 600, 150, 60_000])
+    await _settle(state, space, keys, "a", 600, 100)
+    await _settle(state, space, keys, "b", 600, 150)
     assert (await _reserve(state, keys, "d", 600, 60_000, 1000, 0))[:3] == (1, 0, 250)
-    await state.run(BUDGET_SETTLE, keys, ["d:600", 600, 800, 60_000])
+    await _settle(state, space, keys, "d", 600, 800)
     assert (await _reserve(state, keys, "e", 1, 60_000, 1000, 0))[:3] == (0, 1, 1050)
+
+
+async def test_a_replayed_settle_adds_the_cost_once(store: tuple[StateStore, KeySpace]) -> None:
+    """A settling round trip sent again after a Redis stall (it may have run) adds the request's cost once."""
+    state, space = store
+    keys = [*space.budget("org", "2026-12"), *space.budget("org", "2026-12", "key_a")]
+    assert (await _reserve(state, keys, "a", 600, 60_000, 1000, 0, 1000, 0))[0] == 1
+    assert await _settle(state, space, keys, "a", 600, 100) == 1
+    assert await _settle(state, space, keys, "a", 600, 100) == 0  # the replay
+    assert await _reserve(state, keys, "b", 1, 60_000, 1000, 0, 1000, 0) == (1, 0, 100, 1000)
+    assert await _settle(state, space, keys, "b", 1, 0) == 1  # another request settles as usual
 
 
 async def test_org_and_key_budgets_are_checked_together(store: tuple[StateStore, KeySpace]) -> None:

@@ -61,16 +61,21 @@ def limits(org: tuple[int, int, int, int] = (0, 0, 0, 0), key: tuple[int, int, i
     return [*org, *key]
 
 
+SETTLED_MS = 60_000
+
+
 class Limiter:
     def __init__(self, store: StateStore, space: KeySpace, org: str = "org_a", key: str = "key_a") -> None:
         self.store, self.keys = store, _keys(space, org, key)
+        self.space, self.org = space, org
 
     async def reserve(self, vector: list[int], now: int = T0, tokens: int = 0, rid: str = "r",
                       lease: int = LEASE) -> list[int]:
         return [int(v) for v in await self.store.run(RESERVE, self.keys, [now, rid, lease, tokens, *vector])]
 
     async def settle(self, vector: list[int], delta: int, now: int = T0, rid: str = "r") -> int:
-        return int(await self.store.run(SETTLE, self.keys, [now, rid, delta, *vector]))
+        return int(await self.store.run(SETTLE, [*self.keys, self.space.limit_settled(self.org, rid)],
+                                        [now, rid, delta, *vector, SETTLED_MS]))
 
 
 async def test_requests_per_minute_exact_then_refill(store: StateStore, space: KeySpace) -> None:
@@ -157,6 +162,22 @@ async def test_settle_moves_org_and_key_buckets(store: StateStore, space: KeySpa
     assert after[5] == 10_000 - 1000  # org TPM: 100 settled + 900 reserved
     assert after[7] == 100_000 - 1000
     assert after[13] == 1000 - 1000
+
+
+async def test_a_replayed_settle_moves_the_buckets_once(store: StateStore, space: KeySpace) -> None:
+    """The Forwarder sends a settling round trip again when its answer was lost (Redis stalled, the
+    connection dropped), although Redis may have run it: the replay of one request id changes nothing."""
+    lim = Limiter(store, space)
+    vector = limits(org=(0, 10_000, 0, 2), key=(0, 5000, 0, 0))
+    assert (await lim.reserve(vector, tokens=900, rid="a"))[0] == 1
+    assert (await lim.reserve(vector, tokens=100, rid="b"))[0] == 1
+    assert await lim.settle(vector, delta=300, rid="a") == 1
+    assert await lim.settle(vector, delta=300, rid="a") == 0  # the replay
+    after = await lim.reserve(vector, tokens=0, rid="c")
+    assert after[0] == 1
+    assert after[5] == 10_000 - 900 - 300 - 100  # org TPM: the real usage of a, once, and b's reservation
+    assert after[13] == 5000 - 900 - 300 - 100  # the key's TPM likewise
+    assert after[9] == 0  # b and c in flight: a's lease was released once
 
 
 async def test_both_stores_answer_alike(space: KeySpace) -> None:

@@ -1,11 +1,20 @@
 -- Settle one finished request: release its concurrency leases and move its token reservation to the
 -- real usage (delta = actual - estimated, may be negative) in the tokens/min and tokens/day buckets.
 --
--- KEYS: 1 org buckets (hash), 2 org leases (zset), 3 key buckets (hash), 4 key leases (zset)
+-- Idempotent per request id: a settling sent again (its answer was lost to a stalled or dropped
+-- connection, but Redis may have run it) finds the request's settled marker and changes nothing.
+--
+-- KEYS: 1 org buckets (hash), 2 org leases (zset), 3 key buckets (hash), 4 key leases (zset),
+--       5 the request's settled marker (string, same hash tag)
 -- ARGV: 1 now_ms (0: the Redis server's clock), 2 request id, 3 token delta,
---       4..7 org rpm, tpm, tpd, concurrency; 8..11 key rpm, tpm, tpd, concurrency (0: no limit)
--- Returns the number of leases released.
+--       4..7 org rpm, tpm, tpd, concurrency; 8..11 key rpm, tpm, tpd, concurrency (0: no limit),
+--       12 how long the marker lives (ms)
+-- Returns the number of leases released (0 for a replay).
 -- Python twin: gateway/limits/scripts.py settle()
+
+if not redis.call('SET', KEYS[5], '1', 'NX', 'PX', ARGV[12]) then
+  return 0
+end
 
 local now = tonumber(ARGV[1])
 if now == 0 then
