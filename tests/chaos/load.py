@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ _PREFIXES = [
     "You review Python code for correctness and style; list concrete problems. " * 6,
     "You translate short product descriptions into plain English for a catalogue. " * 6,
 ]
+# Newer SDKs wrap a connection dropped mid-stream in APIConnectionError; older ones let httpx's error out.
+_TRANSPORT_ERRORS = (openai.APIConnectionError, httpx.HTTPError)
 _WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo", "lima",
           "mike", "november"]
 
@@ -191,20 +194,17 @@ class LoadDriver:
         except openai.APIStatusError as exc:
             out.result, out.status, out.error = "http_error", exc.status_code, str(exc)[:200]
             self._headers(out, exc.response.headers)
-        except openai.APIConnectionError as exc:  # nothing answered: the replica is down
+        except _TRANSPORT_ERRORS as exc:  # no answer, or the connection dropped mid-stream: the replica is down
             out.result, out.error = "transport", repr(exc)[:200]
             self._skip_until[replica] = time.monotonic() + 0.5
         except openai.APIError as exc:  # an error event inside a stream
             out.result, out.error = "stream_error", str(exc)[:200]
-        except httpx.HTTPError as exc:  # the connection dropped mid-stream
-            out.result, out.error = "transport", repr(exc)[:200]
-            self._skip_until[replica] = time.monotonic() + 0.5
         finally:
             out.ended = time.monotonic()
         return out
 
     @staticmethod
-    def _headers(out: Outcome, headers: httpx.Headers) -> None:
+    def _headers(out: Outcome, headers: Mapping[str, str]) -> None:
         out.request_id = headers.get("x-request-id") or out.request_id
         out.worker = headers.get("x-gateway-worker") or out.worker
         limit = headers.get("x-ratelimit-limit-requests")
