@@ -9,6 +9,7 @@ timeout; the private servers remove their folders. The replicas run the in-proce
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import secrets
@@ -183,6 +184,15 @@ class ChaosCluster:
         self.replicas: list[GatewayReplica] = []
         self.prefix = ""
         self.dirty = True  # the replicas must be started afresh before the next scenario
+        atexit.register(self._kill_all)  # also if the event loop never got to close()
+
+    def _kill_all(self) -> None:
+        for replica in self.replicas:
+            replica.kill()
+        for worker in self.workers:
+            worker.stop()
+        self.redis.kill()
+        shutil.rmtree(self.redis.data_dir, ignore_errors=True)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.pg.start)
@@ -270,12 +280,8 @@ class ChaosCluster:
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # teardown: every process must go, whatever failed first
             await self.stop_replicas()
-        for replica in self.replicas:
-            replica.kill()
-        for worker in self.workers:
-            worker.stop()
-        self.redis.kill()
-        shutil.rmtree(self.redis.data_dir, ignore_errors=True)
+        self._kill_all()
+        atexit.unregister(self._kill_all)
         await asyncio.to_thread(self.pg.close)
 
 

@@ -75,7 +75,7 @@ async def run_scenario(cluster: ChaosCluster, fault: Fault, profile: LoadProfile
             await driver.close()
     result = evaluate(fault, profile, driver.outcomes, rows, record, deltas, probe, wanted)
     result.settle_s = settle_s
-    result.notes = record.notes
+    result.notes = record.notes + result.notes
     cluster.dirty = not result.ok
     result.seconds = time.monotonic() - started
     return result

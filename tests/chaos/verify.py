@@ -156,6 +156,13 @@ def evaluate(fault: Fault, profile: LoadProfile, outcomes: list[Outcome], rows: 
     if strangers:
         res.problems.append(f"{len(strangers)} ledger rows match no request sent (e.g. {strangers[:3]})")
 
+    cut = [o for o in load if o.result == "cut"]
+    if cut:
+        billed = {r.end_user for r in rows}
+        streams = [o for o in cut if o.stream]
+        whole = [o for o in cut if not o.stream]
+        res.notes.append(f"cut by their clients: {len(streams)} streams ({sum(o.tag in billed for o in streams)} "
+                         f"billed), {len(whole)} whole answers ({sum(o.tag in billed for o in whole)} billed)")
     _check_workers(res, rows, deltas, outcomes, record)
     _check_errors(res, load, record)
     _check_limits(res, fault, profile, load, probe, probe_wanted)
