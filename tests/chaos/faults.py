@@ -53,6 +53,8 @@ class Fault:
     # Rate-limit buckets that may be in play at once: the shared one, plus the replicas' local shares while
     # Redis is unreachable (fail-open), plus a second shared one once Redis came back empty.
     limit_buckets: int = 1
+    # Redis lost or missed writes (settlings done locally meanwhile): shared counters may lag the ledger.
+    touches_redis: bool = False
     # Ledger settling allowed beyond the profile's (entries a killed replica read but never acknowledged
     # are claimed by another consumer after 30 s idle, looked for every 15 s).
     extra_settle_s: float = 0.0
@@ -129,8 +131,10 @@ async def _kill_replica(cluster: ChaosCluster, driver: LoadDriver, times: FaultT
 FAULTS: dict[str, Fault] = {f.name: f for f in (
     Fault("none", "no fault (the harness's own baseline)", _nothing),
     Fault("kill_worker", "SIGKILL a worker with requests in flight", _kill_worker),
-    Fault("redis_restart_empty", "Redis killed and started again empty", _restart_redis_empty, limit_buckets=3),
-    Fault("redis_stall", "Redis stopped (SIGSTOP) for a few seconds", _stall_redis, limit_buckets=2),
+    Fault("redis_restart_empty", "Redis killed and started again empty", _restart_redis_empty, limit_buckets=3,
+          touches_redis=True),
+    Fault("redis_stall", "Redis stopped (SIGSTOP) for a few seconds", _stall_redis, limit_buckets=2,
+          touches_redis=True),
     Fault("pg_down", "PostgreSQL stopped, down for 5 s, started again", _postgres_down),
     Fault("pg_terminate", "pg_terminate_backend on the replicas' connections", _terminate_backends),
     Fault("client_cut", "clients abandon streams and whole answers mid-way", _cut_clients),

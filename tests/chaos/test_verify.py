@@ -6,7 +6,7 @@ from __future__ import annotations
 from tests.chaos.cluster import WorkerCounters
 from tests.chaos.faults import FAULTS, FaultRecord
 from tests.chaos.load import LoadProfile, Outcome
-from tests.chaos.verify import LedgerRow, evaluate, rpm_bound, table
+from tests.chaos.verify import BudgetState, LedgerRow, evaluate, rpm_bound, table
 
 PROFILE = LoadProfile(limited_rpm=6)
 W1, W2 = "w-one", "w-two"
@@ -21,7 +21,7 @@ def _ok(n: int, worker: str = W1, key: str = "main", usage: tuple[int, int, int]
 def _row(o: Outcome, usage: tuple[int, int, int] | None = None) -> LedgerRow:
     prompt, cached, output = usage or o.usage or (0, 0, 0)
     assert o.request_id and o.worker
-    return LedgerRow(o.request_id, o.tag, o.worker, prompt, cached, output, "ok")
+    return LedgerRow(o.request_id, o.tag, o.worker, prompt, cached, output, "ok", billed_ticks=100)
 
 
 def _refused(n: int) -> Outcome:
@@ -127,3 +127,20 @@ def test_the_rpm_bound_is_a_leaky_bucket_per_bucket_in_play() -> None:
     assert rpm_bound(6, 0.0, 1) == 7
     assert rpm_bound(6, 10.0, 1) == 6 + 1 + 1
     assert rpm_bound(6, 60.0, 3) == 3 * (6 + 6) + 3
+
+
+def test_the_budget_spend_in_redis_must_match_the_ledger() -> None:
+    outcomes, rows, deltas = _scenario()  # 11 rows of 100 ticks
+
+    def budget_problems(state: BudgetState, fault: str = "none") -> list[str]:
+        result = evaluate(FAULTS[fault], PROFILE, outcomes, rows, FaultRecord(), deltas, _probe(10), 10, state)
+        return result.problems
+
+    assert budget_problems(BudgetState(1100, 0)) == []
+    assert budget_problems(BudgetState(1200, 0)) == [
+        "the budget counts 1200 ticks spent, the ledger bills 1100: 100 counted that the ledger does not hold"]
+    assert budget_problems(BudgetState(1000, 0)) == ["the budget counts 1000 ticks spent, the ledger bills 1100"]
+    assert budget_problems(BudgetState(1000, 0), "redis_stall") == []  # settled locally meanwhile: it lags
+    assert budget_problems(BudgetState(1200, 0), "redis_stall") != []  # but never counts twice
+    assert budget_problems(BudgetState(1100, 7)) == ["7 ticks of budget reservations still open after every "
+                                                     "request ended"]

@@ -12,7 +12,9 @@
    down, no request left hanging, no other 4xx than the rate-limited key's 429s.
 5. Limits held: the rate-limited key got at most its requests per minute through (a leaky bucket: the
    burst, plus what drains during the scenario, per bucket the fault may legitimately bring into
-   play), and afterwards the main key's whole concurrency is free again (no leaked slot).
+   play), and afterwards the main key's whole concurrency is free again (no leaked slot); the
+   organisation's budget (a cap it never reaches) counts in Redis exactly what the ledger bills (never
+   more; less only after Redis lost or missed settlings) and holds no open reservation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import asyncpg
+from redis.asyncio import Redis
 
+from gateway.state.keys import KeySpace
 from tests.chaos.cluster import WorkerCounters
 from tests.chaos.faults import Fault, FaultRecord
 from tests.chaos.load import LoadProfile, Outcome
@@ -39,17 +43,39 @@ class LedgerRow:
     cached_tokens: int
     output_tokens: int
     status: str
+    billed_ticks: int = 0
 
 
 async def read_ledger(pg_url: str, org_id: str) -> list[LedgerRow]:
     conn = await asyncio.wait_for(asyncpg.connect(pg_url), 10)
     try:
         rows = await conn.fetch("SELECT request_id, end_user, worker, prompt_tokens, cached_tokens, output_tokens, "
-                                "status FROM usage_ledger WHERE org_id = $1", org_id, timeout=10)
+                                "status, billed_ticks FROM usage_ledger WHERE org_id = $1", org_id, timeout=10)
     finally:
         await conn.close()
     return [LedgerRow(r["request_id"], r["end_user"], r["worker"], int(r["prompt_tokens"]), int(r["cached_tokens"]),
-                      int(r["output_tokens"]), r["status"]) for r in rows]
+                      int(r["output_tokens"]), r["status"], int(r["billed_ticks"])) for r in rows]
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """The organisation's budget as the replicas hold it in Redis (``spent``, ``reserved``, in ticks)."""
+
+    spent: int
+    reserved: int
+
+
+async def read_budget(redis_url: str, prefix: str, org_id: str, months: set[str]) -> BudgetState:
+    client = Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        spent = reserved = 0
+        for month in sorted(months):
+            values = await client.hmget(KeySpace(prefix).budget(org_id, month)[0], ["spent", "reserved"])
+            spent += int(values[0] or 0)
+            reserved += int(values[1] or 0)
+    finally:
+        await client.aclose()
+    return BudgetState(spent, reserved)
 
 
 @dataclass
@@ -121,7 +147,8 @@ def _explained(o: Outcome, record: FaultRecord) -> bool:
 
 
 def evaluate(fault: Fault, profile: LoadProfile, outcomes: list[Outcome], rows: list[LedgerRow], record: FaultRecord,
-             deltas: dict[str, WorkerCounters], probe: list[Outcome], probe_wanted: int) -> ScenarioResult:
+             deltas: dict[str, WorkerCounters], probe: list[Outcome], probe_wanted: int,
+             budget: BudgetState | None = None) -> ScenarioResult:
     res = ScenarioResult(fault.name)
     load = [o for o in outcomes if o.key != "probe"]
     res.requests = len(load)
@@ -166,6 +193,8 @@ def evaluate(fault: Fault, profile: LoadProfile, outcomes: list[Outcome], rows: 
     _check_workers(res, rows, deltas, outcomes, record)
     _check_errors(res, load, record)
     _check_limits(res, fault, profile, load, probe, probe_wanted)
+    if budget is not None:
+        _check_budget(res, fault, rows, budget, record)
     return res
 
 
@@ -256,10 +285,30 @@ def _check_limits(res: ScenarioResult, fault: Fault, profile: LoadProfile, load:
         res.problems.append(f"the rate-limited key was never refused in {len(limited)} requests")
     if probe_failed:
         res.limits_ok = False
-        kinds = Counter(f"{o.status or o.result}: {o.error[:80]}" for o in probe if o.result != "ok")
+        kinds = Counter(f"{o.status or o.result}: {o.error.split(' - ', 1)[-1][:160]}" for o in probe
+                        if o.result != "ok")
         res.problems.append(f"after the fault, {probe_failed} of {probe_wanted} concurrent requests of the main key "
                             f"failed ({probe_refused} refused with 429: leaked concurrency slots?): "
                             + "; ".join(f"{n}x {k}" for k, n in kinds.most_common(2)))
+
+
+def _check_budget(res: ScenarioResult, fault: Fault, rows: list[LedgerRow], budget: BudgetState,
+                  record: FaultRecord) -> None:
+    """The budget's spend in Redis against the ledger: never more (a settling counted twice), and exactly
+    the same unless Redis lost or missed some settlings (an outage: the spend catches up from SQL later).
+    No reservation stays open once the requests ended (but those a killed replica held)."""
+    billed = sum(r.billed_ticks for r in rows)
+    res.limits += f", budget {budget.spent}/{billed}"
+    if budget.spent > billed:
+        res.limits_ok = False
+        res.problems.append(f"the budget counts {budget.spent} ticks spent, the ledger bills {billed}: "
+                            f"{budget.spent - billed} counted that the ledger does not hold")
+    elif budget.spent < billed and not fault.touches_redis:
+        res.limits_ok = False
+        res.problems.append(f"the budget counts {budget.spent} ticks spent, the ledger bills {billed}")
+    if budget.reserved and record.killed_replica is None:
+        res.limits_ok = False
+        res.problems.append(f"{budget.reserved} ticks of budget reservations still open after every request ended")
 
 
 def table(results: list[ScenarioResult]) -> str:
