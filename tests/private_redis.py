@@ -49,6 +49,10 @@ class PrivateRedis:
         assert self._proc is not None
         return self._proc.pid
 
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()

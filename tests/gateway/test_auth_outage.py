@@ -47,7 +47,7 @@ async def test_verified_keys_ride_out_a_postgres_outage(sims: Any, caplog: pytes
                 assert (await complete(http, gw.url, key))[0] == 200
                 verified_at = time.monotonic()
 
-                await pg.stop()
+                await asyncio.to_thread(pg.stop)
                 await asyncio.sleep(TTL + 0.05)  # every cached entry is past its TTL now
                 caplog.clear()
                 with caplog.at_level(logging.INFO, logger="gateway.auth"):
@@ -83,7 +83,7 @@ async def test_verified_keys_ride_out_a_postgres_outage(sims: Any, caplog: pytes
                 status, body, _ = await complete(http, gw.url, key)
                 assert status == 503 and body["error"]["code"] == "auth_unavailable"
 
-                await pg.start()
+                await asyncio.to_thread(pg.start)
                 with caplog.at_level(logging.INFO, logger="gateway.auth"):
                     for _ in range(100):  # the first lookup after a failure waits a moment (no retry storm)
                         status, _, _ = await complete(http, gw.url, key)
