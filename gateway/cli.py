@@ -101,12 +101,9 @@ async def _key_service(settings: Settings) -> AsyncIterator[object]:
 
 
 async def create_key(settings: Settings, org: str, name: str) -> str:
-    from gateway.services.keys import KeyService
+    from gateway.services.keys import create_key_for_org_name
 
-    async with _key_service(settings) as svc:
-        assert isinstance(svc, KeyService)
-        org_view = await svc.get_or_create_org(org)
-        return (await svc.create_key(org_view.id, name)).key
+    return await create_key_for_org_name(settings.sqlalchemy_url, org, name)
 
 
 @keys_app.command("create")

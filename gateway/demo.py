@@ -44,10 +44,10 @@ Press Ctrl-C to stop everything.
 
 
 async def _serve(port: int, sims: list[SimProcess], admin_key: str) -> None:
-    from gateway.cli import create_key
+    from gateway.services.keys import create_key_for_org_name
 
     settings = Settings(workers=[s.url for s in sims], admin_key=admin_key, port=port)
-    key = await create_key(settings, "demo", "demo-key")
+    key = await create_key_for_org_name(settings.sqlalchemy_url, "demo", "demo-key")
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, loop="none",
                                            http="httptools", log_level="warning", access_log=False))
     banner = _BANNER.format(port=port, workers=", ".join(s.url for s in sims), admin_key=admin_key, key=key)

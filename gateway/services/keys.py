@@ -350,3 +350,18 @@ async def _budget(session: AsyncSession, org_id: str, key_id: str) -> Budget | N
 def _aware(moment: datetime) -> datetime:
     # SQLite returns naive datetimes; everything we store is UTC.
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def create_key_for_org_name(settings_url: str, org: str, name: str) -> str:
+    """A new key for the organisation of that name (created if missing), on the database at
+    ``settings_url`` (migrated first): what the CLI and the demo both need."""
+    from gateway.db import engine as db
+
+    await db.upgrade(settings_url)
+    engine = db.make_engine(settings_url)
+    try:
+        svc = KeyService(db.sessionmaker(engine))
+        org_view = await svc.get_or_create_org(org)
+        return (await svc.create_key(org_view.id, name)).key
+    finally:
+        await engine.dispose()
