@@ -12,7 +12,7 @@ import time
 
 import aiohttp
 
-from gateway.budget import month_of
+from gateway.metering.budget import month_of
 from tests.chaos.cluster import ChaosCluster, WorkerCounters
 from tests.chaos.faults import Fault, FaultRecord, FaultTimes
 from tests.chaos.load import LoadDriver, LoadProfile
