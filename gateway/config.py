@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     replicas: int = Field(default=1, ge=1)
     # Output tokens reserved for a request without max_tokens / max_completion_tokens (settled later).
     limits_default_max_tokens: int = Field(default=1024, ge=0)
-    # A concurrency slot is released when the request ends, or after this long if a replica died.
-    limits_lease_s: float = Field(default=900.0, gt=0)
+    # A concurrency slot is released when the request ends, or this long after its replica died: each replica
+    # renews the leases of its requests in flight every limits_lease_s / 3 (one round trip for all of them).
+    limits_lease_s: float = Field(default=30.0, gt=0)
 
 
     # Billing: usage records go to the ledger (off only to measure what metering costs).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -102,6 +103,8 @@ class Runtime:
                 ({"limit": "concurrency"}, lim.refused_concurrency),
                 ({"limit": "store_unavailable"}, lim.refused_unavailable)]
             out["gateway_rate_limit_local_fallbacks_total"] = [({}, lim.local_fallbacks)]
+            out["gateway_rate_limit_leases_renewed_total"] = [({}, lim.leases_renewed)]
+            out["gateway_rate_limit_lease_renewal_failures_total"] = [({}, lim.lease_renewal_failures)]
         return out
 
     async def ready(self) -> dict[str, bool]:
@@ -189,6 +192,9 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt.tasks.append(asyncio.create_task(every(settings.health_interval_s, "health", pool.check_all, rt.stopping,
                                                   rt.failures)))
         rt.tasks.append(asyncio.create_task(every(settings.worker_sync_interval_s, "worker-sync", workers.sync,
+                                                  rt.stopping, rt.failures)))
+        rt.tasks.append(asyncio.create_task(every(limiter.renew_interval_s, "lease-renewal",
+                                                  functools.partial(limiter.renew_leases, state, local_state),
                                                   rt.stopping, rt.failures)))
         yield rt
     finally:

@@ -2,7 +2,8 @@
 
 ``limit_reserve`` checks and reserves every limit of a request at once; ``limit_settle`` releases the
 concurrency lease and moves the token reservation to the real usage, once per request id (a replayed
-settling finds the request's settled marker). The Lua files hold the full
+settling finds the request's settled marker); ``limit_renew`` extends the leases of requests still in
+flight. The Lua files hold the full
 description of arguments and results; the twins below follow them line by line (same float
 operations in the same order, so both stores give the same answers).
 """
@@ -151,5 +152,21 @@ def settle(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: i
     return released
 
 
+def renew(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> int:
+    now = int(args[0]) or now_ms
+    lease = int(args[1])
+    z = data.zset(keys[0])
+    extended = 0
+    for member in args[2:]:
+        request_id = str(member)
+        if request_id in z and z[request_id] != now + lease:
+            z[request_id] = now + lease
+            extended += 1
+    if extended > 0:
+        data.expire(keys[0], now_ms + lease)
+    return extended
+
+
 RESERVE = Script.load("limit_reserve", reserve)
 SETTLE = Script.load("limit_settle", settle)
+RENEW = Script.load("limit_renew", renew)

@@ -8,20 +8,30 @@ settle the token reservation to the real usage). The limits come with the Princi
 While Redis is unreachable the Forwarder re-plans against this replica's in-process state with
 ``ex.degraded`` set: a fail-open organisation is then held to ``limit / replicas`` locally, a
 fail-closed one gets 503.
+
+Concurrency leases are short (``lease_s``) so that a replica that dies frees its slots soon; while a
+request lives, ``renew_leases`` (one task per replica, every ``lease_s / 3``) extends the leases of all its
+requests in flight in one pipelined round trip, once any of them is older than ``lease_s / 6`` (a request
+shorter than that never costs a renewal). The request path keeps its one round trip before and after.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import errors
 from gateway.limits.headers import duration, limit_headers, retry_headers
-from gateway.limits.scripts import RESERVE, SETTLE, SETTLED_MARKER_MS
+from gateway.limits.scripts import RENEW, RESERVE, SETTLE, SETTLED_MARKER_MS
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import RateLimits
-from gateway.state.base import RoundTrip
+from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
 from gateway.state.keyspace import KeySpace
+from gateway.state.memory import MemoryState
+
+log = logging.getLogger("gateway.limits")
 
 NOTE = "limits"
 # Positions in the 8-limit vector (script argument order).
@@ -41,6 +51,19 @@ class LimitStats:
     # Checks answered by the local limiter (fail-open) and 503s (fail-closed) while Redis was down.
     local_fallbacks: int = 0
     refused_unavailable: int = 0
+    # Renewal round trips (one a tick for all the leases in flight), leases extended, failed round trips.
+    lease_renewal_trips: int = 0
+    leases_renewed: int = 0
+    lease_renewal_failures: int = 0
+
+
+@dataclass
+class _Held:
+    """The concurrency leases of one request in flight on this replica."""
+
+    sets: list[str]  # the lease sets (organisation's, key's) it holds a lease in
+    local: bool  # reserved in this replica's own state (Redis was unreachable)
+    since: float = field(default_factory=time.monotonic)  # reserved or last renewed (monotonic)
 
 
 @dataclass
@@ -80,11 +103,13 @@ def actual_tokens(ex: Exchange, fallback: int) -> int:
 
 class RateLimitStage:
     def __init__(self, keyspace: KeySpace, *, replicas: int = 1, default_max_tokens: int = 1024,
-                 lease_s: float = 900.0) -> None:
+                 lease_s: float = 30.0) -> None:
         self._keyspace = keyspace
         self._replicas = max(1, replicas)
         self._default_max_tokens = default_max_tokens
         self._lease_ms = int(lease_s * 1000)
+        self.renew_interval_s = lease_s / 3
+        self._held: dict[str, _Held] = {}  # request id -> its leases, while in flight
         self.stats = LimitStats()
 
     def plan(self, ex: Exchange, trip: RoundTrip) -> None:
@@ -119,10 +144,14 @@ class RateLimitStage:
             plan.reserved = True
             self.stats.admitted += 1
             ex.response_headers.extend(headers)
+            sets = [plan.keys[1 + 2 * s] for s in (0, 1) if plan.vector[3 + 4 * s] > 0]
+            if sets:
+                self._held[ex.request_id] = _Held(sets, ex.degraded)
             return
         raise self._refusal(ex, plan, failed - 1, retry_ms, states, headers)
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
+        self._held.pop(ex.request_id, None)  # renewed no more: the settling releases it
         plan: _Plan | None = ex.notes.get(NOTE)
         if plan is None or not plan.reserved:
             return
@@ -132,6 +161,33 @@ class RateLimitStage:
         delta = actual_tokens(ex, len(ex.payload) // 4) - plan.estimate
         marker = self._keyspace.limit_settled(ex.principal.org_id, ex.request_id)
         trip.call(SETTLE, [*plan.keys, marker], [0, ex.request_id, delta, *v, SETTLED_MARKER_MS])
+
+    async def renew_leases(self, shared: StateStore, local: MemoryState) -> None:
+        """Extend the leases of every request in flight on this replica, once any is older than half the
+        renewal interval: per lease set one script call with all its request ids, one round trip per store."""
+        now = time.monotonic()
+        if not any(now - held.since >= self.renew_interval_s / 2 for held in self._held.values()):
+            return
+        for store, in_local in ((shared, False), (local, True)):
+            members: dict[str, list[str]] = {}
+            for request_id, held in self._held.items():
+                if held.local == in_local:
+                    held.since = now
+                    for lease_set in held.sets:
+                        members.setdefault(lease_set, []).append(request_id)
+            if not members:
+                continue
+            trip = store.round_trip()
+            for lease_set, request_ids in members.items():
+                trip.call(RENEW, [lease_set], [0, self._lease_ms, *request_ids])
+            try:
+                extended = await trip.execute()
+            except StoreUnavailable as exc:  # the leases run out unless a later tick gets through
+                self.stats.lease_renewal_failures += 1
+                log.warning("renewing %d concurrency leases failed: %s", len(members), exc)
+                continue
+            self.stats.lease_renewal_trips += 1
+            self.stats.leases_renewed += sum(int(n) for n in extended)
 
     @staticmethod
     def _headers(vector: list[int], states: list[int]) -> list[tuple[bytes, bytes]]:

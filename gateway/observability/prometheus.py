@@ -157,6 +157,8 @@ class StatsCollector(Collector):
         "gateway_routing_worker_purges_total": "Workers whose index entries were dropped (removed, restarted)",
         "gateway_rate_limit_rejections_total": "Requests refused by a rate limit, by limit",
         "gateway_rate_limit_local_fallbacks_total": "Limit checks answered locally while Redis was unreachable",
+        "gateway_rate_limit_leases_renewed_total": "Concurrency leases of long requests extended by the renewal task",
+        "gateway_rate_limit_lease_renewal_failures_total": "Lease renewal round trips that failed (store unreachable)",
         "gateway_budget_rejections_total": "Requests refused over a monthly budget (insufficient_quota)",
         "gateway_usage_stream_backlog": "Usage records in the Redis stream not yet in the ledger",
         "gateway_usage_queue_pending": "Usage records queued in process (embedded mode) not yet in the ledger",

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.limits.scripts import RESERVE, SETTLE
+from gateway.limits.scripts import RENEW, RESERVE, SETTLE
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
@@ -136,6 +136,23 @@ async def test_concurrency_leases(store: StateStore, space: KeySpace) -> None:
     # A replica that died never releases: its lease runs out instead.
     assert (await lim.reserve(conc, rid="d", now=T0 + LEASE - 1))[0] == 0
     assert (await lim.reserve(conc, rid="d", now=T0 + LEASE))[0] == 1
+
+
+async def test_renewal_extends_only_leases_still_held(store: StateStore, space: KeySpace) -> None:
+    lim = Limiter(store, space)
+    conc = limits(org=(0, 0, 0, 2))
+    assert (await lim.reserve(conc, rid="a"))[0] == 1
+    assert (await lim.reserve(conc, rid="b"))[0] == 1
+    assert await lim.settle(conc, 0, rid="a") == 1
+    org_leases = lim.keys[1]
+    # a settled, c never held: only b is extended (and nothing comes back to life)
+    assert await store.run(RENEW, [org_leases], [T0 + LEASE - 1, LEASE, "a", "b", "c"]) == 1
+    assert (await lim.reserve(conc, rid="d", now=T0 + LEASE))[0] == 1  # b's first lease would be over now
+    refused = await lim.reserve(conc, rid="e", now=T0 + LEASE)
+    assert refused[:2] == [0, 4]  # b (renewed) and d hold both slots
+    assert (await lim.reserve(conc, rid="e", now=T0 + 2 * LEASE - 2))[:2] == [0, 4]
+    assert (await lim.reserve(conc, rid="e", now=T0 + 2 * LEASE))[0] == 1  # d's lease ran out, b's too
+    assert await store.run(RENEW, [org_leases], [T0 + 2 * LEASE, LEASE, "b"]) == 0  # purged: stays gone
 
 
 async def test_key_limit_is_checked_with_the_org_and_refusal_reserves_nothing(store: StateStore,
