@@ -127,6 +127,12 @@ class RateLimitStage:
         index = trip.call(RESERVE, keys, [0, ex.request_id, self._lease_ms, est, *vector])
         ex.notes[NOTE] = _Plan(index, vector, est, keys)
 
+    def observe(self, ex: Exchange, results: list[Any]) -> None:
+        """The reserve script takes everything or nothing: what it admitted is settled by ``finish``."""
+        plan: _Plan | None = ex.notes.get(NOTE)
+        if plan is not None and not plan.closed and results[plan.index][0]:
+            plan.reserved = True
+
     def admit(self, ex: Exchange, results: list[Any]) -> None:
         plan: _Plan | None = ex.notes.get(NOTE)
         if plan is None:

@@ -119,14 +119,20 @@ class Budgets:
         index = trip.call(BUDGET_RESERVE, keys, [member, estimate, self._ttl_ms, *limits])
         ex.notes[_NOTE] = (index, keys, member, estimate, False)
 
+    def observe(self, ex: Exchange, results: list[Any]) -> None:
+        """The script reserved ``estimate`` when it admitted: settle it, even if another stage refuses."""
+        note = ex.notes.get(_NOTE)
+        if note is not None and int(results[note[0]][0]):
+            index, keys, member, estimate, _ = note
+            ex.notes[_NOTE] = (index, keys, member, estimate, True)
+
     def admit(self, ex: Exchange, results: list[Any]) -> None:
         note = ex.notes.get(_NOTE)
         if note is None:
             return
-        index, keys, member, estimate, _ = note
+        index = note[0]
         admitted, which, used, limit = results[index]
         if int(admitted):
-            ex.notes[_NOTE] = (index, keys, member, estimate, True)
             return
         budget = ex.principal.budget
         org_checked = budget is not None and budget.org_limit_ticks is not None

@@ -131,6 +131,9 @@ class Metering:
     def plan(self, ex: Exchange, trip: RoundTrip) -> None:
         return None
 
+    def observe(self, ex: Exchange, results: list[Any]) -> None:
+        return None
+
     def admit(self, ex: Exchange, results: list[Any]) -> None:
         return None
 

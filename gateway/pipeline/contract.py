@@ -24,12 +24,16 @@ class Stage(Protocol):
     def plan(self, ex: Exchange, trip: RoundTrip) -> None:
         """Queue this stage's pre-request state operations (no I/O here)."""
 
+    def observe(self, ex: Exchange, results: list[Any]) -> None:
+        """Note what this stage's operations reserved, before any stage may refuse the request: every
+        stage is settled (``finish``), also one after the stage that refused."""
+
     def admit(self, ex: Exchange, results: list[Any]) -> None:
         """Read the round trip's results; raise ``GatewayError`` to refuse the request."""
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
         """Queue the settling operations after the request ended, whatever happened (also after a
-        refusal by a later stage). Every stage's and the router's settling runs in one round trip."""
+        refusal by this or another stage). Every stage's and the router's settling runs in one round trip."""
 
 
 class Router(Protocol[T]):

@@ -44,14 +44,14 @@ class Forwarder:
         self._fallback = fallback
 
     async def forward(self, ex: Exchange, send: Send) -> None:
-        admitted: list[Stage] = []
         try:
             results = await self._round_trip(ex)
             self._router.observe(ex, results)
+            for stage in self._stages:  # what was reserved, before a refusal may skip the rest
+                stage.observe(ex, results)
             for stage in self._stages:
-                admitted.append(stage)
                 stage.admit(ex, results)
-            await self._dispatch(ex, results, send, admitted)
+            await self._dispatch(ex, results, send)
         except errors.GatewayError as exc:
             ex.status = exc.status
             if ex.outcome == "ok":
@@ -65,7 +65,7 @@ class Forwarder:
             if ex.finished_at is None:
                 ex.finished_at = time.perf_counter()
             if not ex.settled:
-                await self._settle(ex, admitted)
+                await self._settle(ex)
 
     async def _round_trip(self, ex: Exchange) -> list[Any]:
         trip = self._state.round_trip()
@@ -84,8 +84,8 @@ class Forwarder:
             self._router.plan(ex, local)
             return await local.execute()
 
-    async def _settle(self, ex: Exchange, admitted: list[Stage]) -> None:
-        """One round trip after the response: the router's record and every admitted stage's settling.
+    async def _settle(self, ex: Exchange) -> None:
+        """One round trip after the response: the router's record and every stage's settling.
 
         A relayed answer settles just before its last message goes out, so that what the stages hand
         on (the usage record) is stored before the client holds a complete response."""
@@ -93,7 +93,7 @@ class Forwarder:
         stores: list[StateStore | MemoryState] = [self._fallback] if ex.degraded else [self._state, self._state]
         results: list[Any] | None = None
         for store in stores:
-            trip = self._settle_trip(ex, admitted, store)
+            trip = self._settle_trip(ex, store)
             try:
                 results = await trip.execute()
                 break
@@ -103,17 +103,17 @@ class Forwarder:
                 log.warning("shared state unreachable while settling %s: %s", ex.request_id, exc)
         if results is None:
             log.warning("settling %s locally", ex.request_id)
-            results = await self._settle_trip(ex, admitted, self._fallback).execute()
+            results = await self._settle_trip(ex, self._fallback).execute()
         self._router.settled(ex, results)
 
-    def _settle_trip(self, ex: Exchange, admitted: list[Stage], store: StateStore | MemoryState) -> RoundTrip:
+    def _settle_trip(self, ex: Exchange, store: StateStore | MemoryState) -> RoundTrip:
         trip = store.round_trip()
         self._router.finish(ex, trip)
-        for stage in admitted:
+        for stage in self._stages:
             stage.finish(ex, trip)
         return trip
 
-    async def _dispatch(self, ex: Exchange, results: list[Any], send: Send, admitted: list[Stage]) -> None:
+    async def _dispatch(self, ex: Exchange, results: list[Any], send: Send) -> None:
         model = ex.request.model
         tried: list[str] = []
         failure: Retryable | None = None
@@ -131,7 +131,7 @@ class Forwarder:
             ex.attempts += 1
             worker.inflight += 1
             try:
-                failure = await self._attempt(ex, worker, send, admitted)
+                failure = await self._attempt(ex, worker, send)
             finally:
                 worker.inflight -= 1
             if failure is None:
@@ -144,7 +144,7 @@ class Forwarder:
             raise errors.upstream_failed(failure.reason)
         raise errors.no_worker(model)
 
-    async def _attempt(self, ex: Exchange, worker: Worker, send: Send, admitted: list[Stage]) -> Retryable | None:
+    async def _attempt(self, ex: Exchange, worker: Worker, send: Send) -> Retryable | None:
         """Relay one try; returns why it failed when nothing reached the client and another try may help."""
         if ex.upstream_started_at is None:
             ex.upstream_started_at = time.perf_counter()
@@ -164,7 +164,7 @@ class Forwarder:
                      *ex.response_headers]
 
             async def settle() -> None:
-                await self._settle(ex, admitted)
+                await self._settle(ex)
 
             if ex.request.stream and reply.status == 200:
                 complete = await self._relay.stream(ex, reply, send, extra, settle)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
 
+from gateway.state.base import MemoryData, Script
 from tests.conftest import MODEL
-from tests.limits.helpers import chat, complete, new_key, org_with_plan
+from tests.limits.helpers import call, chat, complete, new_key, org_with_plan
 
 
 def _name(prefix: str) -> str:
@@ -119,3 +122,36 @@ async def test_unlimited_org_has_no_limit_headers(gateway: Any, api_key: str) ->
         status, _, headers = await complete(http, gateway.url, api_key)
         assert status == 200 and not any(h.startswith("x-ratelimit") for h in headers)
 
+
+
+async def test_a_request_the_rate_limit_refuses_leaves_no_budget_reservation(gateway: Any) -> None:
+    """The spend cap reserves in the same round trip as the rate limit checks: when the limit refuses,
+    the reservation must be released too (it used to stay open for the reservation TTL)."""
+    async with aiohttp.ClientSession() as http:
+        org, _ = await org_with_plan(http, gateway.url, _name("budget-429"), rpm=1)
+        status, _, _ = await call(http, "PUT", gateway.url + f"/admin/orgs/{org}/budget",
+                                  json={"monthly_limit_usd": "100"})
+        assert status == 200
+        key = (await new_key(http, gateway.url, org))["key"]
+        assert (await complete(http, gateway.url, key))[0] == 200
+        for _ in range(3):
+            assert (await complete(http, gateway.url, key))[0] == 429
+    rt = gateway.app.runtime
+    month = datetime.now(UTC).strftime("%Y-%m")
+    spend, open_reservations = rt.keyspace.budget(org, month)
+    found = await rt.state.run(ZCARD, [open_reservations], [])
+    assert int(found) == 0
+    reserved = await rt.state.run(HGET, [spend], ["reserved"])
+    assert int(reserved or 0) == 0
+
+
+def _zcard_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> Any:
+    return len(data.zset(keys[0]))
+
+
+def _hget_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> Any:
+    return data.hash(keys[0]).get(args[0])
+
+
+ZCARD = Script("test_zcard", "return redis.call('ZCARD', KEYS[1])", _zcard_py)
+HGET = Script("test_hget", "return redis.call('HGET', KEYS[1], ARGV[1])", _hget_py)
