@@ -193,6 +193,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                                   rt.failures)))
         rt.tasks.append(asyncio.create_task(every(settings.worker_sync_interval_s, "worker-sync", workers.sync,
                                                   rt.stopping, rt.failures)))
+        rt.tasks.append(asyncio.create_task(every(1.0, "settle-later", rt.forwarder.settle_later, rt.stopping,
+                                                  rt.failures)))
         rt.tasks.append(asyncio.create_task(every(limiter.renew_interval_s, "lease-renewal",
                                                   functools.partial(limiter.renew_leases, state, local_state),
                                                   rt.stopping, rt.failures)))

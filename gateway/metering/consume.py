@@ -63,7 +63,7 @@ class Source(Protocol):
 
 async def consume(source: Source, stats: LedgerStats, stop: asyncio.Event, idle_s: float,
                   spool: Spool | None = None, redis: Redis | None = None) -> None:
-    backoff = Backoff()
+    backoff = Backoff(first=0.2, most=2.0)  # retrying costs a connection attempt; waiting delays billing
     while not stop.is_set():
         try:
             if spool is not None and redis is not None and isinstance(source, StreamConsumer):

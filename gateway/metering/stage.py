@@ -138,6 +138,8 @@ class Metering:
         return None
 
     def finish(self, ex: Exchange, trip: RoundTrip) -> None:
+        if ex.resettling:  # the record went to the local queue the first time
+            return
         record = usage_record(ex, self._catalog) or refused_record(ex)
         if record is None:
             return

@@ -55,6 +55,8 @@ class Exchange:
     settled: bool = False
     # Set when the shared store was unreachable and local state answered instead.
     degraded: bool = False
+    # Set when a settling that had to run locally is run again on the shared store (Forwarder.settle_later).
+    resettling: bool = False
     # Response headers the stages add (rate-limit headers, ...).
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     # Per-stage scratch space, keyed by stage name.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ from gateway.state.memory import MemoryState
 log = logging.getLogger("gateway.proxy")
 
 _MAX_ATTEMPTS = 2
+_MAX_UNSETTLED = 100_000
 
 
 class Forwarder:
@@ -42,6 +44,8 @@ class Forwarder:
         self._stages = list(stages)
         self._state = state
         self._fallback = fallback
+        # Requests settled locally because the shared store did not answer (see settle_later).
+        self._unsettled: deque[Exchange] = deque()
 
     async def forward(self, ex: Exchange, send: Send) -> None:
         try:
@@ -102,9 +106,34 @@ class Forwarder:
                 # would hold concurrency leases in Redis until they expire.
                 log.warning("shared state unreachable while settling %s: %s", ex.request_id, exc)
         if results is None:
-            log.warning("settling %s locally", ex.request_id)
+            log.warning("settling %s locally; its shared reservations are released once Redis answers",
+                        ex.request_id)
             results = await self._settle_trip(ex, self._fallback).execute()
+            if len(self._unsettled) < _MAX_UNSETTLED:
+                self._unsettled.append(ex)
         self._router.settled(ex, results)
+
+    async def settle_later(self) -> int:
+        """Settle on the shared store what had to be settled locally while it did not answer: the leases
+        and reservations the pre-request round trip took there. Settling is idempotent per request id,
+        so one that did reach Redis before its reply was lost changes nothing. The usage records already
+        went to the local queue and are not handed on again. Returns how many were settled."""
+        if not self._unsettled:
+            return 0
+        batch = [self._unsettled.popleft() for _ in range(min(len(self._unsettled), 500))]
+        trip = self._state.round_trip()
+        for ex in batch:
+            ex.resettling = True
+            self._router.finish(ex, trip)
+            for stage in self._stages:
+                stage.finish(ex, trip)
+        try:
+            await trip.execute()
+        except StoreUnavailable:  # still away: keep them for the next try
+            self._unsettled.extendleft(reversed(batch))
+            return 0
+        log.info("settled %d requests on the shared store that had been settled locally", len(batch))
+        return len(batch)
 
     def _settle_trip(self, ex: Exchange, store: StateStore | MemoryState) -> RoundTrip:
         trip = store.round_trip()
