@@ -1,9 +1,11 @@
 """Writing a batch of usage records so that no record can block the others.
 
-``LedgerSink.store`` writes the batch with the idempotent insert. When that fails for a reason that
-is not transient, it splits the batch in halves until the records that cause the failure stand alone;
-those go to the dead letters with the reason, every other record is written. A transient failure (see
-``write_errors``) is raised: the batch stays pending and is retried whole.
+``LedgerSink.store`` writes the batch with the idempotent insert. When that fails because of a record
+(a value its column cannot hold, see ``write_errors``), it splits the batch in halves until the records
+that cause the failure stand alone; those go to the dead letters with the reason, every other record is
+written. Any other failure (a lost connection, a database down, or one it cannot classify) is raised:
+the batch stays pending and is retried whole. A record is never dead-lettered for a fault of the
+database.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from billing.ledger.dead_letters import DeadLetter, DeadLetters, letter_for
-from billing.ledger.write_errors import is_record_error, is_transient
+from billing.ledger.write_errors import is_record_error
 from billing.ledger.writer import LedgerWriter
 from billing.usage_record import UsageRecord
 
@@ -40,20 +42,20 @@ class LedgerSink:
                 letters.append(letter_for(record.encode(), "invalid record: " + "; ".join(problems), record.request_id))
             else:
                 good.append(record)
-        inserted = await self._write(good, letters, top=True)
+        inserted = await self._write(good, letters)
         if letters:
             for letter in letters:
                 log.error("usage record %s moved to the dead letters: %s", letter.id, letter.reason)
             await self.dead_letters.add(letters)
         return Stored(inserted, len(letters))
 
-    async def _write(self, records: list[UsageRecord], letters: list[DeadLetter], top: bool = False) -> int:
+    async def _write(self, records: list[UsageRecord], letters: list[DeadLetter]) -> int:
         if not records:
             return 0
         try:
             return await self.writer.write(records)
-        except Exception as exc:  # classified below: transient ones are re-raised, the rest isolated
-            if is_transient(exc):
+        except Exception as exc:  # classified: only a record's own failure is isolated, anything else re-raised
+            if not is_record_error(exc):
                 raise
             failure = exc
         if len(records) == 1:
@@ -61,11 +63,5 @@ class LedgerSink:
             letters.append(letter_for(record.encode(), f"{failure.__class__.__name__}: {failure}",
                                       record.request_id))
             return 0
-        before = len(letters)
         middle = len(records) // 2
-        inserted = await self._write(records[:middle], letters) + await self._write(records[middle:], letters)
-        if top and len(letters) - before == len(records) and not is_record_error(failure):
-            # Every record failed alone with an error we cannot tie to records: not theirs. Keep them pending.
-            del letters[before:]
-            raise failure
-        return inserted
+        return await self._write(records[:middle], letters) + await self._write(records[middle:], letters)

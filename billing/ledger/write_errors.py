@@ -46,24 +46,35 @@ RECORD: tuple[type[BaseException], ...] = (
 )
 
 
-def _driver_error(exc: BaseException) -> BaseException:
-    """The driver's own error behind a wrapper (the writer re-raises driver errors without their values,
-    ``raise LedgerWriteError(...) from exc``; SQLAlchemy wraps them in DBAPIError)."""
-    seen = 0
-    while exc.__cause__ is not None and isinstance(exc, sa_exc.SQLAlchemyError) and seen < 5:
-        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-            return exc
-        exc = exc.__cause__
-        seen += 1
-    return exc
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it (SQLAlchemy wraps the driver's adapted error, which wraps the
+    driver's own)."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(found) < 8:
+        found.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return found
+
+
+def _kinds(exc: BaseException) -> list[type[BaseException]]:
+    """The classes along the chain, and the driver's class an error re-raised without its values
+    names (``driver_class``, see ``LedgerWriteError``)."""
+    kinds: list[type[BaseException]] = []
+    for link in _chain(exc):
+        kinds.append(type(link))
+        driver = getattr(link, "driver_class", None)
+        if isinstance(driver, type) and issubclass(driver, BaseException):
+            kinds.append(driver)
+    return kinds
 
 
 def is_transient(exc: BaseException) -> bool:
-    exc = _driver_error(exc)
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+    if any(isinstance(link, sa_exc.DBAPIError) and link.connection_invalidated for link in _chain(exc)):
         return True
-    return isinstance(exc, TRANSIENT) and not isinstance(exc, RECORD)
+    kinds = _kinds(exc)
+    return any(issubclass(k, TRANSIENT) for k in kinds) and not any(issubclass(k, RECORD) for k in kinds)
 
 
 def is_record_error(exc: BaseException) -> bool:
-    return isinstance(_driver_error(exc), RECORD) and not is_transient(exc)
+    return not is_transient(exc) and any(issubclass(k, RECORD) for k in _kinds(exc))

@@ -90,10 +90,19 @@ _ARGUMENTS = [*(c for c, _ in _COLUMNS), *(f"refused.{n}" for _, n in _REFUSED)]
 class LedgerWriteError(SQLAlchemyError):
     """A batch the raw driver failed, re-raised without the batch's values: asyncpg quotes the whole offending
     column (the end users, request ids of every record) and PostgreSQL the offending value in their messages.
-    A SQLAlchemyError, so that whatever handles a failed SQL write handles this one too."""
+    A SQLAlchemyError, so that whatever handles a failed SQL write handles this one too; ``driver_class``
+    names the driver's error, so that the writers can tell a lost connection from a bad record."""
+
+    driver_class: type[BaseException] | None = None
 
 
 def _without_values(exc: Exception) -> LedgerWriteError:
+    error = _value_free(exc)
+    error.driver_class = type(exc)
+    return error
+
+
+def _value_free(exc: Exception) -> LedgerWriteError:
     if isinstance(exc, asyncpg.DataError):  # bad input: the message quotes it, keep the column only
         found = re.search(r"query argument \$(\d+)", str(exc))
         n = int(found.group(1)) if found else 0

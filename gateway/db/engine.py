@@ -61,7 +61,10 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _sqlite_pragmas(engine.sync_engine)
         return engine
-    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+    # A connection attempt or a statement that hangs (a failover, a host dropping packets) fails in bounded
+    # time, so the background writers retry instead of waiting on it.
+    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True,
+                                 connect_args={"timeout": 5, "command_timeout": 60})
     event.listen(engine.sync_engine, "handle_error", _drop_row_values)
     return engine
 

@@ -179,3 +179,29 @@ async def test_property_ledger_cost_is_tokens_times_the_plan_rates(
     assert row.output_tokens == output
     assert row.billed_ticks == (prompt - c) * applied.input + c * applied.cached + output * applied.output
     assert row.list_ticks == (prompt - c) * 2_000 + c * 200 + output * 15_000
+
+
+def test_a_lost_connection_is_never_blamed_on_the_records() -> None:
+    """How the writer's failures are told apart: the value-free wrapper keeps the driver's class, and
+    SQLAlchemy's wrapping is looked through (a wrong answer dead-letters good records)."""
+    import asyncpg
+    from sqlalchemy import exc as sa_exc
+
+    from billing.ledger.write_errors import is_record_error, is_transient
+    from billing.ledger.writer import LedgerWriteError
+
+    lost = LedgerWriteError("ConnectionDoesNotExistError (SQLSTATE 08003): connection was closed")
+    lost.driver_class = asyncpg.exceptions.ConnectionDoesNotExistError
+    bad = LedgerWriteError("DataError in ledger column model; values omitted")
+    bad.driver_class = asyncpg.exceptions.StringDataRightTruncationError
+    try:
+        try:
+            raise asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+        except asyncpg.PostgresError as driver:
+            raise sa_exc.DBAPIError("connect", None, driver) from driver
+    except sa_exc.DBAPIError as wrapped:
+        starting = wrapped
+    assert is_transient(lost) and not is_record_error(lost)
+    assert is_record_error(bad) and not is_transient(bad)
+    assert is_transient(starting) and not is_record_error(starting)
+    assert is_transient(ConnectionRefusedError()) and is_record_error(OverflowError())
