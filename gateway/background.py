@@ -42,9 +42,13 @@ class Backoff:
 
 @dataclass
 class TaskFailures:
-    """Failures of each background job, by name (exported as gateway_background_failures_total)."""
+    """Failures of each background job, by name (exported as gateway_background_failures_total).
+
+    ``expected``: the errors of an outage (a database or Redis away), logged as one line without a
+    traceback; anything else is logged with its traceback."""
 
     counts: dict[str, int] = field(default_factory=dict)
+    expected: tuple[type[BaseException], ...] = ()
 
     def add(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
@@ -59,8 +63,12 @@ async def every(interval: float, name: str, step: Callable[[], Awaitable[object]
             await step()
         except asyncio.CancelledError:
             raise
-        except Exception:  # the one catch-all of a background job: logged with its traceback, counted
+        except Exception as exc:  # the one catch-all of a background job: logged, counted, retried
             failures.add(name)
-            log.exception("background job %s failed; retrying in %.1fs", name, interval)
+            if isinstance(exc, failures.expected):
+                log.warning("background job %s: %s: %s; retrying in %.1fs", name, exc.__class__.__name__,
+                            str(exc)[:200], interval)
+            else:
+                log.exception("background job %s failed; retrying in %.1fs", name, interval)
         if not await pause(stop, interval):
             return

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from gateway.auth import KeyCache
@@ -31,7 +32,7 @@ from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
 from gateway.services.plans import PlanService
 from gateway.services.workers import WorkerService
-from gateway.state.base import StateStore
+from gateway.state.base import StateStore, StoreUnavailable
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
@@ -184,6 +185,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
+    rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)
     try:
         await workers.sync()
         await pool.check_all()
