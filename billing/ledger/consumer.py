@@ -78,6 +78,9 @@ class StreamConsumer:
         self._next_claim = 0.0
         self.last_read = 0  # entries the last read returned: fewer than a batch means caught up
         self.groups_recreated = 0  # times a read found the group gone (Redis lost its data)
+        # A batch was read but not acknowledged (its write failed): read this consumer's pending entries
+        # again at once, instead of waiting for them to be claimed as a dead writer's after claim_idle_ms.
+        self._unacked = False
 
     async def ensure_group(self) -> None:
         if self._group_ready:
@@ -116,8 +119,12 @@ class StreamConsumer:
 
     async def _read(self) -> Batch:
         entries: list[Any] = []
+        if self._unacked:  # the last batch failed: its entries are still ours, pending; retry them first
+            own: Any = await self._redis.xreadgroup(GROUP, self.consumer, {self.stream: "0"}, count=self._batch_size)
+            entries = [e for e in own[0][1] if e[1]] if own else []
+            self._unacked = bool(entries)
         now = time.monotonic()
-        if now >= self._next_claim:  # look for a dead writer's entries now and then, not every batch
+        if not entries and now >= self._next_claim:  # look for a dead writer's entries now and then, not every batch
             claimed = await self._redis.xautoclaim(self.stream, GROUP, self.consumer, self._claim_idle_ms,
                                                    start_id="0-0", count=self._batch_size)
             entries = [e for e in claimed[1] if e[1] is not None] if claimed else []
@@ -145,8 +152,10 @@ class StreamConsumer:
     async def step(self) -> Stored:
         """Read, write and acknowledge one batch; returns what was stored."""
         batch = await self.read()
+        self._unacked = bool(batch.ids)
         stored = await self._sink.store(batch.records, batch.poison)
         await self.ack(batch)  # only after the commit
+        self._unacked = False
         return stored
 
     async def backlog(self) -> int:

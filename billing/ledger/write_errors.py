@@ -18,6 +18,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     TimeoutError,
     asyncpg.PostgresConnectionError,  # connection lost, cannot connect now
     asyncpg.InterfaceError,  # the connection was closed under the writer
+    asyncpg.InternalClientError,  # a connection left mid-operation by a cut ("another operation is in progress")
     asyncpg.exceptions.AdminShutdownError,  # pg_terminate_backend, a fast shutdown
     asyncpg.exceptions.CannotConnectNowError,  # the server is starting or recovering
     asyncpg.exceptions.CrashShutdownError,

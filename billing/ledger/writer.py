@@ -250,6 +250,7 @@ class LedgerWriter:
             driver: Any = raw.driver_connection
             try:
                 inserted = await driver.fetchval(_PG_WRITE, *columns)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                await conn.invalidate()  # a connection cut mid-statement may be left in a broken state
                 raise _without_values(exc) from None
         return int(inserted)

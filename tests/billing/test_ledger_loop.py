@@ -115,3 +115,30 @@ async def test_after_redis_loses_the_stream_the_group_comes_back_and_the_spool_i
     finally:
         stop.set()
         await task
+
+
+async def test_a_batch_whose_write_failed_is_retried_at_once_not_after_the_claim_delay(
+        redis_client: aioredis.Redis, stream: str) -> None:
+    """The entries of a failed batch stay pending on this consumer: it reads them again on its next step
+    (they used to wait claim_idle_ms, 30 s, to be claimed as a dead writer's)."""
+    from gateway.db import engine as db
+    from tests.private_postgres import private_postgres
+
+    org = "org_" + secrets.token_hex(4)
+    async with private_postgres() as pg:
+        url = pg.url.replace("postgresql://", "postgresql+asyncpg://")
+        await db.upgrade(url)
+        engine = db.make_engine(url)
+        try:
+            sink = LedgerSink(LedgerWriter(engine), DeadLetters(engine))
+            consumer = StreamConsumer(redis_client, stream, sink, epoch_key=stream + ":epoch", consumer="c",
+                                      block_ms=20, claim_idle_ms=60_000)
+            await _add(redis_client, stream, [make_record(org, i) for i in range(4)])
+            await asyncio.to_thread(pg.stop)
+            with pytest.raises(OSError):
+                await consumer.step()
+            await asyncio.to_thread(pg.start)
+            assert (await consumer.step()).inserted == 4
+            assert await _rows(engine, org) == 4 and await consumer.backlog() == 0
+        finally:
+            await engine.dispose()
