@@ -57,9 +57,9 @@ class Runtime:
     request_log: RequestLog
     billing: BillingRuntime
     router: PrefixRouter
+    limiter: RateLimitStage
+    plans: PlanService
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    limiter: RateLimitStage | None = None
-    plans: PlanService | None = None
 
     def operational_stats(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         """What the components count as plain attributes, for the metrics collector (scrape time only)."""
@@ -84,13 +84,12 @@ class Runtime:
             "gateway_budget_rejections_total": [({}, sum(s.rejections for s in self.billing.stages
                                                          if isinstance(s, Budgets)))],
         }
-        if self.limiter is not None:
-            lim = self.limiter.stats
-            out["gateway_rate_limit_rejections_total"] = [
-                ({"limit": "requests"}, lim.refused_requests), ({"limit": "tokens"}, lim.refused_tokens),
-                ({"limit": "concurrency"}, lim.refused_concurrency),
-                ({"limit": "store_unavailable"}, lim.refused_unavailable)]
-            out["gateway_rate_limit_local_fallbacks_total"] = [({}, lim.local_fallbacks)]
+        lim = self.limiter.stats
+        out["gateway_rate_limit_rejections_total"] = [
+            ({"limit": "requests"}, lim.refused_requests), ({"limit": "tokens"}, lim.refused_tokens),
+            ({"limit": "concurrency"}, lim.refused_concurrency),
+            ({"limit": "store_unavailable"}, lim.refused_unavailable)]
+        out["gateway_rate_limit_local_fallbacks_total"] = [({}, lim.local_fallbacks)]
         return out
 
     async def ready(self) -> dict[str, bool]:

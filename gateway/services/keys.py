@@ -20,19 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger import config as ledger_config
 from gateway.db.models import ApiKey, Organization, Plan
-from gateway.services.plans import resolve_limits
+from gateway.services.plans import check_limit, resolve_limits
+from gateway.services.service_errors import Conflict, InvalidInput, NotFound
 from gateway.types import Budget, Principal
 
 KEY_PREFIX = "sk-gw-"
 _LOOKUP_HEX = 16
-
-
-class Conflict(Exception):
-    """A name that must be unique is taken."""
-
-
-class NotFound(Exception):
-    """No such row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +152,13 @@ class KeyService:
             await s.commit()
         return CreatedKey(f"{KEY_PREFIX}{lookup}_{secret}", _key_view(key))
 
+    async def create_key_for_org_name(self, org_name: str, name: str = "default", expires_at: datetime | None = None,
+                                      *, limits: KeyLimits | None = None, manage_keys: bool = False) -> CreatedKey:
+        """A key for the organisation called ``org_name``, which is created if it does not exist yet (the CLI
+        and the demo name organisations; the API passes ids)."""
+        org = await self.get_or_create_org(org_name)
+        return await self.create_key(org.id, name, expires_at, limits=limits, manage_keys=manage_keys)
+
     async def get_key(self, key_id: str, org_id: str | None = None) -> KeyView:
         """One key; with ``org_id``, only a key of that organisation (another's reads as not found)."""
         async with self._sessions() as s:
@@ -169,7 +169,7 @@ class KeyService:
         within the key cache TTL."""
         unknown = set(changes) - {"name", "expires_at", *_KEY_LIMITS}
         if unknown:
-            raise ValueError(f"unknown fields: {sorted(unknown)}")
+            raise InvalidInput(f"unknown fields: {sorted(unknown)}")
         _check_key_limits(KeyLimits(**{k: v for k, v in changes.items() if k in _KEY_LIMITS}))
         async with self._sessions() as s:
             key = await _find_key(s, key_id, org_id)
@@ -182,7 +182,7 @@ class KeyService:
         """A new secret for the same key identity (organisation, name, limits, expiry); the old secret stays
         valid for ``overlap_s`` seconds more, then expires."""
         if overlap_s < 0:
-            raise ValueError("overlap_s must be >= 0")
+            raise InvalidInput("overlap_s must be >= 0", param="overlap_s")
         lookup = secrets.token_hex(_LOOKUP_HEX // 2)
         secret = secrets.token_urlsafe(32)
         async with self._sessions() as s:
@@ -250,9 +250,7 @@ _KEY_LIMITS = ("rpm", "tpm", "tpd", "concurrency")
 
 def _check_key_limits(limits: KeyLimits) -> None:
     for name in _KEY_LIMITS:
-        value = getattr(limits, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or null")
+        check_limit(name, getattr(limits, name))
 
 
 async def _find_key(s: AsyncSession, key_id: str, org_id: str | None) -> ApiKey:
