@@ -9,10 +9,10 @@ ticks); plan rates in ticks per token (the list price of the reference model is 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from billing.ledger.config import StoredPlan, month_start
 from billing.money import FREE, PricePlan, Rates, format_usd, usd_to_ticks
@@ -54,24 +54,25 @@ class PricePlanIn(BaseModel):
         return self
 
 
+def _budget_usd(text: str) -> str:
+    """A decimal dollar budget (``"250.00"``): exact, not negative, at most MAX_BUDGET_TICKS."""
+    ticks = usd_to_ticks(text)  # ValueError: not an exact dollar amount
+    if ticks < 0:
+        raise ValueError("a budget cannot be negative")
+    if ticks > MAX_BUDGET_TICKS:
+        raise ValueError(f"a budget can be at most {format_usd(MAX_BUDGET_TICKS)} USD")
+    return text
+
+
 class BudgetIn(BaseModel):
     # A decimal dollar string ("250.00") or integer ticks; null removes the cap.
-    monthly_limit_usd: str | None = Field(default=None, max_length=30)
+    monthly_limit_usd: Annotated[str, StringConstraints(max_length=30), AfterValidator(_budget_usd)] | None = None
     monthly_limit_ticks: int | None = Field(default=None, ge=0, le=MAX_BUDGET_TICKS)
     key_id: KeyIdText = ""  # empty: the organisation's cap
 
     def ticks(self) -> int | None:
         if self.monthly_limit_usd is not None:
-            try:
-                ticks = usd_to_ticks(self.monthly_limit_usd)
-            except ValueError as exc:
-                raise errors.invalid_request(str(exc), param="monthly_limit_usd") from None
-            if ticks < 0:
-                raise errors.invalid_request("a budget cannot be negative", param="monthly_limit_usd")
-            if ticks > MAX_BUDGET_TICKS:
-                raise errors.invalid_request(f"a budget can be at most {format_usd(MAX_BUDGET_TICKS)} USD",
-                                             param="monthly_limit_usd")
-            return ticks
+            return usd_to_ticks(self.monthly_limit_usd)
         return self.monthly_limit_ticks
 
 

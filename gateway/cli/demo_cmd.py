@@ -12,18 +12,16 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 import uvicorn
 
 from gateway.cli.context import ServiceContext, database_label, service_context, setup_logging
+from gateway.cli.fakes import RunningWorker, start_simulated_workers
 from gateway.cli.serve_cmd import require_free_port
 from gateway.config import Settings
 from gateway.services.keys import split_key
-
-if TYPE_CHECKING:
-    from gateway.sim.run import SimProcess
 
 DEMO_ORG = "demo"
 DEMO_KEY_NAME = "demo-key"
@@ -96,7 +94,7 @@ async def demo_key(ctx: ServiceContext, path: Path) -> str:
     return key
 
 
-async def _serve(settings: Settings, sims: list[SimProcess]) -> None:
+async def _serve(settings: Settings, sims: list[RunningWorker]) -> None:
     from gateway.app import create_app
 
     async with service_context(settings) as ctx:
@@ -123,8 +121,6 @@ def demo(
     """Start simulated workers and the gateway on the embedded default, with a demo key."""
     import uvloop
 
-    from gateway.cli.fakes import start_simulated_workers
-
     setup_logging("WARNING")
     base = Settings()
     data_dir = base.data_dir / "demo"
@@ -136,7 +132,7 @@ def demo(
     for wport in ports:
         require_free_port("127.0.0.1", wport, "a simulated worker")
     admin_key = os.environ.get("GATEWAY_ADMIN_KEY") or "admin-" + secrets.token_urlsafe(12)
-    sims: list[SimProcess] = []
+    sims: list[RunningWorker] = []
     try:  # Ctrl-C at any point, start-up included, stops everything started so far
         sims = start_simulated_workers(ports)
         # Always the embedded default (SQLite in the demo's folder, in-process state): never a real database.

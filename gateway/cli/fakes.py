@@ -4,10 +4,15 @@ other verb loads them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from gateway.sim.run import SimProcess
+
+class RunningWorker(Protocol):
+    """A simulated worker serving in a child process."""
+
+    url: str
+
+    def stop(self) -> None: ...
 
 
 def serve_simulated_worker(host: str, port: int, **config: Any) -> None:
@@ -18,12 +23,12 @@ def serve_simulated_worker(host: str, port: int, **config: Any) -> None:
     serve_sim(SimConfig(**config), host, port)
 
 
-def start_simulated_workers(ports: list[int]) -> list[SimProcess]:
+def start_simulated_workers(ports: list[int]) -> list[RunningWorker]:
     """One simulated worker process per port, each healthy on return (stop them with ``.stop()``)."""
     from gateway.sim.config import SimConfig
     from gateway.sim.run import start_sim_process
 
-    started: list[SimProcess] = []
+    started: list[RunningWorker] = []
     try:
         for port in ports:
             started.append(start_sim_process(SimConfig(worker_id=f"sim-{port}"), port))

@@ -1,5 +1,5 @@
-"""Help that names an option's value (``--org NAME``) instead of Typer's type tags (``<str>``, ``<bool>``)
-and shows flags bare: applied once to the whole command tree before it runs."""
+"""Help that names an option's value (``--org NAME``) instead of Typer's type tags (``<str>``, ``<bool>``),
+shows flags bare and arguments by name alone: applied once to the whole command tree before it runs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ from typing import Any
 
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
+
+
+def _no_type(ctx: object) -> None:
+    return None
 
 
 def plain_help(app: typer.Typer) -> Callable[..., Any]:
@@ -27,4 +31,7 @@ def plain_help(app: typer.Typer) -> Callable[..., Any]:
                 param.metavar = ""
             elif isinstance(param, TyperOption | TyperArgument):
                 param.metavar = (param.name or "value").upper()
+        for param in command.params:
+            if isinstance(param, TyperArgument):  # its name is the metavar already: no type column beside it
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
     return root

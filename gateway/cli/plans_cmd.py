@@ -12,8 +12,14 @@ from gateway.cli.context import ServiceContext, run_with_services
 plans_app = typer.Typer(help="Rate-limit plans", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organisations", no_args_is_help=True)
 
-Limit = Annotated[int | None, typer.Option(min=1, metavar="N", show_default=False,
-                                           help="requests (rpm) or tokens (tpm, tpd) a minute / day, or in flight")]
+Rpm = Annotated[int | None, typer.Option(min=1, metavar="N", help="Requests per minute, the whole organisation")]
+Tpm = Annotated[int | None, typer.Option(min=1, metavar="N", help="Tokens per minute, the whole organisation")]
+Tpd = Annotated[int | None, typer.Option(min=1, metavar="N", help="Tokens per day, the whole organisation")]
+Conc = Annotated[int | None, typer.Option(min=1, metavar="N", help="Requests in flight, the whole organisation")]
+KeyRpm = Annotated[int | None, typer.Option(min=1, metavar="N", help="Default requests per minute of each key")]
+KeyTpm = Annotated[int | None, typer.Option(min=1, metavar="N", help="Default tokens per minute of each key")]
+KeyTpd = Annotated[int | None, typer.Option(min=1, metavar="N", help="Default tokens per day of each key")]
+KeyConc = Annotated[int | None, typer.Option(min=1, metavar="N", help="Default requests in flight of each key")]
 
 
 def _fmt(value: int | None) -> str:
@@ -23,8 +29,8 @@ def _fmt(value: int | None) -> str:
 @plans_app.command("create")
 def plans_create(
     name: Annotated[str, typer.Argument(help="Plan name", metavar="NAME")],
-    rpm: Limit = None, tpm: Limit = None, tpd: Limit = None, concurrency: Limit = None,
-    key_rpm: Limit = None, key_tpm: Limit = None, key_tpd: Limit = None, key_concurrency: Limit = None,
+    rpm: Rpm = None, tpm: Tpm = None, tpd: Tpd = None, concurrency: Conc = None,
+    key_rpm: KeyRpm = None, key_tpm: KeyTpm = None, key_tpd: KeyTpd = None, key_concurrency: KeyConc = None,
     fail_closed: Annotated[bool, typer.Option("--fail-closed",
                                               help="Answer 503 while Redis is down (default: fail open)")] = False,
 ) -> None:
