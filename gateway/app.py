@@ -2,14 +2,17 @@
 
 ``create_app(settings)`` returns a plain ASGI callable. Requests to ``/v1/chat/completions`` and
 ``/v1/completions`` go straight to :class:`HotPath` (no framework routing on the hot path);
-everything else, and the lifespan, goes to FastAPI.
+everything else, and the lifespan, goes to FastAPI, whose every response gets an ``x-request-id``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import logging
+import os
 from collections.abc import AsyncIterator
+from importlib import metadata
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,13 +20,32 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from gateway import errors
-from gateway.api import admin, admin_billing, admin_limits, dashboard, health, metrics, partner, usage
-from gateway.asgi import Receive, Scope, Send
+from gateway.api import (
+    billing_routes,
+    dashboard_routes,
+    docs_routes,
+    health_routes,
+    keys_routes,
+    metrics_routes,
+    models_routes,
+    orgs_routes,
+    partner_routes,
+    plans_routes,
+    usage_routes,
+    workers_routes,
+)
+from gateway.api.openapi_schema import install_openapi
+from gateway.api.service_errors import install_service_error_handler
+from gateway.asgi import Message, Receive, Scope, Send
 from gateway.config import Settings
 from gateway.front.chat import ChatCompletions
 from gateway.front.completions import Completions
 from gateway.front.endpoint import HotPath
 from gateway.runtime import Runtime, build_runtime
+
+log = logging.getLogger("gateway")
+
+_LOCATIONS = ("body", "query", "path", "header")  # where FastAPI found a bad value: not part of its name
 
 
 def _error_response(exc: errors.GatewayError) -> JSONResponse:
@@ -38,10 +60,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return _error_response(
-            errors.invalid_request(f"{loc or 'body'}: {first.get('msg', 'invalid')}", param=loc or None)
-        )
+        where = list(first.get("loc", ()))
+        loc = ".".join(str(p) for p in (where[1:] if where[:1] and where[0] in _LOCATIONS else where))
+        return _error_response(errors.invalid_request(f"{loc or 'body'}: {first.get('msg', 'invalid')}",
+                                                      param=loc or None))
 
     async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -51,6 +73,27 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(errors.GatewayError, gateway_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    install_service_error_handler(app)
+
+
+class RequestIdMiddleware:
+    """Adds ``x-request-id: req_<24 hex>`` (the hot path's form) to every response of the wrapped app."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ("req_" + os.urandom(12).hex()).encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", request_id)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class GatewayApp:
@@ -58,6 +101,7 @@ class GatewayApp:
 
     def __init__(self, api: FastAPI) -> None:
         self.api = api
+        self._rest = RequestIdMiddleware(api)
         self._openai: HotPath | None = None
 
     @property
@@ -79,7 +123,14 @@ class GatewayApp:
         if scope["type"] == "http" and self._openai is not None and scope["path"] in self._openai.routes:
             await self._openai(scope, receive, send)
             return
-        await self.api(scope, receive, send)
+        await self._rest(scope, receive, send)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("llm-gateway")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
 
 
 def create_app(settings: Settings | None = None) -> GatewayApp:
@@ -89,6 +140,9 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with build_runtime(settings) as rt:
             gateway.attach(rt)
+            if not rt.pool.all():
+                log.warning("no worker is configured: set GATEWAY_WORKERS, or add one with `gateway workers add "
+                            "URL` or POST /admin/workers; until then /v1 answers 503")
             # What exists now (modules, clients, the runtime) lives as long as the server: out of the
             # cyclic collector's sight, full collections under load stop traversing it (~160k objects).
             gc.freeze()
@@ -97,15 +151,12 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             finally:
                 gc.unfreeze()
 
-    api = FastAPI(title="LLM gateway", version="0.1.0", lifespan=lifespan)
+    # docs_url / redoc_url off: FastAPI's own pages load Swagger UI from a CDN; docs_routes serves it offline.
+    api = FastAPI(title="LLM gateway", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(api)
-    api.include_router(health.router)
-    api.include_router(metrics.router)
-    api.include_router(admin.router)
-    api.include_router(admin_limits.router)
-    api.include_router(partner.router)
-    api.include_router(admin_billing.router)
-    api.include_router(usage.router)
-    api.include_router(dashboard.router)
+    for module in (docs_routes, health_routes, models_routes, metrics_routes, orgs_routes, keys_routes, plans_routes,
+                   workers_routes, partner_routes, billing_routes, usage_routes, dashboard_routes):
+        api.include_router(module.router)
+    install_openapi(api)
     gateway = GatewayApp(api)
     return gateway

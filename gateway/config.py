@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
+import platformdirs
 import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -41,7 +42,9 @@ class Settings(BaseSettings):
     redis_url: str = ""
     # Empty: SQLite in data_dir. Otherwise e.g. postgresql://user@host/db or sqlite:///path.
     database_url: str = ""
-    data_dir: Path = Path(".gateway")
+    # The embedded database (and the demo's data): one per user, whatever the working folder
+    # (~/.local/share/llm-gateway on Linux, XDG_DATA_HOME respected).
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("llm-gateway", appauthor=False)))
     # Guards /admin. Empty disables the admin API.
     admin_key: str = ""
     # Prefix for every Redis key this gateway writes (tests use one per run).

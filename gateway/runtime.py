@@ -61,11 +61,11 @@ class Runtime:
     request_log: RequestLog
     billing: MeteringTasks
     router: PrefixRouter
+    limiter: RateLimitStage
+    plans: PlanService
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failures: TaskFailures = field(default_factory=TaskFailures)
-    limiter: RateLimitStage | None = None
-    plans: PlanService | None = None
 
     def operational_stats(self) -> dict[str, list[tuple[dict[str, str], float]]]:
         """What the components count as plain attributes, for the metrics collector (scrape time only)."""
@@ -97,15 +97,14 @@ class Runtime:
             "gateway_stripe_last_success_timestamp_seconds": [({}, st.last_success)],
             "gateway_budget_rejections_total": [({}, self.billing.budgets.rejections if self.billing.budgets else 0)],
         }
-        if self.limiter is not None:
-            lim = self.limiter.stats
-            out["gateway_rate_limit_rejections_total"] = [
-                ({"limit": "requests"}, lim.refused_requests), ({"limit": "tokens"}, lim.refused_tokens),
-                ({"limit": "concurrency"}, lim.refused_concurrency),
-                ({"limit": "store_unavailable"}, lim.refused_unavailable)]
-            out["gateway_rate_limit_local_fallbacks_total"] = [({}, lim.local_fallbacks)]
-            out["gateway_rate_limit_leases_renewed_total"] = [({}, lim.leases_renewed)]
-            out["gateway_rate_limit_lease_renewal_failures_total"] = [({}, lim.lease_renewal_failures)]
+        lim = self.limiter.stats
+        out["gateway_rate_limit_rejections_total"] = [
+            ({"limit": "requests"}, lim.refused_requests), ({"limit": "tokens"}, lim.refused_tokens),
+            ({"limit": "concurrency"}, lim.refused_concurrency),
+            ({"limit": "store_unavailable"}, lim.refused_unavailable)]
+        out["gateway_rate_limit_local_fallbacks_total"] = [({}, lim.local_fallbacks)]
+        out["gateway_rate_limit_leases_renewed_total"] = [({}, lim.leases_renewed)]
+        out["gateway_rate_limit_lease_renewal_failures_total"] = [({}, lim.lease_renewal_failures)]
         return out
 
     async def ready(self) -> dict[str, bool]:

@@ -17,6 +17,7 @@ from billing.money import PlanBook, PriceBook, PricePlan, price_book_from
 from billing.stripe.reconcile import ReconRow, reconcile
 from billing.stripe.sync import MeterNames, MeterSync, SyncReport, connect
 from gateway.config import Settings
+from gateway.services.service_errors import NotConfigured
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,7 @@ def meter_names(settings: Settings) -> MeterNames:
     return MeterNames(settings.stripe_meter_input, settings.stripe_meter_cached, settings.stripe_meter_output)
 
 
-class StripeNotConfigured(Exception):
+class StripeNotConfigured(NotConfigured):
     """GATEWAY_STRIPE_API_KEY is not set."""
 
 
@@ -117,7 +118,8 @@ class BillingService:
 
     def _require_stripe(self) -> None:
         if not self._settings.stripe_api_key:
-            raise StripeNotConfigured("set GATEWAY_STRIPE_API_KEY (and GATEWAY_STRIPE_API_BASE for the test server)")
+            raise StripeNotConfigured("Stripe is not configured: set GATEWAY_STRIPE_API_KEY (and "
+                                      "GATEWAY_STRIPE_API_BASE for the test server)")
 
     async def stripe_sync(self) -> SyncReport:
         self._require_stripe()

@@ -21,26 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from billing.ledger import billing_queries as ledger_config
 from gateway.db.models import ApiKey, Organization, Plan
 from gateway.pipeline.principal import Budget, Principal, RateLimits
-from gateway.services.plans import resolve_limits
+from gateway.services.plans import check_limit, resolve_limits
+from gateway.services.service_errors import Conflict, InvalidInput, NotFound
 
 KEY_PREFIX = "sk-gw-"
 _LOOKUP_HEX = 16
 
 
-class Conflict(Exception):
-    """A name that must be unique is taken."""
-
-
-class NotFound(Exception):
-    """No such row."""
-
-
-class FieldRefused(ValueError):
-    """A field's value is not allowed (``param`` names the field)."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
+def _refused(param: str, message: str) -> InvalidInput:
+    """A field's value a key may not have (``param`` names the field)."""
+    return InvalidInput(message, param=param)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +163,13 @@ class KeyService:
             await s.commit()
         return CreatedKey(f"{KEY_PREFIX}{lookup}_{secret}", _key_view(key))
 
+    async def create_key_for_org_name(self, org_name: str, name: str = "default", expires_at: datetime | None = None,
+                                      *, limits: KeyLimits | None = None, manage_keys: bool = False) -> CreatedKey:
+        """A key for the organisation called ``org_name``, which is created if it does not exist yet (the CLI
+        and the demo name organisations; the API passes ids)."""
+        org = await self.get_or_create_org(org_name)
+        return await self.create_key(org.id, name, expires_at, limits=limits, manage_keys=manage_keys)
+
     async def get_key(self, key_id: str, org_id: str | None = None) -> KeyView:
         """One key; with ``org_id``, only a key of that organisation (another's reads as not found)."""
         async with self._sessions() as s:
@@ -185,7 +182,7 @@ class KeyService:
         stay within the parent's, as in ``create_key``. A rotated key's expiry may only be shortened."""
         unknown = set(changes) - {"name", "expires_at", *_KEY_LIMITS}
         if unknown:
-            raise ValueError(f"unknown fields: {sorted(unknown)}")
+            raise InvalidInput(f"unknown fields: {sorted(unknown)}")
         _check_key_limits(KeyLimits(**{k: v for k, v in changes.items() if k in _KEY_LIMITS}))
         async with self._sessions() as s:
             key = await _find_key(s, key_id, org_id)
@@ -202,7 +199,7 @@ class KeyService:
         """A new secret for the same key identity (organisation, name, limits, expiry); the old secret stays
         valid for ``overlap_s`` seconds more, then expires."""
         if overlap_s < 0:
-            raise ValueError("overlap_s must be >= 0")
+            raise InvalidInput("overlap_s must be >= 0", param="overlap_s")
         lookup = secrets.token_hex(_LOOKUP_HEX // 2)
         secret = secrets.token_urlsafe(32)
         async with self._sessions() as s:
@@ -288,14 +285,14 @@ class _Ceiling:
             if value is None:
                 out[name] = self.inherited[name]
             elif cap is not None and value > cap:
-                raise FieldRefused(name, f"{name} {value} exceeds the calling key's own limit of {cap}; a key it "
+                raise _refused(name, f"{name} {value} exceeds the calling key's own limit of {cap}; a key it "
                                          "creates or changes cannot have more than it has")
         if "expires_at" in fields and self.expires_at is not None:
             value = fields["expires_at"]
             if value is None:
                 out["expires_at"] = self.expires_at
             elif _aware(value) > self.expires_at:
-                raise FieldRefused("expires_at", f"expires_at {value.isoformat()} is later than the calling key's "
+                raise _refused("expires_at", f"expires_at {value.isoformat()} is later than the calling key's "
                                                  f"own expiry ({self.expires_at.isoformat()})")
         return out
 
@@ -317,15 +314,13 @@ def _only_sooner(key: ApiKey, expires_at: datetime | None) -> None:
     """A rotated key lives until the overlap ends: moving its expiry later would undo the rotation."""
     current = _aware(key.expires_at) if key.expires_at is not None else None
     if expires_at is None or (current is not None and _aware(expires_at) > current):
-        raise FieldRefused("expires_at", f"key {key.id!r} was rotated (replaced by {key.replaced_by!r}): its expiry "
+        raise _refused("expires_at", f"key {key.id!r} was rotated (replaced by {key.replaced_by!r}): its expiry "
                                          "may only be moved sooner")
 
 
 def _check_key_limits(limits: KeyLimits) -> None:
     for name in _KEY_LIMITS:
-        value = getattr(limits, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or null")
+        check_limit(name, getattr(limits, name))
 
 
 async def _find_key(s: AsyncSession, key_id: str, org_id: str | None) -> ApiKey:

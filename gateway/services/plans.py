@@ -18,15 +18,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.db.models import Organization, Plan
 from gateway.pipeline.principal import RateLimits
+from gateway.services.service_errors import Conflict, InvalidInput, NotFound
 
 PLAN_LIMITS = ("rpm", "tpm", "tpd", "concurrency", "key_rpm", "key_tpm", "key_tpd", "key_concurrency")
+# The largest limit a column holds: requests and tokens are BIGINT, requests in flight INTEGER.
+LIMIT_MAX = 2**63 - 1
+CONCURRENCY_MAX = 2**31 - 1
 
 
-class PlanConflict(Exception):
+class PlanConflict(Conflict):
     """A plan name is taken, or a plan in use cannot be deleted."""
 
 
-class PlanNotFound(Exception):
+class PlanNotFound(NotFound):
     """No such plan or organisation."""
 
 
@@ -87,11 +91,18 @@ def _view(plan: Plan) -> PlanView:
     return PlanView(**{f.name: getattr(plan, f.name) for f in fields(PlanView)})
 
 
+def check_limit(name: str, value: object) -> None:
+    """``InvalidInput`` unless ``value`` is None or a positive integer its column can hold."""
+    if value is None:
+        return
+    top = CONCURRENCY_MAX if name.endswith("concurrency") else LIMIT_MAX
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= top:
+        raise InvalidInput(f"{name} must be an integer from 1 to {top}, or null", param=name)
+
+
 def _check_limits(values: dict[str, Any]) -> None:
     for name in PLAN_LIMITS:
-        value = values.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise ValueError(f"{name} must be a positive integer or null")
+        check_limit(name, values.get(name))
 
 
 class PlanService:
@@ -101,7 +112,7 @@ class PlanService:
     async def create(self, name: str, *, fail_open: bool = True, **limits: int | None) -> PlanView:
         unknown = set(limits) - set(PLAN_LIMITS)
         if unknown:
-            raise ValueError(f"unknown limits: {sorted(unknown)}")
+            raise InvalidInput(f"unknown limits: {sorted(unknown)}")
         _check_limits(limits)
         plan = Plan(id=f"plan_{uuid.uuid4().hex[:24]}", name=name, fail_open=fail_open, created_at=datetime.now(UTC),
                     **limits)
@@ -127,7 +138,7 @@ class PlanService:
         key cache TTL."""
         unknown = set(changes) - {*PLAN_LIMITS, "fail_open", "name"}
         if unknown:
-            raise ValueError(f"unknown fields: {sorted(unknown)}")
+            raise InvalidInput(f"unknown fields: {sorted(unknown)}")
         _check_limits(changes)
         async with self._sessions() as s:
             plan = await self._find(s, plan_id)

@@ -23,6 +23,7 @@ from billing.ledger.billing_queries import aware
 from billing.ledger.models import UsageHourly, UsageHourlyEndUser
 from billing.money import format_usd
 from gateway.db.models import ApiKey
+from gateway.services.service_errors import InvalidInput
 
 Bucket = Literal["hour", "day"]
 GroupBy = Literal["key", "model", "end_user"]
@@ -36,8 +37,11 @@ _COUNTERS = ("requests", "prompt_tokens", "cached_tokens", "output_tokens", "rea
              "billed_ticks", "errors", "rate_limited", "decode_ms", "decode_tokens")
 
 
-class RangeError(ValueError):
+class RangeError(InvalidInput):
     """A time range the usage API does not serve (the message says why)."""
+
+    code = "invalid_range"
+    param = "start"
 
 
 @dataclass(slots=True)
@@ -102,13 +106,16 @@ def normalise_range(start: datetime | None, end: datetime | None, bucket: Bucket
                     now: datetime | None = None) -> tuple[datetime, datetime]:
     """The hour-aligned range ``[start, end)`` to report (default: the last 7 days), or ``RangeError``."""
     now = _utc(now or datetime.now(UTC))
-    end_ = _utc(end) if end is not None else now
-    start_ = _utc(start) if start is not None else end_ - timedelta(days=7)
-    if end_ <= start_:
-        raise RangeError("end must be after start")
-    start_ = _floor(start_, "hour")
-    aligned_end = _floor(end_, "hour")
-    end_ = aligned_end if aligned_end == end_ else aligned_end + _HOUR  # the hour holding `end` is included
+    try:  # moments near datetime.min / max overflow in the arithmetic below
+        end_ = _utc(end) if end is not None else now
+        start_ = _utc(start) if start is not None else end_ - timedelta(days=7)
+        if end_ <= start_:
+            raise RangeError("end must be after start")
+        start_ = _floor(start_, "hour")
+        aligned_end = _floor(end_, "hour")
+        end_ = aligned_end if aligned_end == end_ else aligned_end + _HOUR  # the hour holding `end` is included
+    except OverflowError:
+        raise RangeError("start and end must lie between the years 1 and 9999") from None
     if end_ - start_ > MAX_RANGE:
         raise RangeError(f"the range may span at most {MAX_RANGE.days} days")
     if bucket == "hour" and end_ - start_ > MAX_HOUR_BUCKETS * _HOUR:

@@ -1,9 +1,11 @@
-"""Workers added and removed at runtime through the admin API, stored in SQL for every replica."""
+"""Workers added and removed at runtime through the admin API or the CLI, stored in SQL for every replica."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
@@ -12,7 +14,24 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from gateway.db.models import Worker as WorkerRow
 from gateway.routing.pool import WorkerPool
 from gateway.routing.worker import Worker, worker_id_for
-from gateway.services.keys import NotFound, now
+from gateway.services.keys import now
+from gateway.services.service_errors import InvalidInput, NotFound
+
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")  # control characters and spaces never belong in a worker URL
+
+
+def check_worker_url(url: str) -> str:
+    """``url`` without a trailing slash if it is an http(s) URL with a host, else ``InvalidInput``."""
+    if _UNSAFE.search(url):
+        raise InvalidInput("a worker URL may not contain spaces or control characters", param="url")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError as exc:
+        raise InvalidInput(f"not a valid URL: {exc}", param="url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput("a worker URL is http:// or https:// followed by a host", param="url")
+    return url.rstrip("/")
 
 
 class WorkerService:
@@ -23,7 +42,7 @@ class WorkerService:
         self._lock = asyncio.Lock()
 
     async def add(self, url: str) -> Worker:
-        url = url.rstrip("/")
+        url = check_worker_url(url)
         async with self._lock:
             async with self._sessions() as s:
                 s.add(WorkerRow(id=worker_id_for(url), url=url, created_at=now()))

@@ -151,6 +151,6 @@ def test_cli_keys_create(backend: Backend, monkeypatch: Any) -> None:
     monkeypatch.setenv("GATEWAY_DATABASE_URL", backend.database_url)
     result = CliRunner().invoke(cli_app, ["keys", "create", "--org", "cli-org"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().startswith("sk-gw-")
+    assert result.stdout.strip().startswith("sk-gw-")  # stderr names the database
     listed = CliRunner().invoke(cli_app, ["keys", "list"])
-    assert listed.exit_code == 0 and result.output.strip()[:22] in listed.output
+    assert listed.exit_code == 0 and result.stdout.strip()[:22] in listed.output

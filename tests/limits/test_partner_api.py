@@ -167,7 +167,7 @@ def test_cli_verbs(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     assert name in listed.output and "rpm=7" in listed.output and "fail-closed" in listed.output
     org = "cli-org-" + secrets.token_hex(3)
     assert runner.invoke(cli_app, ["orgs", "set-plan", org, name]).exit_code == 0
-    key = runner.invoke(cli_app, ["keys", "create", "--org", org]).output.strip()
+    key = runner.invoke(cli_app, ["keys", "create", "--org", org]).stdout.strip()
     principal = asyncio.run(_verify(backend.database_url, key))
     assert principal is not None and principal.limits is not None
     assert principal.limits.org_rpm == 7 and principal.limits.key_rpm == 2 and principal.limits.fail_open is False

@@ -17,7 +17,7 @@ from gateway.metering.budget import Budgets, month_of
 from gateway.metering.stage import PriceCatalog, usage_record
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Budget, Principal, RateLimits
-from gateway.routing.pool import Worker
+from gateway.routing.worker import Worker
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState

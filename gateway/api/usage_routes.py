@@ -15,11 +15,11 @@ from typing import Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from gateway import errors
 from gateway.api.deps import get_runtime, require_admin, require_api_key
+from gateway.api.input_types import Moment, QueryId
 from gateway.pipeline.principal import Principal
 from gateway.runtime import Runtime
-from gateway.services.usage import RangeError, Sums, UsageQuery, UsageReport, UsageService, normalise_range
+from gateway.services.usage import Sums, UsageQuery, UsageReport, UsageService, normalise_range
 
 
 class UsageFigures(BaseModel):
@@ -87,17 +87,14 @@ router = APIRouter(tags=["usage"])
 
 async def _report(rt: Runtime, org_id: str | None, start: datetime | None, end: datetime | None, bucket: str,
                   group_by: str) -> UsageOut:
-    try:
-        start_, end_ = normalise_range(start, end, "hour" if bucket == "hour" else "day")
-    except RangeError as exc:
-        raise errors.invalid_request(str(exc), param="start", code="invalid_range") from None
+    start_, end_ = normalise_range(start, end, "hour" if bucket == "hour" else "day")  # RangeError: 400
     query = UsageQuery(start_, end_, "hour" if bucket == "hour" else "day",
                        "model" if group_by == "model" else "end_user" if group_by == "end_user" else "key", org_id)
     return UsageOut.of(await UsageService(rt.sessions).report(query))
 
 
 @router.get("/v1/usage", response_model=UsageOut)
-async def own_usage(start: datetime | None = None, end: datetime | None = None, bucket: str = BucketParam,
+async def own_usage(start: Moment | None = None, end: Moment | None = None, bucket: str = BucketParam,
                     group_by: str = GroupParam, p: Principal = Depends(require_api_key),
                     rt: Runtime = Depends(get_runtime)) -> UsageOut:
     """Usage of the caller's own organisation (never another's: the organisation comes from the key)."""
@@ -111,8 +108,8 @@ async def usage_me(p: Principal = Depends(require_api_key)) -> UsageMe:
 
 
 @router.get("/admin/usage", response_model=UsageOut, dependencies=[Depends(require_admin)])
-async def admin_usage(start: datetime | None = None, end: datetime | None = None, bucket: str = BucketParam,
-                      group_by: str = GroupParam, org_id: str | None = Query(None, max_length=40),
+async def admin_usage(start: Moment | None = None, end: Moment | None = None, bucket: str = BucketParam,
+                      group_by: str = GroupParam, org_id: QueryId = None,
                       rt: Runtime = Depends(get_runtime)) -> UsageOut:
     """Usage of one organisation (``org_id``) or of all of them."""
     return await _report(rt, org_id or None, start, end, bucket, group_by)

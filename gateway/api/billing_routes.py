@@ -1,4 +1,5 @@
-"""The admin API for billing: price plans, spend caps, Stripe customers and usage. Guarded by the admin key.
+"""The admin API for billing: price plans, spend caps, Stripe customers and hourly usage and cost.
+Guarded by the admin key.
 
 Money is exact: budgets as decimal dollar strings (``"100.00"``) or integer ticks (1 USD = 10^10
 ticks); plan rates in ticks per token (the list price of the reference model is 2,000 / 200 /
@@ -8,18 +9,21 @@ ticks); plan rates in ticks per token (the list price of the reference model is 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, model_validator
 
 from billing.ledger.billing_queries import StoredPlan, month_start
 from billing.money import FREE, PricePlan, Rates, format_usd, usd_to_ticks
 from gateway import errors
 from gateway.api.deps import get_runtime, require_admin
+from gateway.api.input_types import KeyIdText, Moment, Name, PathId
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/admin", tags=["billing"], dependencies=[Depends(require_admin)])
+
+MAX_BUDGET_TICKS = 10**18  # $100,000,000 a month
 
 
 class RatesIn(BaseModel):
@@ -28,17 +32,17 @@ class RatesIn(BaseModel):
     output: int = Field(ge=0, le=10**12)
 
 
-class PlanIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    starts_at: datetime
-    ends_at: datetime | None = None
-    model: str | None = Field(default=None, max_length=200)
+class PricePlanIn(BaseModel):
+    name: Name
+    starts_at: Moment
+    ends_at: Moment | None = None
+    model: Name | None = None
     # Exactly one of: free (meter every token, bill 0), rates (ticks per token), neither (list price).
     free: bool = False
     rates: RatesIn | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> PlanIn:
+    def _check(self) -> PricePlanIn:
         if self.free and self.rates is not None:
             raise ValueError("give either free or rates, not both")
         for name in ("starts_at", "ends_at"):
@@ -50,21 +54,25 @@ class PlanIn(BaseModel):
         return self
 
 
+def _budget_usd(text: str) -> str:
+    """A decimal dollar budget (``"250.00"``): exact, not negative, at most MAX_BUDGET_TICKS."""
+    ticks = usd_to_ticks(text)  # ValueError: not an exact dollar amount
+    if ticks < 0:
+        raise ValueError("a budget cannot be negative")
+    if ticks > MAX_BUDGET_TICKS:
+        raise ValueError(f"a budget can be at most {format_usd(MAX_BUDGET_TICKS)} USD")
+    return text
+
+
 class BudgetIn(BaseModel):
     # A decimal dollar string ("250.00") or integer ticks; null removes the cap.
-    monthly_limit_usd: str | None = Field(default=None, max_length=30)
-    monthly_limit_ticks: int | None = Field(default=None, ge=0, le=10**18)
-    key_id: str = Field(default="", max_length=40)  # empty: the organisation's cap
+    monthly_limit_usd: Annotated[str, StringConstraints(max_length=30), AfterValidator(_budget_usd)] | None = None
+    monthly_limit_ticks: int | None = Field(default=None, ge=0, le=MAX_BUDGET_TICKS)
+    key_id: KeyIdText = ""  # empty: the organisation's cap
 
     def ticks(self) -> int | None:
         if self.monthly_limit_usd is not None:
-            try:
-                ticks = usd_to_ticks(self.monthly_limit_usd)
-            except ValueError as exc:
-                raise errors.invalid_request(str(exc), param="monthly_limit_usd") from None
-            if ticks < 0:
-                raise errors.invalid_request("a budget cannot be negative", param="monthly_limit_usd")
-            return ticks
+            return usd_to_ticks(self.monthly_limit_usd)
         return self.monthly_limit_ticks
 
 
@@ -74,11 +82,6 @@ class CustomerIn(BaseModel):
 
 def _utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-async def _require_org(rt: Runtime, org_id: str) -> None:
-    if not any(o.id == org_id for o in await rt.keys.list_orgs()):
-        raise errors.not_found(f"organisation {org_id!r} not found")
 
 
 def _plan(stored: StoredPlan) -> dict[str, Any]:
@@ -91,8 +94,8 @@ def _plan(stored: StoredPlan) -> dict[str, Any]:
 
 
 @router.post("/orgs/{org_id}/price-plans", status_code=201)
-async def add_plan(org_id: str, body: PlanIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    await _require_org(rt, org_id)
+async def add_plan(org_id: PathId, body: PricePlanIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    await rt.keys.get_org(org_id)  # NotFound: 404
     rates = FREE if body.free else Rates(body.rates.input, body.rates.cached, body.rates.output) if body.rates \
         else None
     stored = await rt.billing.service.add_plan(PricePlan(body.name, org_id, body.starts_at, body.ends_at, rates,
@@ -102,12 +105,12 @@ async def add_plan(org_id: str, body: PlanIn, rt: Runtime = Depends(get_runtime)
 
 
 @router.get("/orgs/{org_id}/price-plans")
-async def list_plans(org_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def list_plans(org_id: PathId, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     return {"object": "list", "data": [_plan(p) for p in await rt.billing.service.list_plans(org_id)]}
 
 
 @router.delete("/price-plans/{plan_id}")
-async def delete_plan(plan_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def delete_plan(plan_id: PathId, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     if not await rt.billing.service.delete_plan(plan_id):
         raise errors.not_found(f"price plan {plan_id!r} not found")
     await rt.billing.refresh_plans()
@@ -129,8 +132,8 @@ async def _budget_view(rt: Runtime, org_id: str) -> dict[str, Any]:
 
 
 @router.put("/orgs/{org_id}/budget")
-async def set_budget(org_id: str, body: BudgetIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    await _require_org(rt, org_id)
+async def set_budget(org_id: PathId, body: BudgetIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    await rt.keys.get_org(org_id)
     if body.key_id and not any(k.id == body.key_id for k in await rt.keys.list_keys(org_id)):
         raise errors.not_found(f"key {body.key_id!r} not found in organisation {org_id!r}")
     await rt.billing.service.set_budget(org_id, body.key_id, body.ticks())
@@ -138,19 +141,19 @@ async def set_budget(org_id: str, body: BudgetIn, rt: Runtime = Depends(get_runt
 
 
 @router.get("/orgs/{org_id}/budget")
-async def get_budget(org_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def get_budget(org_id: PathId, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     return await _budget_view(rt, org_id)
 
 
 @router.put("/orgs/{org_id}/stripe")
-async def set_stripe_customer(org_id: str, body: CustomerIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    await _require_org(rt, org_id)
+async def set_stripe_customer(org_id: PathId, body: CustomerIn, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    await rt.keys.get_org(org_id)
     await rt.billing.service.set_customer(org_id, body.customer_id)
     return {"object": "stripe_customer", "org_id": org_id, "customer_id": body.customer_id}
 
 
 @router.get("/orgs/{org_id}/usage")
-async def usage(org_id: str, start: datetime | None = None, end: datetime | None = None,
+async def usage(org_id: PathId, start: Moment | None = None, end: Moment | None = None,
                 rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """Hourly usage and cost of an organisation (default: this month so far)."""
     now = datetime.now(UTC)

@@ -5,29 +5,57 @@ organisation's key reads as not found. Admin keys are never accepted here (they 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
 
 from gateway import errors
-from gateway.api.admin_limits import service_error
-from gateway.api.admin_models import (
-    CreatedKeyOut,
-    EffectiveLimits,
-    KeyList,
-    KeyOut,
-    KeyPatch,
-    OwnKeyIn,
-    OwnOrgOut,
-    RevokedKeyOut,
-    RotateIn,
-)
 from gateway.api.deps import get_runtime, require_api_key
-from gateway.pipeline.principal import Principal
+from gateway.api.input_types import Moment, Name, PathId
+from gateway.api.schemas_keys import CreatedKeyOut, KeyList, KeyOut, KeyPatch, LimitFields, RevokedKeyOut, RotateIn
+from gateway.pipeline.principal import Principal, RateLimits
 from gateway.runtime import Runtime
-from gateway.services.keys import Conflict, KeyLimits, NotFound
+from gateway.services.keys import KeyLimits
 
 router = APIRouter(prefix="/v1/organization", tags=["partner"])
 
-_SERVICE_ERRORS = (NotFound, Conflict, ValueError)
+
+class OwnKeyIn(LimitFields):
+    """A key for one's own organisation (a team, an end user); its limits can only tighten the plan's."""
+
+    name: Name = "default"
+    expires_at: Moment | None = None
+
+
+class EffectiveLimits(BaseModel):
+    """What a request with the calling key is checked against (null: no limit)."""
+
+    plan: str | None
+    org_rpm: int | None
+    org_tpm: int | None
+    org_tpd: int | None
+    org_concurrency: int | None
+    key_rpm: int | None
+    key_tpm: int | None
+    key_tpd: int | None
+    key_concurrency: int | None
+    fail_open: bool
+
+    @classmethod
+    def of(cls, limits: RateLimits | None) -> EffectiveLimits:
+        r = limits or RateLimits()
+        return cls(plan=r.plan, org_rpm=r.org_rpm, org_tpm=r.org_tpm, org_tpd=r.org_tpd,
+                   org_concurrency=r.org_concurrency, key_rpm=r.key_rpm, key_tpm=r.key_tpm, key_tpd=r.key_tpd,
+                   key_concurrency=r.key_concurrency, fail_open=r.fail_open)
+
+
+class OwnOrgOut(BaseModel):
+    id: str
+    object: Literal["organization"] = "organization"
+    name: str
+    key_id: str = Field(description="the calling key")
+    limits: EffectiveLimits
 
 
 def _manager(principal: Principal) -> Principal:
@@ -51,57 +79,42 @@ async def list_own_keys(p: Principal = Depends(require_api_key), rt: Runtime = D
 
 
 @router.get("/keys/{key_id}", response_model=KeyOut)
-async def get_own_key(key_id: str, p: Principal = Depends(require_api_key),
+async def get_own_key(key_id: PathId, p: Principal = Depends(require_api_key),
                       rt: Runtime = Depends(get_runtime)) -> KeyOut:
-    try:
-        return KeyOut.of(await rt.keys.get_key(key_id, org_id=p.org_id))
-    except _SERVICE_ERRORS as exc:
-        raise service_error(exc) from None
+    return KeyOut.of(await rt.keys.get_key(key_id, org_id=p.org_id))
 
 
 @router.post("/keys", status_code=201, response_model=CreatedKeyOut)
 async def create_own_key(body: OwnKeyIn, p: Principal = Depends(require_manager),
                          rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
-    try:
-        created = await rt.keys.create_key(p.org_id, body.name, body.expires_at,
-                                           limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency),
-                                           parent_id=p.key_id)
-    except _SERVICE_ERRORS as exc:
-        raise service_error(exc) from None
+    created = await rt.keys.create_key(p.org_id, body.name, body.expires_at,
+                                       limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency),
+                                       parent_id=p.key_id)
     return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
 
 
 @router.patch("/keys/{key_id}", response_model=KeyOut)
-async def update_own_key(key_id: str, body: KeyPatch, p: Principal = Depends(require_manager),
+async def update_own_key(key_id: PathId, body: KeyPatch, p: Principal = Depends(require_manager),
                          rt: Runtime = Depends(get_runtime)) -> KeyOut:
     changes = body.model_dump(exclude_unset=True)
     if "name" in changes and changes["name"] is None:
         raise errors.invalid_request("name cannot be null", param="name")
-    try:
-        view = await rt.keys.update_key(key_id, changes, org_id=p.org_id, parent_id=p.key_id)
-    except _SERVICE_ERRORS as exc:
-        raise service_error(exc) from None
+    view = await rt.keys.update_key(key_id, changes, org_id=p.org_id, parent_id=p.key_id)
     rt.key_cache.forget(key_id)
     return KeyOut.of(view)
 
 
 @router.post("/keys/{key_id}/rotate", status_code=201, response_model=CreatedKeyOut)
-async def rotate_own_key(key_id: str, body: RotateIn | None = None, p: Principal = Depends(require_manager),
+async def rotate_own_key(key_id: PathId, body: RotateIn | None = None, p: Principal = Depends(require_manager),
                          rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
-    try:
-        created = await rt.keys.rotate_key(key_id, (body or RotateIn()).overlap_s, org_id=p.org_id)
-    except _SERVICE_ERRORS as exc:
-        raise service_error(exc) from None
+    created = await rt.keys.rotate_key(key_id, (body or RotateIn()).overlap_s, org_id=p.org_id)
     rt.key_cache.forget(key_id)
     return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
 
 
 @router.delete("/keys/{key_id}", response_model=RevokedKeyOut)
-async def revoke_own_key(key_id: str, p: Principal = Depends(require_manager),
+async def revoke_own_key(key_id: PathId, p: Principal = Depends(require_manager),
                          rt: Runtime = Depends(get_runtime)) -> RevokedKeyOut:
-    try:
-        view = await rt.keys.revoke_key(key_id, org_id=p.org_id)
-    except _SERVICE_ERRORS as exc:
-        raise service_error(exc) from None
+    view = await rt.keys.revoke_key(key_id, org_id=p.org_id)
     rt.key_cache.forget(key_id)
     return RevokedKeyOut(**KeyOut.of(view).model_dump())

@@ -1,0 +1,91 @@
+"""Request and response models of organisations and API keys, shared by the admin routers (orgs, keys,
+plans) and the partner API; they document the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from gateway.api.input_types import ConcurrencyLimit, Limit, Moment, Name
+from gateway.services.keys import KeyView, OrgView
+
+
+class LimitFields(BaseModel):
+    rpm: Limit | None = Field(default=None, description="requests per minute; null: no limit")
+    tpm: Limit | None = Field(default=None, description="input + output tokens per minute; null: no limit")
+    tpd: Limit | None = Field(default=None, description="input + output tokens per day; null: no limit")
+    concurrency: ConcurrencyLimit | None = Field(default=None, description="requests in flight at once; null: no limit")
+
+
+class OrgOut(BaseModel):
+    id: str
+    object: Literal["organization"] = "organization"
+    name: str
+    cache_isolation: bool
+    plan_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, o: OrgView) -> OrgOut:
+        return cls(id=o.id, name=o.name, cache_isolation=o.cache_isolation, plan_id=o.plan_id,
+                   created_at=o.created_at)
+
+
+class OrgList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OrgOut]
+
+
+class KeyPatch(BaseModel):
+    """Only the fields present change; a null clears a limit (the plan's per-key default applies)."""
+
+    name: Name | None = None
+    expires_at: Moment | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    tpd: Limit | None = None
+    concurrency: ConcurrencyLimit | None = None
+
+
+class RotateIn(BaseModel):
+    overlap_s: float = Field(default=3600.0, ge=0, le=30 * 86400,
+                             description="seconds the old secret stays valid after the rotation")
+
+
+class KeyOut(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    org_id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    rpm: int | None = Field(description="requests per minute; null: no limit")
+    tpm: int | None = Field(description="input + output tokens per minute; null: no limit")
+    tpd: int | None = Field(description="input + output tokens per day; null: no limit")
+    concurrency: int | None = Field(description="requests in flight at once; null: no limit")
+    manage_keys: bool
+    replaced_by: str | None
+
+    @classmethod
+    def of(cls, k: KeyView) -> KeyOut:
+        return cls(id=k.id, org_id=k.org_id, name=k.name, prefix=k.prefix, created_at=k.created_at,
+                   expires_at=k.expires_at, revoked_at=k.revoked_at, rpm=k.limits.rpm, tpm=k.limits.tpm,
+                   tpd=k.limits.tpd, concurrency=k.limits.concurrency, manage_keys=k.manage_keys,
+                   replaced_by=k.replaced_by)
+
+
+class CreatedKeyOut(KeyOut):
+    key: str = Field(description="the secret, shown only this once")
+
+
+class RevokedKeyOut(KeyOut):
+    deleted: bool = True
+
+
+class KeyList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[KeyOut]
