@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from billing.ledger.dead_letters import DeadLetters
+from billing.ledger.writer import LedgerWriter
 from gateway.cli.context import ServiceContext, announce_database, run_with_services, setup_logging
 from gateway.config import Settings
 
@@ -46,6 +48,46 @@ def billing_reconcile(
         mismatches = sum(1 for r in rows if not r.matches)
         typer.echo(f"{len(rows)} rows, {mismatches} mismatched")
         return mismatches
+
+    setup_logging("WARNING")
+    if run_with_services(work):
+        raise typer.Exit(1)
+
+
+dead_app = typer.Typer(help="Usage records the ledger could not store, kept with the reason", no_args_is_help=True)
+billing_app.add_typer(dead_app, name="dead-letters")
+
+
+@dead_app.command("list")
+def dead_letters_list(
+    limit: Annotated[int, typer.Option(help="Show at most this many, oldest first", metavar="N")] = 100,
+) -> None:
+    """The dead letters: request id, when, and why the ledger refused the record."""
+    async def work(ctx: ServiceContext) -> int:
+        letters = await DeadLetters(ctx.engine).oldest(limit)
+        typer.echo(f"{'id':<40} {'since':<20} reason")
+        for d in letters:
+            since = d.created_at.strftime("%Y-%m-%d %H:%M:%S") if d.created_at else "-"
+            typer.echo(f"{d.id:<40} {since:<20} {d.reason}")
+        typer.echo(f"{len(letters)} dead letters shown")
+        return 0
+
+    setup_logging("WARNING")
+    run_with_services(work)
+
+
+@dead_app.command("replay")
+def dead_letters_replay(
+    ids: Annotated[list[str] | None, typer.Argument(help="Request ids to replay (default: all)", metavar="ID")] = None,
+) -> None:
+    """Write dead letters into the ledger again (after fixing their cause); those written are removed,
+    those that still fail stay with their new reason. The ledger drops a record it already holds."""
+    async def work(ctx: ServiceContext) -> int:
+        written, failed = await DeadLetters(ctx.engine).replay(LedgerWriter(ctx.engine), ids or None)
+        for d in failed:
+            typer.echo(f"still failing: {d.id}: {d.reason}")
+        typer.echo(f"{written} written into the ledger, {len(failed)} still failing")
+        return len(failed)
 
     setup_logging("WARNING")
     if run_with_services(work):

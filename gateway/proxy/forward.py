@@ -25,13 +25,27 @@ from gateway.pipeline.exchange import Exchange
 from gateway.proxy.relay import Relay
 from gateway.routing.pool import WorkerPool
 from gateway.routing.worker import Worker
-from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
+from gateway.state.base import RoundTrip, Script, StateStore, StoreUnavailable
 from gateway.state.memory import MemoryState
 
 log = logging.getLogger("gateway.proxy")
 
 _MAX_ATTEMPTS = 2
 _MAX_UNSETTLED = 100_000
+
+
+class _Recorder:
+    """A round trip that only records its calls, to run them later on another store."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Script, Sequence[str], Sequence[Any]]] = []
+
+    def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> int:
+        self.calls.append((script, list(keys), list(args)))
+        return len(self.calls) - 1
+
+    async def execute(self) -> list[Any]:
+        raise NotImplementedError("a recorder only records")
 
 
 class Forwarder:
@@ -45,7 +59,7 @@ class Forwarder:
         self._state = state
         self._fallback = fallback
         # Requests settled locally because the shared store did not answer (see settle_later).
-        self._unsettled: deque[Exchange] = deque()
+        self._unsettled: deque[list[tuple[Script, Sequence[str], Sequence[Any]]]] = deque()
 
     async def forward(self, ex: Exchange, send: Send) -> None:
         try:
@@ -94,6 +108,8 @@ class Forwarder:
         A relayed answer settles just before its last message goes out, so that what the stages hand
         on (the usage record) is stored before the client holds a complete response."""
         ex.settled = True
+        if ex.degraded:  # the reserve may have reached Redis although its reply did not: release it there too
+            self._settle_later(ex)
         stores: list[StateStore | MemoryState] = [self._fallback] if ex.degraded else [self._state, self._state]
         results: list[Any] | None = None
         for store in stores:
@@ -109,31 +125,46 @@ class Forwarder:
             log.warning("settling %s locally; its shared reservations are released once Redis answers",
                         ex.request_id)
             results = await self._settle_trip(ex, self._fallback).execute()
-            if len(self._unsettled) < _MAX_UNSETTLED:
-                self._unsettled.append(ex)
+            self._router.settled(ex, results)
+            self._settle_later(ex)
+            return
         self._router.settled(ex, results)
 
     async def settle_later(self) -> int:
         """Settle on the shared store what had to be settled locally while it did not answer: the leases
-        and reservations the pre-request round trip took there. Settling is idempotent per request id,
+        and reservations the pre-request round trip took there (also one whose reply was lost, which was
+        then served from local state). Settling is idempotent per request id,
         so one that did reach Redis before its reply was lost changes nothing. The usage records already
         went to the local queue and are not handed on again. Returns how many were settled."""
-        if not self._unsettled:
-            return 0
-        batch = [self._unsettled.popleft() for _ in range(min(len(self._unsettled), 500))]
-        trip = self._state.round_trip()
-        for ex in batch:
-            ex.resettling = True
-            self._router.finish(ex, trip)
-            for stage in self._stages:
-                stage.finish(ex, trip)
-        try:
-            await trip.execute()
-        except StoreUnavailable:  # still away: keep them for the next try
-            self._unsettled.extendleft(reversed(batch))
-            return 0
-        log.info("settled %d requests on the shared store that had been settled locally", len(batch))
-        return len(batch)
+        done = 0
+        while self._unsettled and self._state.shared:
+            batch = [self._unsettled.popleft() for _ in range(min(len(self._unsettled), 500))]
+            trip = self._state.round_trip()
+            for calls in batch:
+                for script, keys, args in calls:
+                    trip.call(script, keys, args)
+            try:
+                await trip.execute()
+            except StoreUnavailable:  # still away: keep them for the next try
+                self._unsettled.extendleft(reversed(batch))
+                break
+            done += len(batch)
+        if done:
+            log.info("settled %d requests on the shared store that had been settled locally", done)
+        return done
+
+    def _settle_later(self, ex: Exchange) -> None:
+        """Keep the request's settling calls (not the request) for ``settle_later``; the usage record is
+        not among them: it went to the local queue."""
+        if len(self._unsettled) >= _MAX_UNSETTLED:
+            return
+        recorder = _Recorder()
+        ex.resettling = True
+        self._router.finish(ex, recorder)
+        for stage in self._stages:
+            stage.finish(ex, recorder)
+        ex.resettling = False
+        self._unsettled.append(recorder.calls)
 
     def _settle_trip(self, ex: Exchange, store: StateStore | MemoryState) -> RoundTrip:
         trip = store.round_trip()
