@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import pytest
 
 from gateway.config import Settings
@@ -39,7 +40,9 @@ def default_text(cell: str) -> str:
         return literal.group(1)
     if EMPTY.match(cell):
         return ""
-    raise ValueError(f"default {cell!r}: write one `value` or 'empty[: meaning]'")
+    if cell == "the per-user data folder":  # platform-dependent: what platformdirs answers here
+        return platformdirs.user_data_dir("llm-gateway", appauthor=False)
+    raise ValueError(f"default {cell!r}: write one `value`, 'empty[: meaning]' or 'the per-user data folder'")
 
 
 def read_back(name: str, text: str) -> Any:
