@@ -161,6 +161,7 @@ async def hot_path_cost(n: int) -> list[str]:
             budgets.plan(ex, pre)
             metering.plan(ex, pre)
             results = await pre.execute()
+            budgets.observe(ex, results)
             budgets.admit(ex, results)
             ex.worker, ex.usage, ex.status = worker, usage, 200
             ex.first_byte_at = ex.finished_at = ex.started

@@ -49,7 +49,9 @@ async def _run(state: StateStore, requests: int, concurrency: int) -> tuple[floa
                           payload=BODY)
             trip = state.round_trip()
             stage.plan(ex, trip)
-            stage.admit(ex, await trip.execute())
+            results = await trip.execute()
+            stage.observe(ex, results)
+            stage.admit(ex, results)
             ex.usage = {"prompt_tokens": 180, "completion_tokens": 16}
             trip = state.round_trip()
             stage.finish(ex, trip)

@@ -60,6 +60,8 @@ async def test_a_settling_sent_twice_moves_every_counter_once(store: tuple[State
     limiter.plan(ex, trip)
     budgets.plan(ex, trip)
     results = await trip.execute()
+    for stage in (limiter, budgets):  # what the Forwarder does: every stage observes, then admits
+        stage.observe(ex, results)
     limiter.admit(ex, results)
     budgets.admit(ex, results)
     ex.usage = {"prompt_tokens": 7000, "completion_tokens": 5000, "total_tokens": 12000}
