@@ -43,6 +43,11 @@ def invalid_json(detail: str) -> GatewayError:
                         "invalid_request_error", code="invalid_json")
 
 
+def too_deep(limit: int) -> GatewayError:
+    return GatewayError(400, f"The JSON body of your request nests arrays and objects more than {limit} levels deep.",
+                        "invalid_request_error", code="invalid_json")
+
+
 def missing_key() -> GatewayError:
     return GatewayError(
         401,

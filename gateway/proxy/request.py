@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from gateway import errors
+from gateway.proxy import nesting
 
 CHAT = "chat"
 COMPLETIONS = "completions"
@@ -80,6 +81,8 @@ def parse(raw: bytes, kind: str) -> ParsedRequest:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.invalid_json(str(exc)) from None
+    if nesting.exceeds(body):  # a body the gateway could not re-encode (orjson encodes 254 levels)
+        raise errors.too_deep(nesting.MAX_DEPTH)
     if not isinstance(body, dict):
         raise errors.invalid_request("The request body must be a JSON object.")
     model = body.get("model")
