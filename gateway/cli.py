@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import secrets
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -37,16 +36,10 @@ def serve(
     processes: Annotated[int, typer.Option(help="Server processes")] = 1,
 ) -> None:
     """Run the gateway."""
-    import uvicorn
+    from gateway.server import serve as serve_gateway
 
     _logging()
-    settings = Settings()
-    if processes > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Metrics of all server processes are summed from files in a folder of this invocation's own,
-        # so a second gateway on the same host never mixes or wipes them.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
-    uvicorn.run("gateway.app:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-                workers=processes, loop="uvloop", http="httptools", access_log=False, log_level="warning")
+    serve_gateway(Settings(), host, port, processes)
 
 
 @app.command()
