@@ -20,6 +20,7 @@ from gateway import errors
 from gateway.api import admin, admin_billing, admin_limits, dashboard, health, metrics, partner, usage
 from gateway.api.openai import ROUTES, OpenAIEndpoint
 from gateway.config import Settings
+from gateway.observability.metrics_access import metrics_listener
 from gateway.proxy.asgi import Receive, Scope, Send
 from gateway.runtime import Runtime, build_runtime
 
@@ -56,6 +57,7 @@ class GatewayApp:
     def __init__(self, api: FastAPI) -> None:
         self.api = api
         self._openai: OpenAIEndpoint | None = None
+        self.metrics_url: str | None = None  # the separate metrics listener's, when configured
 
     @property
     def runtime(self) -> Runtime:
@@ -78,8 +80,9 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with build_runtime(settings) as rt:
+        async with build_runtime(settings) as rt, metrics_listener(settings, rt.metrics) as metrics_url:
             gateway.attach(rt)
+            gateway.metrics_url = metrics_url
             # What exists now (modules, clients, the runtime) lives as long as the server: out of the
             # cyclic collector's sight, full collections under load stop traversing it (~160k objects).
             gc.freeze()
