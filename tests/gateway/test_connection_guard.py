@@ -95,7 +95,7 @@ async def test_slow_loris_is_cut_after_the_head_timeout_while_others_are_served(
             sender.cancel()
         cut_after = time.monotonic() - opened
         assert status_of(response) == 408 and error_code(response) == "request_timeout"
-        assert 0.5 < cut_after < 1.5
+        assert 0.5 < cut_after < 2.5
         await chat_ok(served.url, key)
 
 
@@ -161,16 +161,8 @@ async def test_an_idle_keep_alive_connection_is_closed(tmp_path: Path, sims: lis
         head = await reader.readuntil(b"\r\n\r\n")
         assert status_of(head) == 200
         started = time.monotonic()
-        await read_all(reader, within=3)  # the rest of the body, then the close
-        assert 0.8 < time.monotonic() - started < 2.5
-
-
-async def _closed_soon(reader: asyncio.StreamReader) -> bool:
-    try:
-        async with asyncio.timeout(0.05):
-            return await reader.read(1) == b""
-    except TimeoutError:
-        return False
+        await read_all(reader, within=4)  # the rest of the body, then the close
+        assert 0.8 < time.monotonic() - started < 3
 
 
 async def test_idle_connections_over_the_cap_do_not_lock_out_clients(tmp_path: Path,
@@ -178,10 +170,10 @@ async def test_idle_connections_over_the_cap_do_not_lock_out_clients(tmp_path: P
     cap, idle = 50, 80
     async with guarded(tmp_path, sims, client_max_connections=cap, client_header_timeout_s=1.5) as (served, key):
         async with raw_connections(served.url, idle) as conns:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.3)
             # The oldest idle connections made room for the newer ones: never more than the cap open.
-            closed = [r for r, _ in conns if await _closed_soon(r)]
-            assert len(closed) >= idle - cap
+            closed = [i for i, (reader, _) in enumerate(conns) if reader.at_eof()]
+            assert closed == list(range(idle - cap))
             await chat_ok(served.url, key)  # a client is served at once, the cap full of idle connections
             for reader, _ in conns:  # and the idle ones are reaped after the head timeout
                 await read_all(reader, within=3)
