@@ -97,8 +97,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         oldest = next(iter(self._idle), None)
         if oldest is None:
             return False
-        self.logger.warning("connection limit (%d) reached: closing the longest idle connection",
-                            self._limits.max_connections)
+        self.logger.info("connection limit (%d) reached: closing the longest idle connection",
+                         self._limits.max_connections)
         oldest._close()
         return True
 
@@ -113,7 +113,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _answer_and_close(self, exc: errors.GatewayError) -> None:
         """Send ``exc``, stop sending, and read (discarding) what the client still sends for a moment
         before closing: closing with unread input resets the connection, and the client would lose
-        the answer. The connection still counts against the cap, and is the first to be evicted."""
+        the answer. The connection still counts against the cap, and counts as idle (evictable)."""
         self._disarm()
         self.transport.write(_response(exc))
         if not self.transport.can_write_eof():
