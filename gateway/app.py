@@ -41,6 +41,7 @@ from gateway.config import Settings
 from gateway.front.chat import ChatCompletions
 from gateway.front.completions import Completions
 from gateway.front.endpoint import HotPath
+from gateway.observability.metrics_listener import metrics_listener
 from gateway.runtime import Runtime, build_runtime
 
 log = logging.getLogger("gateway")
@@ -103,6 +104,7 @@ class GatewayApp:
         self.api = api
         self._rest = RequestIdMiddleware(api)
         self._openai: HotPath | None = None
+        self.metrics_url: str | None = None  # the separate metrics listener's, when configured
 
     @property
     def runtime(self) -> Runtime:
@@ -138,11 +140,12 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with build_runtime(settings) as rt:
+        async with build_runtime(settings) as rt, metrics_listener(settings, rt.metrics) as metrics_url:
             gateway.attach(rt)
             if not rt.pool.all():
                 log.warning("no worker is configured: set GATEWAY_WORKERS, or add one with `gateway workers add "
                             "URL` or POST /admin/workers; until then /v1 answers 503")
+            gateway.metrics_url = metrics_url
             # What exists now (modules, clients, the runtime) lives as long as the server: out of the
             # cyclic collector's sight, full collections under load stop traversing it (~160k objects).
             gc.freeze()

@@ -56,6 +56,27 @@ class Settings(BaseSettings):
     port: int = 8080
 
     max_body_bytes: int = 8 * 1024 * 1024
+    # Client connections (gateway/connection_guard.py), per server process.
+    client_max_connections: int = Field(
+        default=10_000, ge=1,
+        description="Open client connections per server process; at the cap a new connection closes the one "
+                    "idle the longest, or gets a 503 when all have a request in progress (kept under the "
+                    "process's open-file limit at start).")
+    client_header_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="Seconds a new connection, or a request head split over several packets, has to deliver "
+                    "the whole request head; then a 408 and the connection is closed (slow loris).")
+    client_body_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Seconds a request body has to arrive after its head; then a 408 and the connection is "
+                    "closed.")
+    client_keepalive_timeout_s: int = Field(
+        default=5, ge=1, description="Seconds an idle keep-alive connection is kept between requests.")
+    client_max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024,
+        description="Bytes of request line and headers at most; a larger head gets a 431.")
+    client_max_headers: int = Field(default=100, ge=8,
+                                    description="Header fields per request at most; more get a 431.")
     # Seconds a verified API key is trusted without asking SQL again (bounds revocation delay).
     key_cache_ttl_s: float = 3.0
     # While the database is unreachable, a key verified within TTL + this many seconds keeps working from the
@@ -79,6 +100,11 @@ class Settings(BaseSettings):
     request_log: bool = True
     # Label request metrics by organisation (only where the number of organisations is bounded).
     metrics_org_labels: bool = False
+    metrics_token: str = Field(
+        default="", description="When set, /metrics answers only 'Authorization: Bearer <token>' (401 otherwise).")
+    metrics_address: str = Field(
+        default="", description="host:port of a second listener, in each server process, serving only /metrics "
+                                "(then the main port answers 404 there); empty: /metrics on the main port.")
     # Rate limits. Expected number of gateway replicas: while Redis is unreachable, each replica of a
     # fail-open organisation enforces limit / replicas on its own.
     replicas: int = Field(default=1, ge=1)

@@ -43,6 +43,11 @@ def invalid_json(detail: str) -> GatewayError:
                         "invalid_request_error", code="invalid_json")
 
 
+def too_deep(limit: int) -> GatewayError:
+    return GatewayError(400, f"The JSON body of your request nests arrays and objects more than {limit} levels deep.",
+                        "invalid_request_error", code="invalid_json")
+
+
 def missing_key() -> GatewayError:
     return GatewayError(
         401,
@@ -77,6 +82,22 @@ def model_not_found(model: str) -> GatewayError:
 def body_too_large(limit: int) -> GatewayError:
     return GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "invalid_request_error",
                         code="request_too_large")
+
+
+def request_timeout(part: str) -> GatewayError:
+    """408: the request's ``head`` or ``body`` did not arrive in time (the connection is closed)."""
+    return GatewayError(408, f"The request {part} did not arrive in time.", "invalid_request_error",
+                        code="request_timeout")
+
+
+def header_too_large(max_bytes: int, max_fields: int) -> GatewayError:
+    return GatewayError(431, f"The request head exceeds {max_bytes} bytes or {max_fields} header fields.",
+                        "invalid_request_error", code="request_header_fields_too_large")
+
+
+def too_many_connections() -> GatewayError:
+    return GatewayError(503, "The server has too many open connections. Please retry.", "service_unavailable",
+                        code="too_many_connections", headers={"retry-after": "1"})
 
 
 def no_worker(model: str) -> GatewayError:

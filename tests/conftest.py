@@ -19,6 +19,7 @@ import uvicorn
 
 from gateway.app import GatewayApp, create_app
 from gateway.config import Settings
+from gateway.server import server_config
 from workersim.run import RunningSim, start_sim_server
 from workersim.sim_settings import SimConfig
 
@@ -102,12 +103,14 @@ class _InLoopServer(uvicorn.Server):
         yield
 
 
-async def start_server(app: Any, **config: Any) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
-    """Serve an ASGI app on a free loopback port inside the running loop; returns (url, server, task).
-    Stop it with ``server.should_exit = True; await task``."""
-    options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "loop": "none", "log_level": "warning",
-                               "access_log": False, **config}
-    server = _InLoopServer(uvicorn.Config(app, **options))
+async def start_server(app: Any, config: uvicorn.Config | None = None,
+                       **options: Any) -> tuple[str, uvicorn.Server, asyncio.Task[None]]:
+    """Serve an ASGI app on a free loopback port inside the running loop (under ``config`` if given, else
+    uvicorn's with ``options``); returns (url, server, task). Stop it with ``server.should_exit = True; await task``."""
+    if config is None:
+        config = uvicorn.Config(app, **{"host": "127.0.0.1", "port": 0, "loop": "none", "log_level": "warning",
+                                        "access_log": False, **options})
+    server = _InLoopServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -130,8 +133,9 @@ async def served(app: Any, **config: Any) -> AsyncIterator[str]:
 
 
 async def serve_gateway(settings: Settings) -> ServedGateway:
+    """The gateway under the same server configuration as ``gateway serve`` (gateway/server.py)."""
     app = create_app(settings)
-    url, server, task = await start_server(app, http="httptools")
+    url, server, task = await start_server(app, server_config(app, settings, host="127.0.0.1", port=0, loop="none"))
     return ServedGateway(url, app, server, task)
 
 

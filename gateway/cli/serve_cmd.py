@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import socket
-import tempfile
 from typing import Annotated
 
 import typer
@@ -15,6 +13,8 @@ import uvicorn
 
 from gateway.cli.context import announce_database, setup_logging
 from gateway.config import Settings
+from gateway.server import fit_open_files, server_config
+from gateway.server import serve as serve_processes
 
 log = logging.getLogger("gateway")
 
@@ -60,21 +60,16 @@ def serve(
     announce_database(settings)
     require_free_port(host, port)
     if processes == 1:
-        server = _AnnouncedServer(uvicorn.Config("gateway.app:create_app", factory=True, host=host, port=port,
-                                                 loop="uvloop", http="httptools", access_log=False,
-                                                 log_level="warning"))
+        config = server_config("gateway.app:create_app", settings, max_connections=fit_open_files(settings),
+                               factory=True, host=host, port=port, loop="uvloop")
+        server = _AnnouncedServer(config)
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
         if not server.started:
             raise typer.Exit(3)  # uvicorn's start-up failure; it logged why
         return
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Metrics of all server processes are summed from files in a folder of this invocation's own,
-        # so a second gateway on the same host never mixes or wipes them.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
     log.info("listening on %s:%d (%d processes)", host, port, processes)
-    uvicorn.run("gateway.app:create_app", factory=True, host=host, port=port, workers=processes, loop="uvloop",
-                http="httptools", access_log=False, log_level="warning")
+    serve_processes(settings, host, port, processes)
 
 
 def sim(

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from gateway import errors
+from gateway.front import json_depth
 from gateway.pipeline.request import ParsedRequest
 
 MAX_MODEL_CHARS = 200  # the ledger's column; no served model name comes close
@@ -38,6 +39,8 @@ def parse_body(raw: bytes, kind: str, check: Callable[[dict[str, Any]], None]) -
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.invalid_json(str(exc)) from None
+    if json_depth.exceeds(body):  # a body the gateway could not re-encode (orjson encodes 254 levels)
+        raise errors.too_deep(json_depth.MAX_DEPTH)
     if not isinstance(body, dict):
         raise errors.invalid_request("The request body must be a JSON object.")
     model = body.get("model")

@@ -55,8 +55,16 @@ class PoolCollector(Collector):
         yield from (healthy, inflight, waiting, kv)
 
 
+# The model label of requests for a model no worker serves: label values come only from known sets
+# (served models, our routes and statuses, org ids), never from what a client typed.
+OTHER_MODEL = "other"
+
+
 class GatewayMetrics:
-    """The request-path metrics. Label children are cached so a request costs a few dict lookups."""
+    """The request-path metrics. Label children are cached so a request costs a few dict lookups.
+
+    Every label value is one the gateway knows: a model a worker serves (else ``other``), our route,
+    status, outcome and token type names, and org ids only with ``org_labels``."""
 
     def __init__(self, pool: WorkerPool, org_labels: bool = False) -> None:
         self._multiproc = multiprocess_dir()
@@ -66,6 +74,7 @@ class GatewayMetrics:
         if self._multiproc:
             MultiProcessCollector(self.registry, path=self._multiproc)  # type: ignore[no-untyped-call]
         self.registry.register(PoolCollector(pool))
+        self._pool = pool
         self._org_labels = org_labels
         # Label children by (metric, labels): label lookups cost more than the increments themselves.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -100,7 +109,12 @@ class GatewayMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def model_label(self, model: str) -> str:
+        """``model`` if a worker serves it (empty: no model was read), else ``other``."""
+        return model if not model or self._pool.knows_model(model) else OTHER_MODEL
+
     def observe(self, route: str, status: int, model: str, elapsed: float, ex: Exchange | None) -> None:
+        model = self.model_label(model)
         labels: tuple[str, ...] = (model, route, str(status))
         if self._org_labels:
             labels = (*labels, ex.principal.org_id if ex is not None else "")

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.requests")
 
+# A client names any model it likes: the line keeps this much of the name (served names are far shorter).
+MAX_MODEL_CHARS = 200
+
 
 def request_record(request_id: str, route: str, status: int, elapsed: float, ex: Exchange | None,
                    error_code: str | None) -> dict[str, Any]:
@@ -27,7 +30,8 @@ def request_record(request_id: str, route: str, status: int, elapsed: float, ex:
         return record
     usage = ex.usage or {}
     record.update(
-        org=ex.principal.org_id, key_id=ex.principal.key_id, model=ex.request.model, stream=ex.request.stream,
+        org=ex.principal.org_id, key_id=ex.principal.key_id, model=ex.request.model[:MAX_MODEL_CHARS],
+        stream=ex.request.stream,
         worker=ex.worker.id if ex.worker else None, attempts=ex.attempts, outcome=ex.outcome,
         end_user=ex.end_user, prompt_tokens=usage.get("prompt_tokens"),
         cached_tokens=(usage.get("prompt_tokens_details") or {}).get("cached_tokens"),

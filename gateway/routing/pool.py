@@ -134,6 +134,10 @@ class WorkerPool:
             known |= w.models
         return known
 
+    def knows_model(self, model: str) -> bool:
+        """``model`` is in ``known_models()`` (without building the set: this runs per request)."""
+        return any(model in w.models for w in self._workers.values())
+
     def has_healthy(self) -> bool:
         return any(w.healthy for w in self._workers.values())
 
