@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import requests
 import schemathesis
 from schemathesis.config import SchemathesisConfig
@@ -28,34 +27,15 @@ schema = schemathesis.openapi.from_dict(create_app(Settings()).api.openapi(), co
 INT64 = 2**63
 
 
-def _beyond_int64(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(_beyond_int64(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_beyond_int64(v) for v in value)
-    return isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64
-
-
-def known_admin_500(case: Any) -> bool:
-    """The one class of 500 this suite knows and leaves to the admin-input validation task: admin limits
-    past 64 bits reach SQL (OverflowError on SQLite). ``test_admin_limits_past_64_bits_are_400`` fails
-    once it is fixed, so this tolerance goes with it."""
-    return case.path.startswith("/admin") and _beyond_int64(case.body)
-
-
 @schema.parametrize()
 def test_no_server_error(case: Any, live_gateway: LiveGateway) -> None:
     key = live_gateway.admin_key if case.path.startswith("/admin") else live_gateway.api_key
     response = case.call(base_url=live_gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
-    if response.status_code == 500 and known_admin_500(case):
-        return
     assert response.status_code < 500, (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}\n"
         f"reproduce: {case.as_curl_command()}")
 
 
-@pytest.mark.xfail(strict=True, reason="admin limits past 64 bits are a 500 until the admin-input validation "
-                                       "task bounds them; then drop known_admin_500")
 def test_admin_limits_past_64_bits_are_400(live_gateway: LiveGateway) -> None:
     response = requests.post(live_gateway.url + "/admin/plans", json={"name": "big", "concurrency": INT64},
                              headers={"Authorization": f"Bearer {live_gateway.admin_key}"}, timeout=30)
