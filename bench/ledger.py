@@ -133,7 +133,7 @@ async def hot_path_cost(n: int) -> list[str]:
     round trip, and a budget reservation and settle (for a principal with a budget)."""
     from gateway.front.chat import ChatCompletions
     from gateway.metering.budget import Budgets
-    from gateway.metering.stage import Metering, PriceCatalog
+    from gateway.metering.usage_stage import Metering, PriceCatalog
     from gateway.pipeline.exchange import Exchange
     from gateway.pipeline.principal import Budget, Principal
     from gateway.routing.worker import Worker

@@ -22,7 +22,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from gateway.front.chat import ChatCompletions
-from gateway.limits.stage import RateLimitStage
+from gateway.limits.limit_stage import RateLimitStage
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal, RateLimits
 from gateway.state.base import StateStore

@@ -35,7 +35,7 @@ from gateway.api import (
     workers_routes,
 )
 from gateway.api.openapi_schema import install_openapi
-from gateway.api.service_errors import install_service_error_handler
+from gateway.api.service_error_handler import install_service_error_handler
 from gateway.asgi import Message, Receive, Scope, Send
 from gateway.config import Settings
 from gateway.front.chat import ChatCompletions

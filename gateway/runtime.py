@@ -18,7 +18,7 @@ from gateway.auth import KeyCache
 from gateway.background import TaskFailures, every
 from gateway.config import Settings
 from gateway.db import engine as db
-from gateway.limits.stage import RateLimitStage
+from gateway.limits.limit_stage import RateLimitStage
 from gateway.metering.tasks import MeteringTasks
 from gateway.observability.prometheus import GatewayMetrics, StatsCollector
 from gateway.observability.requestlog import RequestLog

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from billing.ledger.models import LedgerBase
-from gateway.db.models import Base
+from billing.ledger.ledger_tables import LedgerBase
+from gateway.db.gateway_tables import Base
 
 target_metadata = [Base.metadata, LedgerBase.metadata]
 

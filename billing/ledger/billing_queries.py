@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from billing.ledger.models import BudgetRow, PlanRow, StripeCustomer, UsageHourly
+from billing.ledger.ledger_tables import BudgetRow, PlanRow, StripeCustomer, UsageHourly
 from billing.money import PlanBook, PriceBook, PricePlan, Rates
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing.ledger.models import DeadLetterRow
+from billing.ledger.ledger_tables import DeadLetterRow
 from billing.ledger.writer import LedgerWriter
 from billing.usage_record import UsageRecord
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger.billing_queries import customers
-from billing.ledger.models import MeterEventRow, UsageRow
+from billing.ledger.ledger_tables import MeterEventRow, UsageRow
 from billing.stripe.sync import METERS, MeterNames, window_expr
 
 DAY_S = 86_400

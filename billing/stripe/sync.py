@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from billing.ledger.billing_queries import aware, customers, utcnow
-from billing.ledger.models import MeterEventRow, UsageRow
+from billing.ledger.ledger_tables import MeterEventRow, UsageRow
 
 log = logging.getLogger("billing.stripe")
 

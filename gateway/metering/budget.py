@@ -17,7 +17,7 @@ from billing.money import Tokens, cost
 from billing.usage_record import estimate_prompt_tokens
 from gateway import errors
 from gateway.limits.scripts import SETTLED_MARKER_MS, first_settling
-from gateway.metering.stage import PriceCatalog, usage_record
+from gateway.metering.usage_stage import PriceCatalog, usage_record
 from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script
 from gateway.state.keyspace import KeySpace

@@ -32,7 +32,7 @@ from gateway.config import Settings
 from gateway.metering.budget import Budgets
 from gateway.metering.consume import LedgerStats, check_epoch, consume
 from gateway.metering.spool import Spool
-from gateway.metering.stage import Metering, PriceCatalog, local_queue
+from gateway.metering.usage_stage import Metering, PriceCatalog, local_queue
 from gateway.services.billing import BillingService
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState

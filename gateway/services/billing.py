@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger import billing_queries as ledger_config
-from billing.ledger.models import UsageHourly
+from billing.ledger.ledger_tables import UsageHourly
 from billing.money import PlanBook, PriceBook, PricePlan, price_book_from
 from billing.stripe.reconcile import ReconRow, reconcile
 from billing.stripe.sync import MeterNames, MeterSync, SyncReport, connect

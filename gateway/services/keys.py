@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger import billing_queries as ledger_config
-from gateway.db.models import ApiKey, Organization, Plan
+from gateway.db.gateway_tables import ApiKey, Organization, Plan
 from gateway.pipeline.principal import Budget, Principal, RateLimits
 from gateway.services.plans import check_limit, resolve_limits
 from gateway.services.service_errors import Conflict, InvalidInput, NotFound

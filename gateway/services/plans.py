@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.models import Organization, Plan
+from gateway.db.gateway_tables import Organization, Plan
 from gateway.pipeline.principal import RateLimits
 from gateway.services.service_errors import Conflict, InvalidInput, NotFound
 

@@ -1,5 +1,5 @@
 """What the services refuse, as one family of exceptions: the HTTP API maps each kind to one error in
-OpenAI's shape (``gateway/api/service_errors.py``), the CLI prints the message and exits 1."""
+OpenAI's shape (``gateway/api/service_error_handler.py``), the CLI prints the message and exits 1."""
 
 from __future__ import annotations
 

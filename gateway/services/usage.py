@@ -20,9 +20,9 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.ledger.billing_queries import aware
-from billing.ledger.models import UsageHourly, UsageHourlyEndUser
+from billing.ledger.ledger_tables import UsageHourly, UsageHourlyEndUser
 from billing.money import format_usd
-from gateway.db.models import ApiKey
+from gateway.db.gateway_tables import ApiKey
 from gateway.services.service_errors import InvalidInput
 
 Bucket = Literal["hour", "day"]

@@ -11,7 +11,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.db.models import Worker as WorkerRow
+from gateway.db.gateway_tables import Worker as WorkerRow
 from gateway.routing.pool import WorkerPool
 from gateway.routing.worker import Worker, worker_id_for
 from gateway.services.keys import now

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.consumer import FIELD, GROUP, QueueConsumer, StreamConsumer
 from billing.ledger.dead_letters import DeadLetters
-from billing.ledger.models import UsageHourly, UsageRow
+from billing.ledger.ledger_tables import UsageHourly, UsageRow
 from billing.ledger.sink import LedgerSink, Stored
 from billing.ledger.writer import LedgerWriter
 from billing.money import REFERENCE_RATES, PlanBook, PricePlan, Rates

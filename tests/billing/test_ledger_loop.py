@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.consumer import FIELD, StreamConsumer
 from billing.ledger.dead_letters import DeadLetters
-from billing.ledger.models import UsageRow
+from billing.ledger.ledger_tables import UsageRow
 from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
 from billing.usage_record import UsageRecord

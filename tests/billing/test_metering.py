@@ -13,7 +13,7 @@ import openai
 import orjson
 from sqlalchemy import select
 
-from billing.ledger.models import UsageRow
+from billing.ledger.ledger_tables import UsageRow
 from billing.money import REFERENCE_RATES, Tokens, cost
 from tests.conftest import ADMIN_KEY, MODEL, Backend, ServedGateway, gateway_settings, serve_gateway
 from workersim.run import start_sim_server

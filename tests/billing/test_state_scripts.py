@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.metering.budget import BUDGET_RESERVE, BUDGET_SETTLE
-from gateway.metering.stage import USAGE_APPEND, local_queue
+from gateway.metering.usage_stage import USAGE_APPEND, local_queue
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState

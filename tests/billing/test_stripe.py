@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.ledger import billing_queries
-from billing.ledger.models import MeterEventRow, UsageRow
+from billing.ledger.ledger_tables import MeterEventRow, UsageRow
 from billing.ledger.writer import LedgerWriter
 from billing.stripe.reconcile import reconcile
 from billing.stripe.sync import MeterSync, connect

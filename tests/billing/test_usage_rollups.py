@@ -16,7 +16,7 @@ from sqlalchemy import DateTime, column, func, insert, inspect, select, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.billing_queries import aware
-from billing.ledger.models import UsageHourly, UsageHourlyEndUser, UsageRow
+from billing.ledger.ledger_tables import UsageHourly, UsageHourlyEndUser, UsageRow
 from billing.ledger.writer import LedgerWriter, rollup
 from gateway.config import Settings
 from gateway.db import engine as db

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.api.service_errors import gateway_error
+from gateway.api.service_error_handler import gateway_error
 from gateway.services.billing import StripeNotConfigured
 from gateway.services.plans import PlanConflict, PlanNotFound
 from gateway.services.service_errors import Conflict, InvalidInput, NotFound, ServiceError

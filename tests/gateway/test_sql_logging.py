@@ -15,7 +15,7 @@ from billing.ledger.writer import LedgerWriter
 from billing.usage_record import UsageRecord
 from gateway.config import Settings
 from gateway.db import engine as db
-from gateway.db.models import ApiKey, Organization
+from gateway.db.gateway_tables import ApiKey, Organization
 from gateway.services.keys import Conflict, KeyService, hash_secret
 from tests.conftest import Backend
 

@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.front.chat import ChatCompletions
-from gateway.limits.stage import NOTE, RateLimitStage
+from gateway.limits.limit_stage import NOTE, RateLimitStage
 from gateway.metering.budget import Budgets, month_of
-from gateway.metering.stage import PriceCatalog, usage_record
+from gateway.metering.usage_stage import PriceCatalog, usage_record
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Budget, Principal, RateLimits
 from gateway.routing.worker import Worker
