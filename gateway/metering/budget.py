@@ -147,5 +147,10 @@ class Budgets:
         _, keys, member, estimate, _ = note
         record = usage_record(ex, self._catalog)
         spent = record.billed_ticks if record is not None else 0
+        if ex.resettling and ex.degraded:
+            # Served from local state: only release what the reserve may have taken in Redis. Its cost reaches
+            # Redis through the month-to-date floor from SQL once the ledger holds it; adding it here too
+            # would count it twice.
+            spent = 0
         marker = self._keys.budget_settled(ex.principal.org_id, ex.request_id)
         trip.call(BUDGET_SETTLE, [marker, *keys], [member, estimate, spent, self._ttl_ms, SETTLED_MARKER_MS])
