@@ -104,7 +104,8 @@ class Relay:
 
     async def _first_chunk(self, chunks: AsyncIterator[bytes]) -> bytes | None:
         try:
-            return await asyncio.wait_for(anext(chunks, None), self._ttft)
+            async with asyncio.timeout(self._ttft):  # no task per request, unlike wait_for
+                return await anext(chunks, None)
         except TimeoutError:
             raise Retryable(f"no first byte within {self._ttft:g} s") from None
         except CONNECT_ERRORS as exc:

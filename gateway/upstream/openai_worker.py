@@ -72,9 +72,8 @@ class WorkerReply:
             raise errors.upstream_failed(f"connection lost ({exc.__class__.__name__})") from None
         return b"".join(chunks)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._resp.content.iter_any():
-            yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        return self._resp.content.iter_any()  # aiohttp's own iterator: no generator frame per chunk
 
     def close(self, complete: bool) -> None:
         if complete:
