@@ -96,11 +96,13 @@ async def demo_key(ctx: ServiceContext, path: Path) -> str:
 
 async def _serve(settings: Settings, sims: list[RunningWorker]) -> None:
     from gateway.app import create_app
+    from gateway.server import server_config
 
     async with service_context(settings) as ctx:
         key = await demo_key(ctx, settings.data_dir / "demo-key")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, loop="none",
-                                           http="httptools", log_level="warning", access_log=False))
+    # The same server as `gateway serve`: uvicorn under the gateway's connection limits.
+    server = uvicorn.Server(server_config(create_app(settings), settings, host="127.0.0.1", port=settings.port,
+                                          loop="none"))
     text = banner(port=settings.port, workers=[s.url for s in sims], admin_key=settings.admin_key, key=key,
                   data_dir=settings.data_dir, database=database_label(settings),
                   has_openai=importlib.util.find_spec("openai") is not None, python=python_command())

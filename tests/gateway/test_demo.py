@@ -10,7 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from bench.common import free_port
 from gateway.cli.context import service_context
@@ -96,7 +100,14 @@ def test_the_demo_runs_its_sdk_example_and_keeps_its_key(tmp_path: Path) -> None
 
     again = _Demo(env)
     try:
-        assert _KEY.search(again.banner()).group(1) == key  # type: ignore[union-attr]
+        text = again.banner()
+        assert _KEY.search(text).group(1) == key  # type: ignore[union-attr]
+        # The demo serves under the same connection limits as `gateway serve`: too many header fields, 431.
+        url = re.search(r"gateway\s+(http://\S+)", text).group(1)  # type: ignore[union-attr]
+        request = urllib.request.Request(url + "/health", headers={f"x-h{i}": "v" for i in range(200)})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 431
     finally:
         again.stop()
 
