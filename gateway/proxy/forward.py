@@ -31,7 +31,8 @@ from gateway.state.memory import MemoryState
 log = logging.getLogger("gateway.proxy")
 
 _MAX_ATTEMPTS = 2
-_MAX_UNSETTLED = 100_000
+_MAX_UNSETTLED = 10_000  # recorded settlings kept while Redis is away (a few KB each); beyond it leases and
+# reservations expire on their own (GATEWAY_LIMITS_LEASE_S, GATEWAY_BUDGET_RESERVATION_TTL_S)
 
 
 class _Recorder:
