@@ -45,18 +45,25 @@ class Batch:
     poison: list[DeadLetter]  # entries that are not usage records
 
 
-def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> Batch:
-    ids: list[bytes] = []
+def _sort(raws: list[bytes | UsageRecord]) -> tuple[list[UsageRecord], list[DeadLetter]]:
+    """The usage records among ``raws`` (encoded, or already records), and a dead letter for each entry
+    that is not one."""
     records: list[UsageRecord] = []
     poison: list[DeadLetter] = []
-    for entry_id, fields in entries:
-        ids.append(entry_id)
-        raw = fields.get(FIELD, b"")
+    for raw in raws:
+        if isinstance(raw, UsageRecord):
+            records.append(raw)
+            continue
         try:
             records.append(UsageRecord.decode(raw))
         except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
             poison.append(letter_for(raw, f"not a usage record: {exc}"))
-    return Batch(ids, records, poison)
+    return records, poison
+
+
+def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> Batch:
+    records, poison = _sort([fields.get(FIELD, b"") for _, fields in entries])
+    return Batch([entry_id for entry_id, _ in entries], records, poison)
 
 
 def _nogroup(exc: ResponseError) -> bool:
@@ -183,16 +190,7 @@ class QueueConsumer:
             taken.append(self._queue.popleft())
         if not taken:
             return Stored(0, 0)
-        records: list[UsageRecord] = []
-        poison: list[DeadLetter] = []
-        for raw in taken:
-            if isinstance(raw, UsageRecord):
-                records.append(raw)
-                continue
-            try:
-                records.append(UsageRecord.decode(raw))
-            except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-                poison.append(letter_for(raw, f"not a usage record: {exc}"))
+        records, poison = _sort(taken)
         try:
             return await self._sink.store(records, poison)
         except BaseException:

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.ledger_tables import DeadLetterRow
+from billing.ledger.write_errors import is_record_error
 from billing.ledger.writer import LedgerWriter
 from billing.usage_record import UsageRecord
 
@@ -51,22 +52,24 @@ class DeadLetters:
             if fresh:
                 await conn.execute(insert(DeadLetterRow), fresh)
 
-    async def oldest(self, limit: int = 100) -> list[DeadLetter]:
+    async def oldest(self, limit: int | None = 100, ids: Sequence[str] | None = None) -> list[DeadLetter]:
+        """The letters, oldest first: at most ``limit`` (None: all), only those of ``ids`` when given."""
+        query = select(DeadLetterRow).order_by(DeadLetterRow.created_at)
+        if ids is not None:
+            query = query.where(DeadLetterRow.id.in_(list(ids)))
+        if limit is not None:
+            query = query.limit(limit)
         async with self._engine.connect() as conn:
-            result = await conn.execute(select(DeadLetterRow).order_by(DeadLetterRow.created_at).limit(limit))
-            return [DeadLetter(r.id, r.raw, r.reason, r.created_at) for r in result]
+            return [DeadLetter(r.id, r.raw, r.reason, r.created_at) for r in await conn.execute(query)]
 
     async def count(self) -> int:
         async with self._engine.connect() as conn:
-            return len((await conn.execute(select(DeadLetterRow.id))).all())
+            return int((await conn.execute(select(func.count()).select_from(DeadLetterRow))).scalar_one())
 
     async def replay(self, writer: LedgerWriter, ids: Sequence[str] | None = None) -> tuple[int, list[DeadLetter]]:
         """Write the letters (all, or those of ``ids``) into the ledger one by one; those written are
         removed. Returns (records written, letters that still fail, with the new reason)."""
-        letters = await self.oldest(limit=1_000_000)
-        if ids is not None:
-            wanted = set(ids)
-            letters = [d for d in letters if d.id in wanted]
+        letters = await self.oldest(limit=None, ids=ids)
         done: list[str] = []
         failed: list[DeadLetter] = []
         for letter in letters:
@@ -76,11 +79,16 @@ class DeadLetters:
                 if problems:
                     raise ValueError("; ".join(problems))
                 await writer.write([record])
-            except (ValueError, TypeError, OverflowError) as exc:
+            except Exception as exc:  # classified: a record's own failure is kept, anything else raised
+                if not is_record_error(exc):
+                    raise
                 failed.append(DeadLetter(letter.id, letter.raw, f"{exc.__class__.__name__}: {exc}"[:1000]))
                 continue
             done.append(letter.id)
-        if done:
-            async with self._engine.begin() as conn:
+        async with self._engine.begin() as conn:
+            if done:
                 await conn.execute(delete(DeadLetterRow).where(DeadLetterRow.id.in_(done)))
+            for letter in failed:  # the reason it fails now
+                await conn.execute(update(DeadLetterRow).where(DeadLetterRow.id == letter.id)
+                                   .values(reason=letter.reason))
         return len(done), failed

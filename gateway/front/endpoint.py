@@ -34,7 +34,6 @@ from gateway.proxy.forward import Forwarder
 log = logging.getLogger("gateway.api")
 
 
-
 class FrontAdapter(Protocol):
     """One client protocol: the route it serves and how its body becomes the canonical request."""
 

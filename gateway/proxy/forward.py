@@ -161,18 +161,20 @@ class Forwarder:
             return
         recorder = _Recorder()
         ex.resettling = True
-        self._router.finish(ex, recorder)
-        for stage in self._stages:
-            stage.finish(ex, recorder)
+        self._finish(ex, recorder)
         ex.resettling = False
         self._unsettled.append(recorder.calls)
 
     def _settle_trip(self, ex: Exchange, store: StateStore | MemoryState) -> RoundTrip:
         trip = store.round_trip()
+        self._finish(ex, trip)
+        return trip
+
+    def _finish(self, ex: Exchange, trip: RoundTrip) -> None:
+        """Queue the router's and every stage's settling of ``ex`` in ``trip``."""
         self._router.finish(ex, trip)
         for stage in self._stages:
             stage.finish(ex, trip)
-        return trip
 
     async def _dispatch(self, ex: Exchange, results: list[Any], send: Send) -> None:
         model = ex.request.model

@@ -45,12 +45,13 @@ def test_dead_letters_are_listed_and_replayed(tmp_path: Path) -> None:
     assert replayed.returncode == 1  # one still fails
     assert "1 written into the ledger, 1 still failing" in replayed.stdout and broken.request_id in replayed.stdout
 
-    async def check() -> tuple[int, list[str]]:
+    async def check() -> tuple[int, list[tuple[str, str]]]:
         engine = db.make_engine(url)
         try:
-            return await _rows(engine, org), [d.id for d in await DeadLetters(engine).oldest()]
+            return await _rows(engine, org), [(d.id, d.reason) for d in await DeadLetters(engine).oldest()]
         finally:
             await engine.dispose()
 
     rows, left = asyncio.run(check())
-    assert rows == 1 and left == [broken.request_id]
+    assert rows == 1 and [i for i, _ in left] == [broken.request_id]
+    assert "billed_ticks" in left[0][1]  # the reason it fails now, not the one it was kept with
