@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
 from billing.ledger.dead_letters import DeadLetter, letter_for
@@ -36,6 +36,8 @@ log = logging.getLogger("billing.ledger")
 
 GROUP = "ledger"
 FIELD = b"r"
+
+AnyRedis = Redis | RedisCluster  # every command here touches one stream's slot (its key and its epoch share a tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +73,11 @@ def _nogroup(exc: ResponseError) -> bool:
 
 
 class StreamConsumer:
-    def __init__(self, redis: Redis, stream: str, sink: LedgerSink, *, epoch_key: str, consumer: str | None = None,
-                 batch_size: int = 2000, block_ms: int = 1000, claim_idle_ms: int = 30_000) -> None:
+    def __init__(self, redis: AnyRedis, stream: str, sink: LedgerSink, *, epoch_key: str, consumer: str | None = None,
+                 batch_size: int = 2000, block_ms: int = 1000, claim_idle_ms: int = 30_000, shard: int = 0) -> None:
         self._redis = redis
         self.stream = stream
+        self.shard = shard  # which shard of the usage stream (the spool replays per shard)
         self._epoch_key = epoch_key
         self._sink = sink
         self.consumer = consumer or f"writer-{os.getpid()}-{os.urandom(3).hex()}"

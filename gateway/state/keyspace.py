@@ -34,14 +34,19 @@ class KeySpace:
         """STRING, set by the first ``limit_settle`` of a request: a replayed settling changes nothing."""
         return f"{self.prefix}:{{lim:{org_id}}}:settled:{request_id}"
 
-    def usage_stream(self) -> str:
-        """The durable stream of usage records, read by the ledger writer's consumer group."""
-        return f"{self.prefix}:{{usage}}"
+    def usage_stream(self, shard: int = 0) -> str:
+        """One shard of the durable stream of usage records, read by the ledger writer's consumer group.
+        Shard 0 keeps the name of the unsharded stream ({usage}); shard i > 0 is {usage:i}: each shard
+        its own hash tag, so the shards spread over a cluster's slots (GATEWAY_USAGE_STREAM_SHARDS)."""
+        return f"{self.prefix}:{{usage}}" if shard == 0 else f"{self.prefix}:{{usage:{shard}}}"
 
-    def usage_epoch(self) -> str:
+    def usage_streams(self, shards: int) -> list[str]:
+        return [self.usage_stream(i) for i in range(shards)]
+
+    def usage_epoch(self, shard: int = 0) -> str:
         """A token set when the ledger group is created: when it changes or vanishes, Redis lost the
-        stream, and each replica replays the records it spooled (same hash tag as the stream)."""
-        return f"{self.prefix}:{{usage}}:epoch"
+        stream, and each replica replays the records it spooled (same hash tag as its shard)."""
+        return self.usage_stream(shard) + ":epoch"
 
     def budget(self, org_id: str, month: str, key_id: str = "") -> tuple[str, str]:
         """A monthly budget's spend hash (``spent``, ``reserved``) and its open reservations (a zset);
