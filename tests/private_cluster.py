@@ -157,10 +157,8 @@ class PrivateCluster:
         """The node that serves ``key``'s slot now."""
         client = RedisCluster.from_url(self.url)
         try:
+            await client.initialize()
             node = client.get_node_from_key(key)
-            if node is None:
-                await client.initialize()
-                node = client.get_node_from_key(key)
             assert node is not None
             port = int(node.port)
         finally:

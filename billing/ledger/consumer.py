@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, SlotNotCoveredError
 
 from billing.ledger.dead_letters import DeadLetter, letter_for
 from billing.ledger.sink import LedgerSink, Stored
@@ -111,6 +111,18 @@ class StreamConsumer:
             await self.ensure_group()
             value = await self._redis.get(self._epoch_key)
         return value if isinstance(value, bytes) else str(value).encode()
+
+    def serving_node(self) -> bytes:
+        """The node that serves the stream now (Redis Cluster: its master's address, as the client last
+        learnt it; one Redis: empty). A new one after a failover may lack the last entries (replication
+        is asynchronous), so a change is handled like a lost stream: the spool is appended again."""
+        if isinstance(self._redis, RedisCluster):
+            try:
+                node = self._redis.get_node_from_key(self.stream)
+            except SlotNotCoveredError:  # not learnt yet, or no master serves it now
+                return b""
+            return node.name.encode() if node is not None else b""
+        return b""
 
     async def read(self) -> Batch:
         """Entries to write: first those another (dead) writer left pending, then new ones."""

@@ -89,14 +89,15 @@ async def consume(source: Source, stats: LedgerStats, stop: asyncio.Event, idle_
 
 
 async def check_epoch(source: StreamConsumer, spool: Spool, stats: LedgerStats, redis: AnyRedis) -> None:
-    """When the consumer's shard of the stream lost its data, append this replica's spooled records of
-    that shard to it again."""
-    epoch = await source.epoch()
+    """When the consumer's shard of the stream lost its data, or another master serves it (a failover: the
+    entries not yet replicated are gone), append this replica's spooled records of that shard to it again
+    (the ledger's insert is idempotent by request id: what was written already changes nothing)."""
+    epoch = await source.epoch() + b"@" + source.serving_node()
     if not spool.epoch_changed(epoch, source.shard):
         return
     records = spool.recent(source.shard)
-    log.warning("the usage stream %s was lost (Redis lost its data); handing %d spooled records to it again",
-                source.stream, len(records))
+    log.warning("the usage stream %s was lost or failed over (now %s); handing %d spooled records to it again",
+                source.stream, epoch.decode(errors="replace"), len(records))
     stats.groups_recreated += 1
     for start in range(0, len(records), 500):
         async with redis.pipeline(transaction=False) as pipe:
