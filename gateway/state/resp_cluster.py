@@ -11,8 +11,10 @@ changed:
   command is sent again to the new owner. The command did not run on the node that answered MOVED.
 - ``ASK slot host:port``: the slot is migrating and this key is already on the target; the command
   is sent once to the target, preceded by ``ASKING``, and the map is left as it is.
-- ``TRYAGAIN`` (a multi-key call whose keys are split by a migration in progress): sent again after
-  a few milliseconds.
+- ``TRYAGAIN``: a script's keys are split by a migration in progress, or some do not exist yet on
+  the importing node (Redis runs a multi-key call on a migrating slot only once all its keys are on
+  one side). Sent again after 10, 20, 40, ... ms, ~300 ms in all: a resharding moves a slot's few
+  keys in milliseconds. A migration stalled longer than that fails the round trip over to local state.
 - ``CLUSTERDOWN``, a node that cannot be reached, or too many redirects: the round trip fails with
   ``RespUnavailable`` (the caller falls back to local state), the map is refreshed, and the node is
   skipped for a moment (``down_s``) instead of costing every request a connection attempt. A node
@@ -36,8 +38,10 @@ log = logging.getLogger("gateway.state")
 Address = tuple[str, int]
 
 _ASKING = encode(["ASKING"])
+_TRYAGAIN = object()  # a result slot's mark: sent again after a pause
 _CLUSTER_SLOTS = encode(["CLUSTER", "SLOTS"])
 _MAX_REDIRECTS = 5
+_TRYAGAIN_WAITS = (0.01, 0.02, 0.04, 0.08, 0.16)
 
 
 def _redirect(error: RespError) -> tuple[str, int, Address] | None:
@@ -67,6 +71,7 @@ class ClusterResp:
         self._down: dict[Address, float] = {}  # node -> monotonic time until which it is skipped
         self.refreshes = 0  # slot maps learnt (the first one included)
         self.redirects = 0  # MOVED and ASK replies followed
+        self.retries = 0  # TRYAGAIN replies waited out
 
     # --- the slot map ---------------------------------------------------------------------------
     def owner(self, slot: int) -> Address | None:
@@ -167,14 +172,21 @@ class ClusterResp:
         targets: list[Address | None] = [self._slots[slot] for slot, _ in slotted]
         asking: set[int] = set()
         pending = list(range(count))
-        for attempt in range(_MAX_REDIRECTS + 1):
+        redirects = waits = 0
+        while True:
             again = await self._send_once(slotted, pending, targets, asking, results)
             if not again:
                 return results
             pending = again
-            if attempt:
-                await asyncio.sleep(0.005 * attempt)
-        raise RespUnavailable(f"Redis Cluster: still redirected after {_MAX_REDIRECTS} tries")
+            if any(results[i] is _TRYAGAIN for i in again):
+                if waits == len(_TRYAGAIN_WAITS):
+                    raise RespUnavailable("Redis Cluster: a slot is still migrating (TRYAGAIN)")
+                await asyncio.sleep(_TRYAGAIN_WAITS[waits])
+                waits += 1
+            else:
+                redirects += 1
+                if redirects > _MAX_REDIRECTS:
+                    raise RespUnavailable(f"Redis Cluster: still redirected after {_MAX_REDIRECTS} tries")
 
     async def _send_once(self, slotted: list[tuple[int, bytes]], pending: list[int], targets: list[Address | None],
                          asking: set[int], results: list[Any]) -> list[int]:
@@ -224,7 +236,7 @@ class ClusterResp:
                 elif str(reply).startswith("CLUSTERDOWN"):
                     self._refresh_soon()
                     failure = failure or RespUnavailable(f"Redis Cluster: {reply}")
-                elif self._redirected(reply, i, targets, asking):
+                elif self._redirected(reply, i, targets, asking, results):
                     again.append(i)
                 else:
                     results[i] = reply
@@ -232,11 +244,13 @@ class ClusterResp:
             raise failure
         return again
 
-    def _redirected(self, reply: RespError, i: int, targets: list[Address | None], asking: set[int]) -> bool:
+    def _redirected(self, reply: RespError, i: int, targets: list[Address | None], asking: set[int],
+                    results: list[Any]) -> bool:
         redirect = _redirect(reply)
         if redirect is not None:
             kind, slot, address = redirect
             self.redirects += 1
+            results[i] = None
             targets[i] = address
             if kind == "MOVED":
                 self._slots[slot] = address
@@ -244,7 +258,11 @@ class ClusterResp:
             else:
                 asking.add(i)
             return True
-        return str(reply).startswith("TRYAGAIN")
+        if str(reply).startswith("TRYAGAIN"):
+            self.retries += 1
+            results[i] = _TRYAGAIN
+            return True
+        return False
 
     async def close(self) -> None:
         if self._refreshing is not None:
