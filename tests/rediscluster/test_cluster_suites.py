@@ -12,6 +12,7 @@ from gateway.state.redis import RedisState
 from gateway.state.resp_cluster import ClusterResp
 from tests.billing.test_ledger import test_writer_killed_between_insert_and_ack_loses_and_doubles_nothing
 from tests.billing.test_metering import test_every_request_is_metered_once_streaming_or_not
+from tests.billing.test_usage_shards import test_a_sharded_stream_meters_every_request_once
 from tests.conftest import ServedGateway
 from tests.gateway.test_keys_admin import test_revocation_reaches_another_replica
 from tests.limits.test_exactness import (
@@ -25,6 +26,7 @@ from tests.routing.test_routing_gateway import (
 )
 
 __all__ = [
+    "test_a_sharded_stream_meters_every_request_once",
     "test_concurrency_limit_never_exceeded_at_the_worker",
     "test_every_request_is_metered_once_streaming_or_not",
     "test_every_request_is_settled_and_releases_its_inflight_slot",
