@@ -38,13 +38,13 @@ async def is_cluster(url: str, setting: str, timeout_s: float) -> bool:
         info = await probe.info("cluster")
     except (RedisError, OSError) as exc:
         log.warning("Redis at %s did not answer INFO cluster (%s): assuming a single node; set "
-                    "GATEWAY_REDIS_CLUSTER=yes if it is a cluster", _safe(url), exc)
+                    "GATEWAY_REDIS_CLUSTER=yes if it is a cluster", redacted(url), exc)
         return False
     finally:
         await probe.aclose()
     enabled = bool(int(info.get("cluster_enabled", 0)))
     if enabled:
-        log.info("Redis at %s is a Redis Cluster node: routing by slot", _safe(url))
+        log.info("Redis at %s is a Redis Cluster node: routing by slot", redacted(url))
     return enabled
 
 
@@ -63,7 +63,7 @@ def lean_client(url: str, cluster: bool, timeout_s: float) -> RespClient | Clust
     return RespClient(url, reply_timeout=timeout_s)
 
 
-def _safe(url: str) -> str:
+def redacted(url: str) -> str:
     """The URL without its password, for the log."""
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
