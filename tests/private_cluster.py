@@ -65,6 +65,7 @@ class ClusterNode:
 @dataclass
 class PrivateCluster:
     size: int = 6
+    replicas: int = 1  # per master (size 3 with 0: three masters, no failover)
     node_timeout_ms: int = 1500
     password: str | None = None
     nodes: list[ClusterNode] = field(default_factory=list)
@@ -105,8 +106,8 @@ class PrivateCluster:
         assert cli, "redis-cli is needed for the cluster tests"
         auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
         done = await asyncio.create_subprocess_exec(
-            cli, *auth, "--cluster", "create", *[n.address for n in self.nodes], "--cluster-replicas", "1",
-            "--cluster-yes", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            cli, *auth, "--cluster", "create", *[n.address for n in self.nodes], "--cluster-replicas",
+            str(self.replicas), "--cluster-yes", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await done.communicate()
         if done.returncode != 0:
             raise RuntimeError("redis-cli --cluster create failed: " + out.decode(errors="replace")[-2000:])

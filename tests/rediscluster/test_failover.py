@@ -71,7 +71,7 @@ async def _rows(replicas: list[ServedGateway], org: str, expected: int) -> tuple
 
 
 async def test_a_master_killed_mid_load(doomed_cluster: PrivateCluster, pg_database: str, redis_prefix: str,
-                                        sims: list[RunningSim]) -> None:
+                                        sims: list[RunningSim], caplog: pytest.LogCaptureFixture) -> None:
     backend = Backend("shared", pg_database, doomed_cluster.url, redis_prefix + "-failover")
     settings = gateway_settings(backend, [s.url for s in sims], redis_timeout_s=0.5)
     replicas = [await serve_gateway(settings) for _ in range(2)]
@@ -111,6 +111,9 @@ async def test_a_master_killed_mid_load(doomed_cluster: PrivateCluster, pg_datab
             assert served_before > 0 and seen > 0  # the kill was felt (local fallback), then recovered
             assert resumed_s < 20, f"shared state back {resumed_s:.1f}s after the kill"
             assert set(statuses) == {200}, sorted(set(statuses))
+            down = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()
+                    and r.name == "gateway.state"]
+            assert any(f"127.0.0.1:{victim.port} unreachable" in m for m in down), down  # the clear log line
 
             # Limits exact afterwards, on the promoted replica's slots as on the others.
             await doomed_cluster.wait_healthy()
