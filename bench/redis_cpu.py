@@ -184,7 +184,7 @@ async def main(args: argparse.Namespace) -> None:
     proc, url, folder = start_redis()
     try:
         await _ready(url)
-        state = RedisState(Redis.from_url(url), RespClient(url))
+        state = RedisState(Redis.from_url(url), RespClient(url, reply_timeout=120.0))  # 256 workers: slow scripts
         async with aiohttp.ClientSession() as http:
             print(f"Redis CPU per routed request (one private redis-server, lean client, {args.concurrency} at a time, "
                   f"{args.rounds} requests per case, 8 conversations)")
@@ -224,8 +224,9 @@ async def cluster_vs_single(url: str, args: argparse.Namespace) -> None:
         await cluster.wait_healthy(masters=3)
         pool = _pool(http, 64)
         raws = [conversation(1000, seed) for seed in range(8)]
-        states = {"single node": (url, RedisState(Redis.from_url(url), RespClient(url))),
-                  "cluster": (cluster.url, RedisState(Redis.from_url(cluster.url), ClusterResp(cluster.url)))}
+        states = {"single node": (url, RedisState(Redis.from_url(url), RespClient(url, reply_timeout=30.0))),
+                  "cluster": (cluster.url, RedisState(Redis.from_url(cluster.url),
+                                                      ClusterResp(cluster.url, reply_timeout=30.0)))}
         totals: dict[str, list[float]] = {name: [] for name in states}
         for rnd in range(args.cluster_rounds):
             for name, (where, state) in states.items():

@@ -1,7 +1,27 @@
-"""Every Redis key name the gateway uses, in one place.
+"""Every Redis key name the gateway uses, in one place, and every hash tag (the one list of them).
 
-Names carry a hash tag (the part in braces) so that the keys one script touches land in the same
-Redis Cluster slot. The prefix (``GATEWAY_REDIS_PREFIX``) separates deployments and test runs.
+Names carry a hash tag (the part in braces): Redis Cluster hashes only the tag to find a key's slot,
+so the keys one script touches share a tag and land in one slot (a script's keys must), while
+different organisations, models and stream shards spread over the cluster's masters. The prefix
+(``GATEWAY_REDIS_PREFIX``) separates deployments and test runs and is outside the tag.
+
+=====================  ==============================================  ===================================
+hash tag               keys                                            one script touching them together
+=====================  ==============================================  ===================================
+``{lim:ORG}``          an organisation's and its keys' token buckets,  ``limit_reserve``, ``limit_settle``,
+                       concurrency leases, settled markers             ``limit_renew``
+``{budget:ORG}``       an organisation's and its keys' monthly spend   ``budget_reserve``, ``budget_settle``
+                       and reservations, settled markers
+``{rt:MODEL}``         one model's prefix index (per worker),          ``prefix_route``, ``prefix_record``,
+                       in-flight sets (per worker), affinity hints     ``prefix_purge``
+``{usage}``            usage stream shard 0 and its epoch              ``usage_append``; the ledger group
+``{usage:I}``          usage stream shard I > 0 and its epoch          (GATEWAY_USAGE_STREAM_SHARDS)
+``{billing}``          the Stripe sync lock                            SET NX / compare-and-delete
+``{probe}``            reachability probe                              —
+=====================  ==============================================  ===================================
+
+A model's routing state is one slot, so one master carries all of that model's routing scripts;
+see docs/redis-cluster.md for what that costs per request and how far one master goes.
 """
 
 from __future__ import annotations
