@@ -214,6 +214,17 @@ async def main(args: argparse.Namespace) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+async def only_cluster(args: argparse.Namespace) -> None:
+    proc, url, folder = start_redis()
+    try:
+        await _ready(url)
+        await cluster_vs_single(url, args)
+    finally:
+        proc.kill()
+        proc.wait(5)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 async def cluster_vs_single(url: str, args: argparse.Namespace) -> None:
     """The gateway's own CPU per request (limiter + routing at 64 workers, 1K tokens), single node against a
     3-master cluster, measured in alternating rounds."""
@@ -227,21 +238,29 @@ async def cluster_vs_single(url: str, args: argparse.Namespace) -> None:
         states = {"single node": (url, RedisState(Redis.from_url(url), RespClient(url, reply_timeout=30.0))),
                   "cluster": (cluster.url, RedisState(Redis.from_url(cluster.url),
                                                       ClusterResp(cluster.url, reply_timeout=30.0)))}
-        totals: dict[str, list[float]] = {name: [] for name in states}
+        labels = ("routing", "limiter", "budget", "usage append")
+        totals: dict[tuple[str, str], list[float]] = {(n, c): [] for n in states for c in (*labels, "all")}
         for rnd in range(args.cluster_rounds):
             for name, (where, state) in states.items():
                 prefix = f"gwb-cl-{rnd}-{os.urandom(2).hex()}"
                 cases = [routing_case(state, pool, raws, prefix + "r"),
-                         *(stage_case(state, w, prefix + w[:3]) for w in ("limiter", "budget", "usage append"))]
+                         *(stage_case(state, w, prefix + w[:3]) for w in labels[1:])]
                 gateway = 0.0
-                for case in cases:
-                    gateway += (await measure(where, args.rounds, args.concurrency, case))["gateway_us"]
-                totals[name].append(gateway)
+                for label, case in zip(labels, cases, strict=True):
+                    us = (await measure(where, args.rounds, args.concurrency, case))["gateway_us"]
+                    totals[(name, label)].append(us)
+                    gateway += us
+                totals[(name, "all")].append(gateway)
         for state in (s for _, s in states.values()):
             await state.close()
-    single, clustered = (sorted(totals[n])[len(totals[n]) // 2] for n in ("single node", "cluster"))
-    print(f"  single node: {single:7.1f} us/request   cluster: {clustered:7.1f} us/request   "
-          f"cluster / single: {clustered / single:5.2f}  (medians of {args.cluster_rounds} rounds)")
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
+    for label in (*labels, "all"):
+        single, clustered = median(totals[("single node", label)]), median(totals[("cluster", label)])
+        print(f"  {label:>12}: single node {single:7.1f} us/request   cluster {clustered:7.1f} us/request   "
+              f"cluster / single {clustered / single:5.2f}  (medians of {args.cluster_rounds} rounds)")
 
 
 if __name__ == "__main__":
@@ -251,4 +270,6 @@ if __name__ == "__main__":
     ap.add_argument("--workers", default="4,16,64,256")
     ap.add_argument("--tokens", default="1000,32000,128000")
     ap.add_argument("--cluster-rounds", type=int, default=5)
-    asyncio.run(main(ap.parse_args()))
+    ap.add_argument("--cluster-only", action="store_true", help="only the cluster vs single node table")
+    parsed = ap.parse_args()
+    asyncio.run(only_cluster(parsed) if parsed.cluster_only else main(parsed))

@@ -165,14 +165,44 @@ class ClusterResp:
     # --- commands ---------------------------------------------------------------------------------
     async def execute(self, slotted: list[tuple[int, bytes]]) -> list[Any]:
         """The replies of ``(slot, command)`` pairs, in order; error replies as values."""
+        if not slotted:
+            return []
         if not self._mapped:
             await self._first_map()
-        count = len(slotted)
-        results: list[Any] = [None] * count
-        targets: list[Address | None] = [self._slots[slot] for slot, _ in slotted]
-        asking: set[int] = set()
-        pending = list(range(count))
-        redirects = waits = 0
+        slots = self._slots
+        targets: list[Address | None] = [slots[slot] for slot, _ in slotted]
+        first = targets[0]
+        if first is not None and first not in self._down and targets.count(first) == len(targets):
+            # The usual case: every call on one master, none redirected. One batch, no grouping.
+            try:
+                results = await (await self._node(first).submit([command for _, command in slotted]))
+            except RespUnavailable as exc:
+                self._node_failed(first, exc)
+                raise
+            again = [i for i, r in enumerate(results) if type(r) is RespError and self._redirect_or_down(r)]
+            if not again:
+                return results
+            asking: set[int] = set()
+            for i in again:  # only these did not run; the others' results stand
+                reply = results[i]
+                if str(reply).startswith("CLUSTERDOWN"):
+                    self._refresh_soon()
+                    raise RespUnavailable(f"Redis Cluster: {reply}")
+                self._redirected(reply, i, targets, asking, results)
+            return await self._resend(slotted, again, targets, asking, results)
+        return await self._resend(slotted, list(range(len(slotted))), targets, set(), [None] * len(slotted), 0)
+
+    @staticmethod
+    def _redirect_or_down(reply: RespError) -> bool:
+        return str(reply).startswith(("MOVED ", "ASK ", "TRYAGAIN", "CLUSTERDOWN"))
+
+    async def _resend(self, slotted: list[tuple[int, bytes]], pending: list[int], targets: list[Address | None],
+                      asking: set[int], results: list[Any], redirects: int = 1) -> list[Any]:
+        """Send ``pending`` (again), one batch per node in parallel, until nothing is redirected."""
+        waits = 0
+        if redirects and any(results[i] is _TRYAGAIN for i in pending):
+            await asyncio.sleep(_TRYAGAIN_WAITS[0])
+            waits, redirects = 1, 0
         while True:
             again = await self._send_once(slotted, pending, targets, asking, results)
             if not again:
