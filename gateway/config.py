@@ -38,8 +38,11 @@ class Settings(BaseSettings):
 
     # Worker base URLs, e.g. "http://10.0.0.5:8000,http://10.0.0.6:8000".
     workers: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # Empty: in-process state (embedded default). Otherwise a redis:// URL.
+    # Empty: in-process state (embedded default). Otherwise a redis:// or rediss:// URL of one Redis, or of
+    # any node of a Redis Cluster (found by itself, see redis_cluster).
     redis_url: str = ""
+    # "auto": ask the node (INFO cluster) at start; "yes" / "no" to say so (e.g. when Redis may be down at start).
+    redis_cluster: str = Field(default="auto", pattern="^(auto|yes|no)$")
     # Empty: SQLite in data_dir. Otherwise e.g. postgresql://user@host/db or sqlite:///path.
     database_url: str = ""
     # The embedded database (and the demo's data): one per user, whatever the working folder
@@ -121,6 +124,9 @@ class Settings(BaseSettings):
     # Stream consumers per replica (each a member of the ledger group; two overlap Redis and SQL waits).
     # 0: this replica writes no ledger batches; run `gateway billing writer` as its own process instead.
     ledger_writers: int = 2
+    # The usage stream is this many streams, hash-tagged apart (one slot each on Redis Cluster); a record
+    # goes to the shard its request id hashes to; every replica's consumers read every shard.
+    usage_stream_shards: int = Field(default=1, ge=1, le=64)
     # How long the ledger writer waits when nothing arrived (embedded queue, Redis stream block).
     ledger_flush_interval_s: float = 0.5
     # Records this replica appended to the usage stream in the last this many seconds (at most

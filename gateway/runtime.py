@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -36,7 +35,7 @@ from gateway.state.base import StateStore, StoreUnavailable
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
-from gateway.state.resp import RespClient
+from gateway.state.redis_clients import AnyRedis, is_cluster, lean_client, redis_client
 from gateway.upstream.openai_worker import OpenAIWorkers, make_session
 
 log = logging.getLogger("gateway")
@@ -48,7 +47,7 @@ class Runtime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     http: aiohttp.ClientSession
-    redis: Redis | None
+    redis: AnyRedis | None
     state: StateStore
     local_state: MemoryState
     keyspace: KeySpace
@@ -155,16 +154,16 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     engine = db.make_engine(url)
     sessions = db.sessionmaker(engine)
     http = make_session(settings)
-    redis = (Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_s)
-             if settings.redis_url else None)
+    cluster = bool(settings.redis_url) and await is_cluster(settings.redis_url, settings.redis_cluster,
+                                                            settings.redis_timeout_s)
+    redis = redis_client(settings.redis_url, cluster, settings.redis_timeout_s) if settings.redis_url else None
     pool = WorkerPool(http)
     for worker_url in settings.workers:
         pool.add(worker_url, "config")
     keys = KeyService(sessions)
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
-    lean = (RespClient(settings.redis_url, reply_timeout=settings.redis_timeout_s)
-            if settings.redis_url.startswith("redis://") else None)
+    lean = lean_client(settings.redis_url, cluster, settings.redis_timeout_s) if redis is not None else None
     state: StateStore = RedisState(redis, lean) if redis is not None else local_state
     keyspace = KeySpace(settings.redis_prefix)
     limiter = RateLimitStage(keyspace, replicas=settings.replicas,

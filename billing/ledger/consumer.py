@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import ResponseError, SlotNotCoveredError
 
 from billing.ledger.dead_letters import DeadLetter, letter_for
 from billing.ledger.sink import LedgerSink, Stored
@@ -36,6 +36,8 @@ log = logging.getLogger("billing.ledger")
 
 GROUP = "ledger"
 FIELD = b"r"
+
+AnyRedis = Redis | RedisCluster  # every command here touches one stream's slot (its key and its epoch share a tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +73,11 @@ def _nogroup(exc: ResponseError) -> bool:
 
 
 class StreamConsumer:
-    def __init__(self, redis: Redis, stream: str, sink: LedgerSink, *, epoch_key: str, consumer: str | None = None,
-                 batch_size: int = 2000, block_ms: int = 1000, claim_idle_ms: int = 30_000) -> None:
+    def __init__(self, redis: AnyRedis, stream: str, sink: LedgerSink, *, epoch_key: str, consumer: str | None = None,
+                 batch_size: int = 2000, block_ms: int = 1000, claim_idle_ms: int = 30_000, shard: int = 0) -> None:
         self._redis = redis
         self.stream = stream
+        self.shard = shard  # which shard of the usage stream (the spool replays per shard)
         self._epoch_key = epoch_key
         self._sink = sink
         self.consumer = consumer or f"writer-{os.getpid()}-{os.urandom(3).hex()}"
@@ -108,6 +111,18 @@ class StreamConsumer:
             await self.ensure_group()
             value = await self._redis.get(self._epoch_key)
         return value if isinstance(value, bytes) else str(value).encode()
+
+    def serving_node(self) -> bytes:
+        """The node that serves the stream now (Redis Cluster: its master's address, as the client last
+        learnt it; one Redis: empty). A new one after a failover may lack the last entries (replication
+        is asynchronous), so a change is handled like a lost stream: the spool is appended again."""
+        if isinstance(self._redis, RedisCluster):
+            try:
+                node = self._redis.get_node_from_key(self.stream)
+            except SlotNotCoveredError:  # not learnt yet, or no master serves it now
+                return b""
+            return node.name.encode() if node is not None else b""
+        return b""
 
     async def read(self) -> Batch:
         """Entries to write: first those another (dead) writer left pending, then new ones."""

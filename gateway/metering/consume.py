@@ -18,10 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from billing.ledger.consumer import FIELD, StreamConsumer
+from billing.ledger.consumer import FIELD, AnyRedis, StreamConsumer
 from billing.ledger.sink import Stored
 from billing.ledger.write_errors import is_transient
 from gateway.background import Backoff, pause
@@ -62,7 +61,7 @@ class Source(Protocol):
 
 
 async def consume(source: Source, stats: LedgerStats, stop: asyncio.Event, idle_s: float,
-                  spool: Spool | None = None, redis: Redis | None = None) -> None:
+                  spool: Spool | None = None, redis: AnyRedis | None = None) -> None:
     backoff = Backoff(first=0.2, most=2.0)  # retrying costs a connection attempt; waiting delays billing
     while not stop.is_set():
         try:
@@ -89,13 +88,16 @@ async def consume(source: Source, stats: LedgerStats, stop: asyncio.Event, idle_
         await pause(stop, wait)
 
 
-async def check_epoch(source: StreamConsumer, spool: Spool, stats: LedgerStats, redis: Redis) -> None:
-    epoch = await source.epoch()
-    if not spool.epoch_changed(epoch):
+async def check_epoch(source: StreamConsumer, spool: Spool, stats: LedgerStats, redis: AnyRedis) -> None:
+    """When the consumer's shard of the stream lost its data, or another master serves it (a failover: the
+    entries not yet replicated are gone), append this replica's spooled records of that shard to it again
+    (the ledger's insert is idempotent by request id: what was written already changes nothing)."""
+    epoch = await source.epoch() + b"@" + source.serving_node()
+    if not spool.epoch_changed(epoch, source.shard):
         return
-    records = spool.recent()
-    log.warning("the usage stream %s was lost (Redis lost its data); handing %d spooled records to it again",
-                source.stream, len(records))
+    records = spool.recent(source.shard)
+    log.warning("the usage stream %s was lost or failed over (now %s); handing %d spooled records to it again",
+                source.stream, epoch.decode(errors="replace"), len(records))
     stats.groups_recreated += 1
     for start in range(0, len(records), 500):
         async with redis.pipeline(transaction=False) as pipe:

@@ -14,25 +14,28 @@ from collections import deque
 
 
 class Spool:
+    """Records with the stream shard they went to: a shard that lost its data gets its own back."""
+
     def __init__(self, seconds: float, max_records: int) -> None:
         self._seconds = seconds
-        self._items: deque[tuple[float, bytes]] = deque(maxlen=max(1, max_records))
-        self._epoch: bytes | None = None
+        self._items: deque[tuple[float, int, bytes]] = deque(maxlen=max(1, max_records))
+        self._epochs: dict[int, bytes] = {}
         self.replays = 0
         self.replayed = 0
 
-    def add(self, raw: bytes) -> None:
-        self._items.append((time.monotonic(), raw))
+    def add(self, raw: bytes, shard: int = 0) -> None:
+        self._items.append((time.monotonic(), shard, raw))
 
-    def recent(self) -> list[bytes]:
+    def recent(self, shard: int = 0) -> list[bytes]:
         horizon = time.monotonic() - self._seconds
         while self._items and self._items[0][0] < horizon:
             self._items.popleft()
-        return [raw for _, raw in self._items]
+        return [raw for _, s, raw in self._items if s == shard]
 
-    def epoch_changed(self, epoch: bytes) -> bool:
-        """True once per change of the stream's epoch (never for the first one seen)."""
-        before, self._epoch = self._epoch, epoch
+    def epoch_changed(self, epoch: bytes, shard: int = 0) -> bool:
+        """True once per change of a shard's epoch (never for the first one seen)."""
+        before = self._epochs.get(shard)
+        self._epochs[shard] = epoch
         return before is not None and before != epoch
 
     def __len__(self) -> int:

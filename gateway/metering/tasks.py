@@ -1,8 +1,9 @@
 """Metering's part of the lifespan: the price catalog, the two stages, the ledger loops and the Stripe sync.
 
 Background tasks, per replica (each through ``gateway.background``, so none dies silently):
-- the ledger loops (``consume.py``): with Redis, consumers in the ``ledger`` group of the usage stream
-  (replicas share the work; entries a dead replica left pending are claimed after 30 s); always, a
+- the ledger loops (``consume.py``): with Redis, consumers in the ``ledger`` group of each shard of the
+  usage stream, ``GATEWAY_LEDGER_WRITERS`` per shard (replicas share the work; entries a dead replica
+  left pending are claimed after 30 s); always, a
   drain of the in-process queue (the embedded default, and records taken while Redis was unreachable);
 - the price-plan refresh;
 - the Stripe sync (when a Stripe key is set), run by one replica at a time under a Redis lock.
@@ -17,7 +18,6 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,6 +36,7 @@ from gateway.metering.usage_stage import Metering, PriceCatalog, local_queue
 from gateway.services.billing import BillingService
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
+from gateway.state.redis_clients import AnyRedis
 
 log = logging.getLogger("gateway.billing")
 
@@ -54,14 +55,15 @@ class StripeStats:
     last_success: float = 0.0  # Unix time of the last sync that ran without a failure
 
 
-def stream_consumers(settings: Settings, redis: Redis, sink: LedgerSink, keyspace: KeySpace,
+def stream_consumers(settings: Settings, redis: AnyRedis, sink: LedgerSink, keyspace: KeySpace,
                      count: int) -> list[StreamConsumer]:
-    """``count`` consumers of the usage stream, named after this process (for the group's bookkeeping)."""
+    """``count`` consumers of each shard of the usage stream, named after this process (for the group's
+    bookkeeping): every shard is read by every replica's (or writer's) consumers."""
     name = f"writer-{os.getpid()}-{os.urandom(3).hex()}"
-    return [StreamConsumer(redis, keyspace.usage_stream(), sink, epoch_key=keyspace.usage_epoch(),
-                           consumer=f"{name}-{i}", batch_size=settings.ledger_batch_size,
-                           block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)))
-            for i in range(count)]
+    return [StreamConsumer(redis, keyspace.usage_stream(shard), sink, epoch_key=keyspace.usage_epoch(shard),
+                           consumer=f"{name}-{shard}-{i}", batch_size=settings.ledger_batch_size,
+                           block_ms=max(1, int(settings.ledger_flush_interval_s * 1000)), shard=shard)
+            for shard in range(settings.usage_stream_shards) for i in range(count)]
 
 
 @dataclass
@@ -70,7 +72,7 @@ class MeteringTasks:
     service: BillingService
     catalog: PriceCatalog
     keyspace: KeySpace
-    redis: Redis | None
+    redis: AnyRedis | None
     sink: LedgerSink
     queue_consumer: QueueConsumer
     stream_consumers: list[StreamConsumer]
@@ -87,10 +89,10 @@ class MeteringTasks:
 
     @classmethod
     def build(cls, settings: Settings, service: BillingService, engine: AsyncEngine, keyspace: KeySpace,
-              redis: Redis | None, local_state: MemoryState) -> MeteringTasks:
+              redis: AnyRedis | None, local_state: MemoryState) -> MeteringTasks:
         catalog = PriceCatalog()
         sink = LedgerSink(LedgerWriter(engine), DeadLetters(engine))
-        queue = QueueConsumer(local_queue(local_state, keyspace.usage_stream()), sink, settings.ledger_batch_size)
+        queue = QueueConsumer(local_queue(local_state), sink, settings.ledger_batch_size)
         # Without in-process writers, one consumer is still built to watch the stream's epoch (no reads).
         streams = (stream_consumers(settings, redis, sink, keyspace, max(1, settings.ledger_writers))
                    if redis is not None else [])
@@ -99,7 +101,8 @@ class MeteringTasks:
         if settings.metering_enabled:
             budgets = Budgets(keyspace, catalog, settings.budget_default_output_tokens,
                               settings.budget_reservation_ttl_s)
-            metering = Metering(keyspace, catalog, shared=redis is not None, spool=spool)
+            metering = Metering(keyspace, catalog, shared=redis is not None, spool=spool,
+                                shards=settings.usage_stream_shards)
         return cls(settings, service, catalog, keyspace, redis, sink, queue, streams, spool, metering, budgets)
 
     async def refresh_plans(self) -> None:
@@ -125,7 +128,11 @@ class MeteringTasks:
 
     async def _watch_epoch(self) -> None:
         if self.redis is not None:
-            await check_epoch(self.stream_consumers[0], self.spool, self.ledger, self.redis)
+            watched: set[int] = set()
+            for consumer in self.stream_consumers:  # one per shard
+                if consumer.shard not in watched:
+                    watched.add(consumer.shard)
+                    await check_epoch(consumer, self.spool, self.ledger, self.redis)
 
     async def flush(self) -> None:
         """Write what is queued in process now (at shutdown; tests call it to read the ledger at once)."""

@@ -33,14 +33,17 @@ _RECORD = "metering.record"
 _NONE = object()
 
 
+_LOCAL_QUEUE = "usage:local-queue"
+
+
 def _append_py(data: MemoryData, keys: Sequence[str], args: Sequence[Any], now_ms: int) -> Any:
-    local_queue(data, keys[0]).append(args[0])
+    local_queue(data).append(args[0])  # whichever stream shard KEYS[1] names: one local queue
     return b"%d-0" % now_ms
 
 
-def local_queue(data: MemoryData, key: str) -> deque[bytes | UsageRecord]:
-    """The in-process stand-in for the usage stream (drained by the embedded ledger writer)."""
-    holder = data.value(key)
+def local_queue(data: MemoryData) -> deque[bytes | UsageRecord]:
+    """The in-process stand-in for every shard of the usage stream (drained by the embedded ledger writer)."""
+    holder = data.value(_LOCAL_QUEUE)
     queue = holder.get("q")
     if queue is None:
         queue = holder["q"] = deque()
@@ -120,8 +123,11 @@ class Metering:
     """A Stage: nothing before the upstream call; one XADD in the post-request round trip."""
 
     def __init__(self, keyspace: KeySpace, catalog: PriceCatalog, shared: bool = True,
-                 spool: Spool | None = None) -> None:
+                 spool: Spool | None = None, shards: int = 1) -> None:
         self._stream = keyspace.usage_stream()
+        # With shards, records take turns (any shard will do: the ledger's insert is idempotent by request id).
+        self._streams = keyspace.usage_streams(shards) if shared else [self._stream]
+        self._next = 0
         self._catalog = catalog
         self._spool = spool
         # With no shared store the record only goes to the in-process queue: hand over the object
@@ -149,6 +155,8 @@ class Metering:
             trip.call(USAGE_APPEND, [self._stream], [record])
             return
         raw = record.encode()
+        shard = self._next
+        self._next = (shard + 1) % len(self._streams)
         if self._spool is not None and not record.refused:
-            self._spool.add(raw)
-        trip.call(USAGE_APPEND, [self._stream], [raw])
+            self._spool.add(raw, shard)
+        trip.call(USAGE_APPEND, [self._streams[shard]], [raw])

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from redis.asyncio import Redis
-
 from billing.ledger.dead_letters import DeadLetters
 from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
@@ -20,6 +18,7 @@ from gateway.db import engine as db
 from gateway.metering.consume import LedgerStats, consume
 from gateway.metering.tasks import stream_consumers
 from gateway.state.keyspace import KeySpace
+from gateway.state.redis_clients import is_cluster, redis_client
 
 log = logging.getLogger("gateway.ledger")
 
@@ -31,11 +30,13 @@ async def run_writer(settings: Settings, writers: int, stop: asyncio.Event | Non
     if settings.auto_migrate:
         await db.upgrade(settings.sqlalchemy_url)
     engine = db.make_engine(settings.sqlalchemy_url)
-    redis = Redis.from_url(settings.redis_url)
+    cluster = await is_cluster(settings.redis_url, settings.redis_cluster, settings.redis_timeout_s)
+    redis = redis_client(settings.redis_url, cluster, settings.redis_timeout_s)
     keyspace = KeySpace(settings.redis_prefix)
     consumers = stream_consumers(settings, redis, LedgerSink(LedgerWriter(engine), DeadLetters(engine)), keyspace,
                                  max(1, writers))
-    log.info("ledger writer: %d consumers on %s", len(consumers), keyspace.usage_stream())
+    log.info("ledger writer: %d consumers on %s", len(consumers),
+             ", ".join(keyspace.usage_streams(settings.usage_stream_shards)))
     try:
         await asyncio.gather(*(consume(c, stats, stop, settings.ledger_flush_interval_s) for c in consumers))
     finally:

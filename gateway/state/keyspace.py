@@ -1,7 +1,27 @@
-"""Every Redis key name the gateway uses, in one place.
+"""Every Redis key name the gateway uses, in one place, and every hash tag (the one list of them).
 
-Names carry a hash tag (the part in braces) so that the keys one script touches land in the same
-Redis Cluster slot. The prefix (``GATEWAY_REDIS_PREFIX``) separates deployments and test runs.
+Names carry a hash tag (the part in braces): Redis Cluster hashes only the tag to find a key's slot,
+so the keys one script touches share a tag and land in one slot (a script's keys must), while
+different organisations, models and stream shards spread over the cluster's masters. The prefix
+(``GATEWAY_REDIS_PREFIX``) separates deployments and test runs and is outside the tag.
+
+=====================  ==============================================  ===================================
+hash tag               keys                                            one script touching them together
+=====================  ==============================================  ===================================
+``{lim:ORG}``          an organisation's and its keys' token buckets,  ``limit_reserve``, ``limit_settle``,
+                       concurrency leases, settled markers             ``limit_renew``
+``{budget:ORG}``       an organisation's and its keys' monthly spend   ``budget_reserve``, ``budget_settle``
+                       and reservations, settled markers
+``{rt:MODEL}``         one model's prefix index (per worker),          ``prefix_route``, ``prefix_record``,
+                       in-flight sets (per worker), affinity hints     ``prefix_purge``
+``{usage}``            usage stream shard 0 and its epoch              ``usage_append``; the ledger group
+``{usage:I}``          usage stream shard I > 0 and its epoch          (GATEWAY_USAGE_STREAM_SHARDS)
+``{billing}``          the Stripe sync lock                            SET NX / compare-and-delete
+``{probe}``            reachability probe                              —
+=====================  ==============================================  ===================================
+
+A model's routing state is one slot, so one master carries all of that model's routing scripts;
+see docs/redis-cluster.md for what that costs per request and how far one master goes.
 """
 
 from __future__ import annotations
@@ -34,14 +54,19 @@ class KeySpace:
         """STRING, set by the first ``limit_settle`` of a request: a replayed settling changes nothing."""
         return f"{self.prefix}:{{lim:{org_id}}}:settled:{request_id}"
 
-    def usage_stream(self) -> str:
-        """The durable stream of usage records, read by the ledger writer's consumer group."""
-        return f"{self.prefix}:{{usage}}"
+    def usage_stream(self, shard: int = 0) -> str:
+        """One shard of the durable stream of usage records, read by the ledger writer's consumer group.
+        Shard 0 keeps the name of the unsharded stream ({usage}); shard i > 0 is {usage:i}: each shard
+        its own hash tag, so the shards spread over a cluster's slots (GATEWAY_USAGE_STREAM_SHARDS)."""
+        return f"{self.prefix}:{{usage}}" if shard == 0 else f"{self.prefix}:{{usage:{shard}}}"
 
-    def usage_epoch(self) -> str:
+    def usage_streams(self, shards: int) -> list[str]:
+        return [self.usage_stream(i) for i in range(shards)]
+
+    def usage_epoch(self, shard: int = 0) -> str:
         """A token set when the ledger group is created: when it changes or vanishes, Redis lost the
-        stream, and each replica replays the records it spooled (same hash tag as the stream)."""
-        return f"{self.prefix}:{{usage}}:epoch"
+        stream, and each replica replays the records it spooled (same hash tag as its shard)."""
+        return self.usage_stream(shard) + ":epoch"
 
     def budget(self, org_id: str, month: str, key_id: str = "") -> tuple[str, str]:
         """A monthly budget's spend hash (``spent``, ``reserved``) and its open reservations (a zset);

@@ -1,10 +1,12 @@
 """The Redis store: scripts run with EVALSHA, a round trip is one pipelined batch.
 
 Every key a script touches is passed in KEYS and carries a hash tag, so the scripts also work on
-Redis Cluster as long as one call's keys share a tag (see ``state/keys.py``).
+Redis Cluster: one call's keys share a tag, hence a slot (see ``state/keyspace.py``).
 
 Round trips go through the lean client (``state/resp.py``: one multiplexed connection, ~25 us of CPU
-per round trip under load) when one is given, else through redis-py's pipeline (~150 us).
+per round trip under load) when one is given, else through redis-py's pipeline (~150 us). On Redis
+Cluster the lean client is ``resp_cluster.ClusterResp``: each call goes to its slot's master, one
+batch per master, all masters in parallel.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.state.base import Script, StoreUnavailable
 from gateway.state.resp import RespClient, RespError, RespUnavailable, encode
+from gateway.state.resp_cluster import ClusterResp
+from gateway.state.slots import SlotCache
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError, ConnectionError, TimeoutError)
 
@@ -31,14 +35,18 @@ def _sha(script: Script) -> str:
 class RedisState:
     shared = True
 
-    def __init__(self, client: Redis, lean: RespClient | None = None) -> None:
+    def __init__(self, client: Redis | RedisCluster, lean: RespClient | ClusterResp | None = None) -> None:
         self.client = client
         self.lean = lean
         self._shas: dict[str, str] = {}  # script name -> SHA-1 of its source, computed once
+        self._slots = SlotCache()
 
-    def round_trip(self) -> RedisRoundTrip | LeanRoundTrip:
-        if self.lean is not None:
-            return LeanRoundTrip(self.lean, self._shas)
+    def round_trip(self) -> RedisRoundTrip | LeanRoundTrip | ClusterRoundTrip:
+        lean = self.lean
+        if isinstance(lean, ClusterResp):
+            return ClusterRoundTrip(lean, self._shas, self._slots)
+        if lean is not None:
+            return LeanRoundTrip(lean, self._shas)
         return RedisRoundTrip(self.client)
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -123,11 +131,32 @@ class LeanRoundTrip(_RoundTrip):
         return sha
 
 
+class ClusterRoundTrip(LeanRoundTrip):
+    """A round trip on Redis Cluster: each call goes to the master of its keys' slot (one slot per call:
+    its keys share a hash tag), one batch per master, all in parallel."""
+
+    def __init__(self, client: ClusterResp, shas: dict[str, str], slots: SlotCache) -> None:
+        _RoundTrip.__init__(self)
+        self._cluster = client
+        self._shas = shas
+        self._slot_of = slots.slot
+
+    async def _send(self, calls: list[_Call], use_sha: bool) -> list[Any]:
+        slot_of = self._slot_of
+        try:
+            return await self._cluster.execute(
+                [(slot_of(k[0]) if k else 0,
+                  encode(["EVALSHA", self._sha(s), len(k), *k, *a] if use_sha else ["EVAL", s.lua, len(k), *k, *a]))
+                 for s, k, a in calls])
+        except RespUnavailable as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+
 class RedisRoundTrip(_RoundTrip):
     """A round trip through redis-py's pipeline (for rediss:// and unix sockets, which the lean client
     does not speak)."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis | RedisCluster) -> None:
         super().__init__()
         self._client = client
 

@@ -12,15 +12,20 @@ Replies: integers as ``int``, bulk and simple strings as ``bytes``, nil as ``Non
 the others' results. A lost connection fails every waiting round trip with :class:`RespUnavailable`;
 the next call reconnects. While a batch is in flight, later commands wait for its replies and leave
 together (auto-pipelining): under load, one write and one read serve many requests.
+
+``redis://`` and ``rediss://`` (TLS), with a password or an ACL user and password. On Redis Cluster,
+``resp_cluster.ClusterResp`` holds one of these clients per master and routes each command by slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 
 class RespError(Exception):
@@ -190,19 +195,65 @@ class _Protocol(asyncio.Protocol):
             self._flush()
 
 
+@dataclass(frozen=True, slots=True)
+class RespTarget:
+    """Where and how to connect: one node's address, credentials and TLS (shared by a cluster's nodes)."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    user: str | None = None
+    password: str | None = None
+    db: int = 0
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> RespTarget:
+        """``redis://`` or ``rediss://`` (TLS), with ``user:password@`` and the query options redis-py reads
+        for TLS: ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs`` (none, optional,
+        required) and ``ssl_check_hostname``."""
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss"):
+            raise ValueError("the lean client speaks redis:// and rediss:// only")
+        path = (parsed.path or "/").lstrip("/")
+        return cls(host=parsed.hostname or "127.0.0.1", port=parsed.port or 6379,
+                   user=unquote(parsed.username) if parsed.username else None,
+                   password=unquote(parsed.password) if parsed.password else None,
+                   db=int(path) if path else 0,
+                   tls=tls_context(parse_qs(parsed.query)) if parsed.scheme == "rediss" else None)
+
+    def at(self, host: str, port: int) -> RespTarget:
+        """The same credentials and TLS for another node."""
+        return RespTarget(host, port, self.user, self.password, self.db, self.tls)
+
+
+def tls_context(query: dict[str, list[str]]) -> ssl.SSLContext:
+    def opt(name: str) -> str | None:
+        values = query.get(name)
+        return values[-1] if values else None
+
+    ctx = ssl.create_default_context(cafile=opt("ssl_ca_certs"))
+    certfile = opt("ssl_certfile")
+    if certfile:
+        ctx.load_cert_chain(certfile, opt("ssl_keyfile"))
+    reqs = (opt("ssl_cert_reqs") or "required").lower()
+    check = opt("ssl_check_hostname")
+    ctx.check_hostname = reqs == "required" and (check is None or check.lower() in ("1", "true", "yes"))
+    ctx.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(reqs, ssl.CERT_REQUIRED)
+    return ctx
+
+
 class RespClient:
     """``await client.execute([cmd, ...])`` returns the replies of commands sent in one round trip."""
 
-    def __init__(self, url: str, connect_timeout: float = 1.0, reply_timeout: float = 1.0) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme != "redis":
-            raise ValueError("the lean client speaks plain redis:// only")
-        self._host = parsed.hostname or "127.0.0.1"
-        self._port = parsed.port or 6379
-        self._password = unquote(parsed.password) if parsed.password else None
-        self._user = unquote(parsed.username) if parsed.username else None
-        path = (parsed.path or "/").lstrip("/")
-        self._db = int(path) if path else 0
+    def __init__(self, url: str | RespTarget, connect_timeout: float = 1.0, reply_timeout: float = 1.0) -> None:
+        target = url if isinstance(url, RespTarget) else RespTarget.from_url(url)
+        self.target = target
+        self._host = target.host
+        self._port = target.port
+        self._password = target.password
+        self._user = target.user
+        self._db = target.db
+        self._tls = target.tls
         self._timeout = connect_timeout
         self._reply_timeout = reply_timeout
         self._proto: _Protocol | None = None
@@ -212,7 +263,9 @@ class RespClient:
         loop = asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Protocol(self._reply_timeout), self._host, self._port), self._timeout)
+                loop.create_connection(lambda: _Protocol(self._reply_timeout), self._host, self._port,
+                                       ssl=self._tls, server_hostname=self._host if self._tls else None),
+                self._timeout)
         except (OSError, TimeoutError) as exc:
             raise RespUnavailable(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from exc
         hello: list[bytes] = []
@@ -239,6 +292,14 @@ class RespClient:
                 self._connecting = None
             return self._proto
         return await asyncio.shield(self._connecting)
+
+    async def submit(self, commands: list[bytes]) -> asyncio.Future[list[Any]]:
+        """Queue ``commands`` on the connection (connecting first if needed); the future holds their
+        replies. Several nodes' batches can be submitted before awaiting any: they travel in parallel."""
+        proto = self._proto
+        if proto is None or proto.lost is not None:
+            proto = await self._connection()
+        return proto.send(commands, asyncio.get_running_loop())
 
     async def execute(self, commands: list[bytes]) -> list[Any]:
         proto = self._proto

@@ -95,7 +95,7 @@ async def test_usage_append_goes_to_the_stream_or_the_local_queue(store: tuple[S
     stream = space.usage_stream()
     await state.run(USAGE_APPEND, [stream], [b"record-1"])
     if isinstance(state, MemoryState):
-        assert list(local_queue(state, stream)) == [b"record-1"]
+        assert list(local_queue(state)) == [b"record-1"]
     else:
         assert isinstance(state, RedisState)
         entries = await state.client.xrange(stream)
