@@ -27,7 +27,7 @@ class KeyIn(LimitFields):
 async def create_key(body: KeyIn, rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
     created = await rt.keys.create_key(body.org_id, body.name, body.expires_at,
                                        limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency),
-                                       manage_keys=body.manage_keys)
+                                       manage_keys=body.manage_keys, models=body.models)
     return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
 
 

@@ -56,6 +56,8 @@ class OwnOrgOut(BaseModel):
     name: str
     key_id: str = Field(description="the calling key")
     limits: EffectiveLimits
+    models: list[str] | None = Field(default=None, description="the models the organisation's keys may use; null: any")
+    key_models: list[str] | None = Field(default=None, description="the models the calling key may use; null: any")
 
 
 def _manager(principal: Principal) -> Principal:
@@ -70,7 +72,9 @@ async def require_manager(principal: Principal = Depends(require_api_key)) -> Pr
 
 @router.get("", response_model=OwnOrgOut)
 async def own_org(p: Principal = Depends(require_api_key)) -> OwnOrgOut:
-    return OwnOrgOut(id=p.org_id, name=p.org_name, key_id=p.key_id, limits=EffectiveLimits.of(p.limits))
+    return OwnOrgOut(id=p.org_id, name=p.org_name, key_id=p.key_id, limits=EffectiveLimits.of(p.limits),
+                     models=list(p.org_models) if p.org_models is not None else None,
+                     key_models=list(p.key_models) if p.key_models is not None else None)
 
 
 @router.get("/keys", response_model=KeyList)
@@ -89,7 +93,7 @@ async def create_own_key(body: OwnKeyIn, p: Principal = Depends(require_manager)
                          rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
     created = await rt.keys.create_key(p.org_id, body.name, body.expires_at,
                                        limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency),
-                                       parent_id=p.key_id)
+                                       parent_id=p.key_id, models=body.models)
     return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
 
 

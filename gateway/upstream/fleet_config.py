@@ -14,7 +14,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,7 +60,7 @@ class WorkerSpec:
 
     url: str
     api_key: str | None = field(default=None, repr=False)  # resolved; never logged (repr hides it)
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     models: tuple[str, ...] = ()  # empty: discovered from the worker's /v1/models
     # What was written for the key (``os.environ/NAME``, or None): what the admin API stores and shows.
     api_key_ref: str | None = None
@@ -151,7 +150,7 @@ def check_url(value: Any, where: str) -> str:
 def check_headers(value: Any, where: str) -> Mapping[str, str]:
     """Extra headers for one worker: names and values HTTP allows, none the gateway sets itself."""
     if value is None:
-        return MappingProxyType({})
+        return {}
     out: dict[str, str] = {}
     for name, raw in _mapping(value, where).items():
         at = f"{where}.{name}"
@@ -165,7 +164,7 @@ def check_headers(value: Any, where: str) -> Mapping[str, str]:
         if _HEADER_VALUE_BAD.search(text):
             raise FleetConfigError(at, "a header value may not contain control characters")
         out[name] = text
-    return MappingProxyType(out)
+    return out
 
 
 def parse_worker(value: Any, where: str, environ: Mapping[str, str] | None = None) -> WorkerSpec:
@@ -212,7 +211,7 @@ def parse_provider(value: Any, where: str) -> ProviderSpec:
     if isinstance(value, ProviderSpec):
         return value
     if isinstance(value, str):
-        return ProviderSpec(model=_text(value, where), api_key=None, api_base=None, extra=MappingProxyType({}))
+        return ProviderSpec(model=_text(value, where), api_key=None, api_base=None, extra={})
     entry = _mapping(value, where)
     if "model" not in entry:
         raise FleetConfigError(f"{where}.model", "missing (a litellm model string, e.g. xai/grok-code-fast-1)")
@@ -224,7 +223,7 @@ def parse_provider(value: Any, where: str) -> ProviderSpec:
         api_key = _text(api_key, f"{where}.api_key")
     if api_base is not None:
         api_base = _text(api_base, f"{where}.api_base")
-    return ProviderSpec(model=model, api_key=api_key, api_base=api_base, extra=MappingProxyType(resolved))
+    return ProviderSpec(model=model, api_key=api_key, api_base=api_base, extra=resolved)
 
 
 def parse_model(value: Any, where: str) -> ModelSpec:
