@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from gateway import errors
 from gateway.api.deps import get_runtime, require_api_key
 from gateway.api.input_types import Moment, Name, PathId
-from gateway.api.schemas_keys import CreatedKeyOut, KeyList, KeyOut, KeyPatch, LimitFields, RevokedKeyOut, RotateIn
+from gateway.api.schemas_keys import CreatedKeyOut, KeyFields, KeyList, KeyOut, KeyPatch, RevokedKeyOut, RotateIn
 from gateway.pipeline.principal import Principal, RateLimits
 from gateway.runtime import Runtime
 from gateway.services.keys import KeyLimits
@@ -21,7 +21,7 @@ from gateway.services.keys import KeyLimits
 router = APIRouter(prefix="/v1/organization", tags=["partner"])
 
 
-class OwnKeyIn(LimitFields):
+class OwnKeyIn(KeyFields):
     """A key for one's own organisation (a team, an end user); its limits can only tighten the plan's."""
 
     name: Name = "default"

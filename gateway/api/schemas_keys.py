@@ -11,18 +11,22 @@ from pydantic import BaseModel, Field
 from gateway.api.input_types import ConcurrencyLimit, Limit, ModelName, Moment, Name
 from gateway.services.keys import KeyView, OrgView
 
-
 ModelList = list[ModelName] | None
 MODELS_DOC = "the models (served names or aliases) its keys may use; null: any model"
 
 
 class LimitFields(BaseModel):
-    models: ModelList = Field(default=None, max_length=100,
-                              description="the models this key may use, within its organisation's; null: any")
     rpm: Limit | None = Field(default=None, description="requests per minute; null: no limit")
     tpm: Limit | None = Field(default=None, description="input + output tokens per minute; null: no limit")
     tpd: Limit | None = Field(default=None, description="input + output tokens per day; null: no limit")
     concurrency: ConcurrencyLimit | None = Field(default=None, description="requests in flight at once; null: no limit")
+
+
+class KeyFields(LimitFields):
+    """A new key's own limits and model allow-list."""
+
+    models: ModelList = Field(default=None, max_length=100,
+                              description="the models this key may use, within its organisation's; null: any")
 
 
 class OrgOut(BaseModel):
