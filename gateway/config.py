@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,7 +79,8 @@ def load_settings() -> Settings:
         where = ".".join(str(p) for p in first["loc"])
         field = str(first["loc"][0]) if first["loc"] else ""
         env = "GATEWAY_" + field.upper()
-        source = f"{env}" if env in os.environ else f"config file {os.environ.get('GATEWAY_CONFIG', '')}"
+        source = (env if env in os.environ or not os.environ.get("GATEWAY_CONFIG")
+                  else f"config file {os.environ['GATEWAY_CONFIG']}")
         message = str(first["msg"]).replace("\n", " ")
         raise ConfigError(f"{source}: {where}: {message}") from None
 
@@ -248,6 +250,16 @@ class Settings(BaseSettings):
             # A JSON array is accepted too.
             value = orjson.loads(text) if text.startswith("[") else [w.strip() for w in text.split(",") if w.strip()]
         return parse_workers(value)
+
+    @field_validator("upstream_ca_bundle")
+    @classmethod
+    def _check_bundle(cls, value: str) -> str:
+        if value:
+            try:
+                ssl.create_default_context(cafile=value)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"the CA bundle {value} cannot be loaded ({exc})") from None
+        return value
 
     @field_validator("upstream_forward_headers", mode="before")
     @classmethod
