@@ -23,6 +23,7 @@ from billing.money import Tokens
 MAX_REQUEST_TOKENS = 100_000_000
 # The ledger's column limits, checked before a record enters the usage stream.
 _TEXT_LIMITS = {"request_id": 64, "org_id": 40, "key_id": 40, "end_user": 200, "model": 200, "requested_model": 200,
+                "app": 200,
                 "worker": 200, "plan": 100, "status": 32}
 _INT64 = (1 << 63) - 1
 _INT32 = (1 << 31) - 1
@@ -125,6 +126,8 @@ class UsageRecord:
     # "usage": a ledger row (billed); "refused": a request refused with 429 by a rate limit or spend cap,
     # counted in the hourly rollups only (nothing generated, nothing billed, no ledger row).
     kind: str = "usage"
+    # The calling app: the client's X-Title, else its HTTP-Referer (OpenRouter's convention); None: not named.
+    app: str | None = None
 
     def encode(self) -> bytes:
         try:
@@ -142,7 +145,7 @@ class UsageRecord:
         found: list[str] = []
         for name, limit in _TEXT_LIMITS.items():
             value = getattr(self, name)
-            if value is None and name == "end_user":
+            if value is None and name in ("end_user", "app"):
                 continue
             if not isinstance(value, str) or len(value) > limit or "\x00" in value:
                 found.append(f"{name}: not a text of at most {limit} characters")

@@ -119,6 +119,7 @@ class GatewayApp:
             rt.settings.max_body_bytes,
             rt.metrics,
             rt.request_log,
+            rt.catalog,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -3,28 +3,42 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import platformdirs
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, InstanceOf, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.upstream.fleet_config import (
+    FleetConfigError,
+    ModelSpec,
+    WorkerSpec,
+    parse_models,
+    parse_workers,
+    resolve_tree,
+)
+
+
+class ConfigError(ValueError):
+    """Settings that cannot be used; ``str(err)`` is one line naming the source, the path and the reason."""
 
 
 class _YamlSource(PydanticBaseSettingsSource):
-    """Reads the file named by ``GATEWAY_CONFIG`` (if any); environment variables win over it."""
+    """Reads the file named by ``GATEWAY_CONFIG`` (if any); environment variables win over it.
+
+    ``os.environ/NAME`` values are read from the environment; ``workers`` and ``models`` are parsed here,
+    so that a bad entry is one line naming the file, the path in it and the reason."""
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
         path = os.environ.get("GATEWAY_CONFIG")
         self._data: dict[str, Any] = {}
         if path:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"config file {path} must hold a mapping")
-            self._data = loaded
+            self._data = _read_file(path, set(settings_cls.model_fields))
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -33,11 +47,61 @@ class _YamlSource(PydanticBaseSettingsSource):
         return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
 
 
+def _read_file(path: str, fields: set[str]) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot be read ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path}: {where}not valid YAML ({problem})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path}: must hold a mapping of settings")
+    try:
+        data = {k: resolve_tree(v, str(k)) for k, v in loaded.items() if k in fields and k not in ("workers", "models")}
+        if "workers" in loaded:
+            data["workers"] = parse_workers(loaded["workers"])
+        if "models" in loaded:
+            data["models"] = parse_models(loaded["models"])
+    except FleetConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return data
+
+
+def load_settings() -> Settings:
+    """``Settings()``, with every error as one ``ConfigError`` line (for the CLI to print and exit)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        field = str(first["loc"][0]) if first["loc"] else ""
+        env = "GATEWAY_" + field.upper()
+        source = (env if env in os.environ or not os.environ.get("GATEWAY_CONFIG")
+                  else f"config file {os.environ['GATEWAY_CONFIG']}")
+        message = str(first["msg"]).replace("\n", " ")
+        raise ConfigError(f"{source}: {where}: {message}") from None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
-    # Worker base URLs, e.g. "http://10.0.0.5:8000,http://10.0.0.6:8000".
-    workers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Workers: base URLs, e.g. "http://10.0.0.5:8000,http://10.0.0.6:8000" (GATEWAY_WORKERS), or in the
+    # config file plain URLs or {url, api_key, headers, models} (gateway/upstream/fleet_config.py).
+    workers: Annotated[list[InstanceOf[WorkerSpec]], NoDecode] = Field(default_factory=list)
+    # The model catalog (config file only): {name, aliases, fallback, overflow} per served model.
+    models: Annotated[list[InstanceOf[ModelSpec]], NoDecode] = Field(default_factory=list)
+    upstream_ca_bundle: str = Field(
+        default="", description="PEM file of the certificate authorities https:// workers are verified "
+                                "against; empty: the system's.")
+    upstream_forward_headers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="More client headers forwarded to workers, comma-separated, beside user-agent and "
+                    "x-client-request-id (authorization, x-api-key and cookies never are).")
+    upstream_forward_affinity_headers: bool = Field(
+        default=False, description="Forward the client's x-session-id and x-grok-conv-id headers to workers.")
     # Empty: in-process state (embedded default). Otherwise a redis:// or rediss:// URL of one Redis, or of
     # any node of a Redis Cluster (found by itself, see redis_cluster).
     redis_url: str = ""
@@ -189,10 +253,31 @@ class Settings(BaseSettings):
     def _split_workers(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
-            if text.startswith("["):  # a JSON array is accepted too
-                return [str(w).strip().rstrip("/") for w in orjson.loads(text)]
-            return [w.strip().rstrip("/") for w in text.split(",") if w.strip()]
+            # A JSON array is accepted too.
+            value = orjson.loads(text) if text.startswith("[") else [w.strip() for w in text.split(",") if w.strip()]
+        return parse_workers(value)
+
+    @field_validator("upstream_ca_bundle")
+    @classmethod
+    def _check_bundle(cls, value: str) -> str:
+        if value:
+            try:
+                ssl.create_default_context(cafile=value)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"the CA bundle {value} cannot be loaded ({exc})") from None
         return value
+
+    @field_validator("upstream_forward_headers", mode="before")
+    @classmethod
+    def _split_names(cls, value: Any) -> Any:
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str):  # GATEWAY_MODELS: a JSON array (the config file is the usual place)
+            value = orjson.loads(value) if value.strip() else []
+        return parse_models(value)
 
     @classmethod
     def settings_customise_sources(

@@ -79,6 +79,11 @@ def model_not_found(model: str) -> GatewayError:
     )
 
 
+def model_not_allowed(model: str) -> GatewayError:
+    return GatewayError(403, f"This API key may not use the model '{model}'. GET /v1/models lists the models it "
+                             "may use.", "invalid_request_error", code="model_not_allowed", param="model")
+
+
 def body_too_large(limit: int) -> GatewayError:
     return GatewayError(413, f"Request body exceeds the limit of {limit} bytes.", "invalid_request_error",
                         code="request_too_large")

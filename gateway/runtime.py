@@ -24,6 +24,7 @@ from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.contract import Stage
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.relay import Relay
+from gateway.routing.catalog import ModelCatalog
 from gateway.routing.choose import RuleParams
 from gateway.routing.pool import WorkerPool
 from gateway.routing.router import PrefixRouter, RouterConfig
@@ -36,6 +37,7 @@ from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.redis_clients import AnyRedis, is_cluster, lean_client, redis_client
+from gateway.upstream.fleet_config import alias_table
 from gateway.upstream.openai_worker import OpenAIWorkers, make_session
 
 log = logging.getLogger("gateway")
@@ -62,6 +64,7 @@ class Runtime:
     router: PrefixRouter
     limiter: RateLimitStage
     plans: PlanService
+    catalog: ModelCatalog
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failures: TaskFailures = field(default_factory=TaskFailures)
@@ -158,8 +161,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                                             settings.redis_timeout_s)
     redis = redis_client(settings.redis_url, cluster, settings.redis_timeout_s) if settings.redis_url else None
     pool = WorkerPool(http)
-    for worker_url in settings.workers:
-        pool.add(worker_url, "config")
+    for spec in settings.workers:
+        pool.add(spec, "config")
     keys = KeyService(sessions)
     workers = WorkerService(sessions, pool)
     local_state = MemoryState()
@@ -181,6 +184,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
+        catalog=ModelCatalog(alias_table(settings.models), (m.name for m in settings.models if m.fallback)),
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)

@@ -139,7 +139,7 @@ async def serve_gateway(settings: Settings) -> ServedGateway:
     return ServedGateway(url, app, server, task)
 
 
-def gateway_settings(backend: Backend, workers: list[str], **overrides: Any) -> Settings:
+def gateway_settings(backend: Backend, workers: list[Any], **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "workers": workers,
         "database_url": backend.database_url,

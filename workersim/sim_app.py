@@ -38,7 +38,8 @@ Route = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 class SimApp:
     """One simulated worker. Its state is public for tests: ``config``, ``cache``, ``engine``, ``stats``,
-    ``recent_requests`` (parsed bodies of the latest /v1 requests, newest last), ``healthy``."""
+    ``recent_requests`` (parsed bodies of the latest /v1 requests, newest last), ``recent_headers`` (their
+    headers, lower-case names, every GET too), ``healthy``."""
 
     def __init__(self, config: SimConfig) -> None:
         self.config = replace(config)  # faults change at runtime: never the caller's object
@@ -48,6 +49,8 @@ class SimApp:
         self.stats = SimStats()
         self.rng = random.Random(config.seed)
         self.recent_requests: deque[dict[str, Any]] = deque(maxlen=config.recent_requests_max)
+        self.recent_headers: deque[tuple[str, dict[str, str]]] = deque(maxlen=config.recent_requests_max)
+        self._auth = ("Bearer " + config.api_key).encode() if config.api_key else None
         self.healthy = True
         self.started = int(time.time())
         self._headers: Headers = [(b"x-worker-id", config.worker_id.encode())]
@@ -80,6 +83,12 @@ class SimApp:
         kind = scope["type"]
         if kind == "http":
             route = self._routes.get((scope["method"], scope["path"]))
+            if self.recent_headers.maxlen:
+                self.recent_headers.append((scope["path"], {k.decode("latin-1"): v.decode("latin-1")
+                                                            for k, v in scope["headers"]}))
+            if self._auth is not None and scope["path"].startswith("/v1") and not self._authorized(scope):
+                await self._json(send, 401, b'{"error":"Unauthorized"}')  # vLLM's answer with --api-key
+                return
             if route is None:
                 await self._json(send, 404, error_body(404, f"no route {scope['method']} {scope['path']}"))
                 return
@@ -95,6 +104,9 @@ class SimApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+
+    def _authorized(self, scope: Scope) -> bool:
+        return any(k == b"authorization" and v == self._auth for k, v in scope["headers"])
 
     # -- control ---------------------------------------------------------------------------------------
     @property

@@ -38,6 +38,8 @@ class SimConfig:
     seed: int = 0
     worker_id: str = "sim-0"
     recent_requests_max: int = 256
+    api_key: str = ""
+    """Like vLLM's ``--api-key``: when set, every /v1 request without ``Authorization: Bearer <key>`` gets 401."""
     stream_interval_s: float = 0.002
     """Streamed tokens closer together than this are sent in one write (like vLLM's stream interval)."""
 

@@ -29,6 +29,8 @@ class UsageRow(LedgerBase):
     org_id: Mapped[str] = mapped_column(String(40))
     key_id: Mapped[str] = mapped_column(String(40))
     end_user: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The calling app (the client's X-Title, else its HTTP-Referer); NULL: not named.
+    app: Mapped[str | None] = mapped_column(String(200), nullable=True)
     model: Mapped[str] = mapped_column(String(200))
     requested_model: Mapped[str] = mapped_column(String(200))
     worker: Mapped[str] = mapped_column(String(200))

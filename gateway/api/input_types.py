@@ -39,6 +39,10 @@ def sane_moment(value: datetime) -> datetime:
 
 # A name of an organisation, key, plan or model (a column of 200 characters).
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(printable)]
+# A model's served name or alias, as an allow-list names it.
+ModelName = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True),
+                      AfterValidator(printable)]
+
 # A worker's base URL.
 WorkerUrl = Annotated[str, StringConstraints(min_length=1, max_length=500), AfterValidator(check_worker_url)]
 # An id (or, for plans, a name) in a URL path or a query parameter.

@@ -9,14 +9,14 @@ from pydantic import Field
 from gateway import errors
 from gateway.api.deps import get_runtime, require_admin
 from gateway.api.input_types import Moment, Name, PathId, QueryId
-from gateway.api.schemas_keys import CreatedKeyOut, KeyList, KeyOut, KeyPatch, LimitFields, RevokedKeyOut, RotateIn
+from gateway.api.schemas_keys import CreatedKeyOut, KeyFields, KeyList, KeyOut, KeyPatch, RevokedKeyOut, RotateIn
 from gateway.runtime import Runtime
 from gateway.services.keys import KeyLimits
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
-class KeyIn(LimitFields):
+class KeyIn(KeyFields):
     org_id: Name
     name: Name = "default"
     expires_at: Moment | None = None
@@ -27,7 +27,7 @@ class KeyIn(LimitFields):
 async def create_key(body: KeyIn, rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
     created = await rt.keys.create_key(body.org_id, body.name, body.expires_at,
                                        limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency),
-                                       manage_keys=body.manage_keys)
+                                       manage_keys=body.manage_keys, models=body.models)
     return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
 
 

@@ -1,4 +1,5 @@
-"""``GET /v1/models``: the models the healthy workers serve, in OpenAI's list shape (an API key is needed)."""
+"""``GET /v1/models``: the models the healthy workers serve and their aliases, those the key may use, in OpenAI's
+list shape (an API key is needed)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ router = APIRouter(tags=["openai"])
 
 
 @router.get("/v1/models")
-async def models(rt: Runtime = Depends(get_runtime), _: Principal = Depends(require_api_key)) -> dict[str, Any]:
+async def models(rt: Runtime = Depends(get_runtime),
+                 principal: Principal = Depends(require_api_key)) -> dict[str, Any]:
     created = int(time.time())
     return {"object": "list",
-            "data": [{"id": m, "object": "model", "created": created, "owned_by": "gateway"}
-                     for m in rt.pool.models()]}
+            "data": [{"id": name, "object": "model", "created": created, "owned_by": "gateway", "root": served}
+                     for name, served in rt.catalog.listing(rt.pool.models(), principal)]}

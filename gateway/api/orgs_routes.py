@@ -6,11 +6,11 @@ customer in ``billing_routes.py``."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gateway.api.deps import get_runtime, require_admin
 from gateway.api.input_types import Name, PathId
-from gateway.api.schemas_keys import OrgList, OrgOut
+from gateway.api.schemas_keys import MODELS_DOC, ModelList, OrgList, OrgOut
 from gateway.runtime import Runtime
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -33,3 +33,15 @@ async def list_orgs(rt: Runtime = Depends(get_runtime)) -> OrgList:
 @router.get("/orgs/{org_id}", response_model=OrgOut)
 async def get_org(org_id: PathId, rt: Runtime = Depends(get_runtime)) -> OrgOut:
     return OrgOut.of(await rt.keys.get_org(org_id))
+
+
+class OrgPatch(BaseModel):
+    models: ModelList = Field(default=None, max_length=100, description=MODELS_DOC)
+
+
+@router.patch("/orgs/{org_id}", response_model=OrgOut)
+async def update_org(org_id: PathId, body: OrgPatch, rt: Runtime = Depends(get_runtime)) -> OrgOut:
+    """Set the organisation's model allow-list (every replica applies it within the key cache TTL)."""
+    if "models" not in body.model_fields_set:
+        return OrgOut.of(await rt.keys.get_org(org_id))
+    return OrgOut.of(await rt.keys.set_org_models(org_id, body.models))

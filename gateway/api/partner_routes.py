@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from gateway import errors
 from gateway.api.deps import get_runtime, require_api_key
 from gateway.api.input_types import Moment, Name, PathId
-from gateway.api.schemas_keys import CreatedKeyOut, KeyList, KeyOut, KeyPatch, LimitFields, RevokedKeyOut, RotateIn
+from gateway.api.schemas_keys import CreatedKeyOut, KeyFields, KeyList, KeyOut, KeyPatch, RevokedKeyOut, RotateIn
 from gateway.pipeline.principal import Principal, RateLimits
 from gateway.runtime import Runtime
 from gateway.services.keys import KeyLimits
@@ -21,7 +21,7 @@ from gateway.services.keys import KeyLimits
 router = APIRouter(prefix="/v1/organization", tags=["partner"])
 
 
-class OwnKeyIn(LimitFields):
+class OwnKeyIn(KeyFields):
     """A key for one's own organisation (a team, an end user); its limits can only tighten the plan's."""
 
     name: Name = "default"
@@ -56,6 +56,8 @@ class OwnOrgOut(BaseModel):
     name: str
     key_id: str = Field(description="the calling key")
     limits: EffectiveLimits
+    models: list[str] | None = Field(default=None, description="the models the organisation's keys may use; null: any")
+    key_models: list[str] | None = Field(default=None, description="the models the calling key may use; null: any")
 
 
 def _manager(principal: Principal) -> Principal:
@@ -70,7 +72,9 @@ async def require_manager(principal: Principal = Depends(require_api_key)) -> Pr
 
 @router.get("", response_model=OwnOrgOut)
 async def own_org(p: Principal = Depends(require_api_key)) -> OwnOrgOut:
-    return OwnOrgOut(id=p.org_id, name=p.org_name, key_id=p.key_id, limits=EffectiveLimits.of(p.limits))
+    return OwnOrgOut(id=p.org_id, name=p.org_name, key_id=p.key_id, limits=EffectiveLimits.of(p.limits),
+                     models=list(p.org_models) if p.org_models is not None else None,
+                     key_models=list(p.key_models) if p.key_models is not None else None)
 
 
 @router.get("/keys", response_model=KeyList)
@@ -89,7 +93,7 @@ async def create_own_key(body: OwnKeyIn, p: Principal = Depends(require_manager)
                          rt: Runtime = Depends(get_runtime)) -> CreatedKeyOut:
     created = await rt.keys.create_key(p.org_id, body.name, body.expires_at,
                                        limits=KeyLimits(body.rpm, body.tpm, body.tpd, body.concurrency),
-                                       parent_id=p.key_id)
+                                       parent_id=p.key_id, models=body.models)
     return CreatedKeyOut(**KeyOut.of(created.view).model_dump(), key=created.key)
 
 

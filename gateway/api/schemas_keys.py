@@ -8,8 +8,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.api.input_types import ConcurrencyLimit, Limit, Moment, Name
+from gateway.api.input_types import ConcurrencyLimit, Limit, ModelName, Moment, Name
 from gateway.services.keys import KeyView, OrgView
+
+ModelList = list[ModelName] | None
+MODELS_DOC = "the models (served names or aliases) its keys may use; null: any model"
 
 
 class LimitFields(BaseModel):
@@ -19,6 +22,13 @@ class LimitFields(BaseModel):
     concurrency: ConcurrencyLimit | None = Field(default=None, description="requests in flight at once; null: no limit")
 
 
+class KeyFields(LimitFields):
+    """A new key's own limits and model allow-list."""
+
+    models: ModelList = Field(default=None, max_length=100,
+                              description="the models this key may use, within its organisation's; null: any")
+
+
 class OrgOut(BaseModel):
     id: str
     object: Literal["organization"] = "organization"
@@ -26,11 +36,12 @@ class OrgOut(BaseModel):
     cache_isolation: bool
     plan_id: str | None
     created_at: datetime
+    models: list[str] | None = Field(default=None, description=MODELS_DOC)
 
     @classmethod
     def of(cls, o: OrgView) -> OrgOut:
         return cls(id=o.id, name=o.name, cache_isolation=o.cache_isolation, plan_id=o.plan_id,
-                   created_at=o.created_at)
+                   created_at=o.created_at, models=list(o.models) if o.models is not None else None)
 
 
 class OrgList(BaseModel):
@@ -47,6 +58,8 @@ class KeyPatch(BaseModel):
     tpm: Limit | None = None
     tpd: Limit | None = None
     concurrency: ConcurrencyLimit | None = None
+    models: ModelList = Field(default=None, max_length=100,
+                              description="the models this key may use, within its organisation's; null: any")
 
 
 class RotateIn(BaseModel):
@@ -69,13 +82,14 @@ class KeyOut(BaseModel):
     concurrency: int | None = Field(description="requests in flight at once; null: no limit")
     manage_keys: bool
     replaced_by: str | None
+    models: list[str] | None = Field(default=None, description="the models this key may use; null: any")
 
     @classmethod
     def of(cls, k: KeyView) -> KeyOut:
         return cls(id=k.id, org_id=k.org_id, name=k.name, prefix=k.prefix, created_at=k.created_at,
                    expires_at=k.expires_at, revoked_at=k.revoked_at, rpm=k.limits.rpm, tpm=k.limits.tpm,
                    tpd=k.limits.tpd, concurrency=k.limits.concurrency, manage_keys=k.manage_keys,
-                   replaced_by=k.replaced_by)
+                   replaced_by=k.replaced_by, models=list(k.models) if k.models is not None else None)
 
 
 class CreatedKeyOut(KeyOut):

@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings, load_settings
 from gateway.db import engine as db
 from gateway.routing.pool import WorkerPool
 from gateway.services.billing import BillingService
@@ -40,6 +40,15 @@ class ServiceContext:
     pool: WorkerPool
 
 
+def cli_settings() -> Settings:
+    """The settings, or one line ``error: <source>: <path>: <reason>`` on stderr and exit code 2."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def database_label(settings: Settings) -> str:
     """The database the settings point at, for people: the URL without its driver or password."""
     url = make_url(settings.sqlalchemy_url)
@@ -62,15 +71,15 @@ def setup_logging(level: str = "INFO") -> None:
 @contextlib.asynccontextmanager
 async def service_context(settings: Settings | None = None) -> AsyncIterator[ServiceContext]:
     """The services over the database of ``settings`` (migrated to the latest schema first)."""
-    settings = settings or Settings()
+    settings = settings or cli_settings()
     announce_database(settings)
     await db.upgrade(settings.sqlalchemy_url)
     engine = db.make_engine(settings.sqlalchemy_url)
     sessions = db.sessionmaker(engine)
     http = make_session(settings)  # for the workers' health checks
     pool = WorkerPool(http)
-    for url in settings.workers:
-        pool.add(url, "config")
+    for spec in settings.workers:
+        pool.add(spec, "config")
     try:
         yield ServiceContext(settings=settings, engine=engine, keys=KeyService(sessions), plans=PlanService(sessions),
                              billing=BillingService(sessions, settings), workers=WorkerService(sessions, pool),
@@ -83,7 +92,7 @@ async def service_context(settings: Settings | None = None) -> AsyncIterator[Ser
 def run_with_services(work: Callable[[ServiceContext], Awaitable[T]], settings: Settings | None = None) -> T:
     """Run ``work`` with the services. A service's refusal, or a database that cannot be reached, is one
     line on stderr, ``error: ...``, and exit code 1 (2 where a setting is missing), never a traceback."""
-    settings = settings or Settings()
+    settings = settings or cli_settings()
 
     async def main() -> T:
         async with service_context(settings) as ctx:

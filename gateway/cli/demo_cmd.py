@@ -22,6 +22,7 @@ from gateway.cli.fakes import RunningWorker, start_simulated_workers
 from gateway.cli.serve_cmd import require_free_port
 from gateway.config import Settings
 from gateway.services.keys import split_key
+from gateway.upstream.fleet_config import WorkerSpec
 
 DEMO_ORG = "demo"
 DEMO_KEY_NAME = "demo-key"
@@ -138,8 +139,8 @@ def demo(
     try:  # Ctrl-C at any point, start-up included, stops everything started so far
         sims = start_simulated_workers(ports)
         # Always the embedded default (SQLite in the demo's folder, in-process state): never a real database.
-        settings = Settings(workers=[s.url for s in sims], admin_key=admin_key, port=port, data_dir=data_dir,
-                            database_url="", redis_url="")
+        settings = Settings(workers=[WorkerSpec(url=s.url) for s in sims], admin_key=admin_key, port=port,
+                            data_dir=data_dir, database_url="", redis_url="")
         uvloop.run(_serve(settings, sims))
     except KeyboardInterrupt:
         pass

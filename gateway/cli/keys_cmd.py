@@ -62,6 +62,8 @@ def keys_create(
     rpm: Rpm = None, tpm: Tpm = None, tpd: Tpd = None, concurrency: Concurrency = None,
     manage_keys: Annotated[bool, typer.Option("--manage-keys", help="May manage its organisation's keys "
                                                                     "(/v1/organization/keys)")] = False,
+    models: Annotated[str | None, typer.Option(help="The models it may use, comma-separated (default: any)",
+                                               metavar="A,B")] = None,
 ) -> None:
     """Create an API key and print it (shown only this once). Limits can only tighten the organisation's plan."""
     expires_at = parse_expiry(expires, datetime.now(UTC)) if expires else None
@@ -69,8 +71,28 @@ def keys_create(
     async def work(ctx: ServiceContext) -> str:
         created = await ctx.keys.create_key_for_org_name(org, name, expires_at,
                                                          limits=KeyLimits(rpm, tpm, tpd, concurrency),
-                                                         manage_keys=manage_keys)
+                                                         manage_keys=manage_keys, models=model_list(models))
         return created.key
+
+    typer.echo(run_with_services(work))
+
+
+def model_list(text: str | None) -> list[str] | None:
+    """``a,b`` as a list; None (any model) for no option or ``any``."""
+    if text is None or text.strip().lower() == "any":
+        return None
+    return [m.strip() for m in text.split(",") if m.strip()]
+
+
+@keys_app.command("models")
+def keys_models(
+    key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
+    models: Annotated[str, typer.Argument(help="Comma-separated models (aliases too), or 'any'", metavar="A,B|any")],
+) -> None:
+    """Set the models a key may use (within its organisation's); every replica applies it within the key cache TTL."""
+    async def work(ctx: ServiceContext) -> str:
+        k = await ctx.keys.update_key(key_id, {"models": model_list(models)})
+        return f"{k.id}\tmodels={','.join(k.models) if k.models is not None else 'any'}"
 
     typer.echo(run_with_services(work))
 

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.context import ServiceContext, run_with_services
+from gateway.cli.keys_cmd import model_list
 
 plans_app = typer.Typer(help="Rate-limit plans", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organisations", no_args_is_help=True)
@@ -81,10 +82,26 @@ def orgs_set_plan(
     typer.echo(run_with_services(work))
 
 
+@orgs_app.command("models")
+def orgs_models(
+    org: Annotated[str, typer.Argument(help="Organisation id or name", metavar="ORG")],
+    models: Annotated[str, typer.Argument(help="Comma-separated models (aliases too), or 'any'", metavar="A,B|any")],
+) -> None:
+    """Set the models an organisation's keys may use; every replica applies it within the key cache TTL."""
+    async def work(ctx: ServiceContext) -> str:
+        orgs = {o.name: o.id for o in await ctx.keys.list_orgs()}
+        org_id = orgs.get(org, org)
+        o = await ctx.keys.set_org_models(org_id, model_list(models))
+        return f"{o.id}\tmodels={','.join(o.models) if o.models is not None else 'any'}"
+
+    typer.echo(run_with_services(work))
+
+
 @orgs_app.command("list")
 def orgs_list() -> None:
-    """List organisations and their plans."""
+    """List organisations, their plans and model allow-lists."""
     async def work(ctx: ServiceContext) -> str:
-        return "\n".join(f"{o.id}\t{o.name}\tplan={o.plan_id or '-'}" for o in await ctx.keys.list_orgs())
+        return "\n".join(f"{o.id}\t{o.name}\tplan={o.plan_id or '-'}\tmodels="
+                         f"{','.join(o.models) if o.models is not None else 'any'}" for o in await ctx.keys.list_orgs())
 
     typer.echo(run_with_services(work))

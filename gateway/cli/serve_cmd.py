@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from gateway.cli.context import announce_database, setup_logging
-from gateway.config import Settings
+from gateway.cli.context import announce_database, cli_settings, setup_logging
 from gateway.server import fit_open_files, server_config
 from gateway.server import serve as serve_processes
 
@@ -55,7 +54,7 @@ def serve(
 ) -> None:
     """Run the gateway."""
     setup_logging()
-    settings = Settings()
+    settings = cli_settings()
     host, port = host or settings.host, port or settings.port
     announce_database(settings)
     require_free_port(host, port)
@@ -104,7 +103,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument(metavar="REVISION")] = "h
     from gateway.db.engine import upgrade_sync
 
     setup_logging("WARNING")
-    settings = Settings()
+    settings = cli_settings()
     announce_database(settings)
     upgrade_sync(settings.sqlalchemy_url, revision)
     typer.echo(f"database at {revision}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -23,6 +23,8 @@ class Organization(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The rate-limit plan (plans.id); NULL: unlimited. Checked by the service, no FK (SQLite ALTER).
     plan_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
+    # The models (served names or aliases) its keys may use; NULL: any.
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class ApiKey(Base):
@@ -46,6 +48,8 @@ class ApiKey(Base):
     manage_keys: Mapped[bool] = mapped_column(Boolean, default=False)
     # Set on a rotated key: the key that replaces it (the old one lives until expires_at).
     replaced_by: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
+    # The models (served names or aliases) this key may use, within its organisation's; NULL: any.
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
 
     __table_args__ = (Index("ix_api_keys_org_id", "org_id"),)
 
@@ -56,6 +60,10 @@ class Worker(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     url: Mapped[str] = mapped_column(String(500), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The worker's key, only as a reference "os.environ/NAME" (read on every replica); never the key itself.
+    api_key_ref: Mapped[str | None] = mapped_column(String(200), nullable=True, default=None)
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True, default=None)
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
 
 
 class Plan(Base):

@@ -30,6 +30,7 @@ from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.request import ParsedRequest
 from gateway.proxy.forward import Forwarder
+from gateway.routing.catalog import ModelCatalog
 
 log = logging.getLogger("gateway.api")
 
@@ -61,8 +62,9 @@ def api_key_from(scope: Scope) -> str | None:
 
 class HotPath:
     def __init__(self, adapters: Sequence[FrontAdapter], keys: KeyCache, forwarder: Forwarder, max_body_bytes: int,
-                 metrics: GatewayMetrics, request_log: RequestLog) -> None:
+                 metrics: GatewayMetrics, request_log: RequestLog, catalog: ModelCatalog) -> None:
         self.routes = {a.path: a for a in adapters}
+        self._catalog = catalog
         self._keys = keys
         self._forwarder = forwarder
         self._max_body = max_body_bytes
@@ -107,6 +109,10 @@ class HotPath:
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
             user = ex.headers.get("x-end-user-id") or request.body.get("user")
             ex.end_user = user[:200] if isinstance(user, str) and user else None
+            app = ex.headers.get("x-title") or ex.headers.get("http-referer")  # OpenRouter's convention
+            if app:
+                ex.app = app[:200]
+            self._catalog.admit(ex)
             if request.stream and not request.include_usage:
                 # Always meter streams: ask the worker for usage; the SSE tap drops that chunk again.
                 options = request.body.get("stream_options") or {}

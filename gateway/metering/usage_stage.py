@@ -99,11 +99,13 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
     ttfb = ex.first_byte_at - ex.started if ex.first_byte_at is not None else 0.0
     return UsageRecord(
         request_id=ex.request_id, org_id=ex.principal.org_id, key_id=ex.principal.key_id, model=model,
-        requested_model=ex.request.model[:200], worker=ex.worker.id, prompt_tokens=tokens.prompt,
-        cached_tokens=tokens.cached, output_tokens=tokens.output, reasoning_tokens=tokens.reasoning,
+        requested_model=(ex.requested_model or ex.request.model)[:200], worker=ex.worker.id,
+        prompt_tokens=tokens.prompt, cached_tokens=tokens.cached, output_tokens=tokens.output,
+        reasoning_tokens=tokens.reasoning,
         list_ticks=charge.list_ticks, billed_ticks=charge.billed_ticks, plan=charge.plan,
         started_at_ms=int(ex.started_wall * 1000), ttfb_ms=int(ttfb * 1000), duration_ms=int((end - ex.started) * 1000),
         status=ex.outcome, http_status=ex.status, reported=reported, stream=ex.request.stream, end_user=ex.end_user,
+        app=ex.app,
     )
 
 
@@ -113,10 +115,11 @@ def refused_record(ex: Exchange) -> UsageRecord | None:
         return None
     return UsageRecord(
         request_id=ex.request_id, org_id=ex.principal.org_id, key_id=ex.principal.key_id, model=ex.request.model[:200],
-        requested_model=ex.request.model[:200], worker="", prompt_tokens=0, cached_tokens=0, output_tokens=0,
-        reasoning_tokens=0, list_ticks=0, billed_ticks=0, plan="", started_at_ms=int(ex.started_wall * 1000),
+        requested_model=(ex.requested_model or ex.request.model)[:200], worker="", prompt_tokens=0, cached_tokens=0,
+        output_tokens=0, reasoning_tokens=0, list_ticks=0, billed_ticks=0, plan="",
+        started_at_ms=int(ex.started_wall * 1000),
         ttfb_ms=0, duration_ms=0, status="rate_limited", http_status=429, reported=False, stream=ex.request.stream,
-        end_user=ex.end_user, kind="refused")
+        end_user=ex.end_user, kind="refused", app=ex.app)
 
 
 class Metering:

@@ -39,6 +39,9 @@ class PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         healthy = GaugeMetricFamily("gateway_worker_healthy", "1 if the worker passes health checks",
                                     labels=["worker", "url"])
+        misconfigured = GaugeMetricFamily("gateway_worker_misconfigured",
+                                          "1 if the worker refused the gateway's credentials (401/403)",
+                                          labels=["worker", "url"])
         inflight = GaugeMetricFamily("gateway_worker_inflight_requests",
                                      "Requests this gateway process has in flight at the worker", labels=["worker"])
         waiting = GaugeMetricFamily("gateway_worker_queue_requests",
@@ -47,12 +50,13 @@ class PoolCollector(Collector):
                                labels=["worker"])
         for w in self._pool.all():
             healthy.add_metric([w.id, w.url], 1.0 if w.healthy else 0.0)
+            misconfigured.add_metric([w.id, w.url], 1.0 if w.misconfigured else 0.0)
             inflight.add_metric([w.id], float(w.inflight))
             if "vllm:num_requests_waiting" in w.metrics:
                 waiting.add_metric([w.id], w.metrics["vllm:num_requests_waiting"])
             if "vllm:kv_cache_usage_perc" in w.metrics:
                 kv.add_metric([w.id], w.metrics["vllm:kv_cache_usage_perc"])
-        yield from (healthy, inflight, waiting, kv)
+        yield from (healthy, misconfigured, inflight, waiting, kv)
 
 
 # The model label of requests for a model no worker serves: label values come only from known sets

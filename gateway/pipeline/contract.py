@@ -65,6 +65,11 @@ class Retryable(Exception):
         self.mark_failed = mark_failed
 
 
+class Misconfigured(Retryable):
+    """The target refused the gateway's credentials (401/403): its configuration is wrong, it is not down.
+    It leaves rotation as *misconfigured*; another target may take the request."""
+
+
 class UpstreamReply(Protocol):
     """An answer that has started to arrive: a status, then either the whole body or its chunks."""
 
@@ -92,4 +97,4 @@ class Upstream(Protocol[T_contra]):
         ...
 
 
-__all__ = ["Exchange", "Retryable", "Router", "Stage", "Target", "Upstream", "UpstreamReply"]
+__all__ = ["Exchange", "Misconfigured", "Retryable", "Router", "Stage", "Target", "Upstream", "UpstreamReply"]

@@ -32,6 +32,10 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)  # request headers the stages may read
     # The partner's end user: the ``x-end-user-id`` header, else the body's ``user`` field.
     end_user: str | None = None
+    # The name the client asked for when it was an alias (request.model is then the served model).
+    requested_model: str | None = None
+    # The calling app, from the client's HTTP-Referer / X-Title headers (OpenRouter's convention).
+    app: str | None = None
     started: float = field(default_factory=time.perf_counter)
     started_wall: float = field(default_factory=time.time)
     worker: Target | None = None

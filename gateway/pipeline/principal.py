@@ -58,3 +58,6 @@ class Principal:
     # May this key manage its own organisation's keys through /v1/organization/keys?
     manage_keys: bool = False
     budget: Budget | None = None
+    # Model allow-lists (served names or aliases) of the key and of its organisation; None: any model.
+    key_models: tuple[str, ...] | None = None
+    org_models: tuple[str, ...] | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway import errors
 from gateway.asgi import Send
-from gateway.pipeline.contract import Retryable, Router, Stage, Upstream
+from gateway.pipeline.contract import Misconfigured, Retryable, Router, Stage, Upstream
 from gateway.pipeline.exchange import Exchange
 from gateway.proxy.relay import Relay
 from gateway.routing.pool import WorkerPool
@@ -200,7 +200,9 @@ class Forwarder:
             if failure is None:
                 return
             log.warning("worker %s could not take %s: %s", worker.id, ex.request_id, failure.reason)
-            if failure.mark_failed:
+            if isinstance(failure, Misconfigured):
+                self._pool.mark_misconfigured(worker, failure.reason)
+            elif failure.mark_failed:
                 self._pool.mark_failed(worker, failure.reason)
         ex.outcome = "upstream_error"
         if failure is not None:

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 import orjson
 
-from gateway.routing.worker import Worker, worker_id_for
+from gateway.routing.worker import Worker, WorkerSettings, worker_id_for
 
 log = logging.getLogger("gateway.pool")
 
@@ -30,6 +31,21 @@ WorkerListener = Callable[[str, "Worker"], None]
 _WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
 _KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage")
 _QUERIES = ("vllm:prefix_cache_queries_total",)
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainWorker:
+    """A worker known only by its URL (``WorkerSettings`` with no key, headers or pinned models)."""
+
+    url: str
+    api_key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+    api_key_ref: str | None = None
+
+
+class _Refused(Exception):
+    """The worker answered 401 or 403: its key or headers are wrong."""
 
 
 def _label(labels: str, name: str) -> str | None:
@@ -84,13 +100,20 @@ class WorkerPool:
             listener(event, worker)
 
     # --- membership -------------------------------------------------------------------------
-    def add(self, url: str, source: str) -> Worker:
-        url = url.rstrip("/")
-        wid = worker_id_for(url)
+    def add(self, spec: WorkerSettings | str, source: str) -> Worker:
+        """Add a worker, or give a known one the spec's key, headers and models (a change clears its
+        misconfigured mark: the next check tells)."""
+        if isinstance(spec, str):
+            spec = _PlainWorker(url=spec.rstrip("/"))
+        wid = worker_id_for(spec.url)
         worker = self._workers.get(wid)
         if worker is None:
-            worker = Worker(id=wid, url=url, source=source)
+            worker = Worker.from_spec(wid, spec, source)
             self._workers[wid] = worker
+        elif worker.source == source and worker.configure(spec) and worker.misconfigured:
+            worker.misconfigured = False
+            worker.healthy = False
+            worker.last_error = "configuration changed; not checked yet"
         return worker
 
     def remove(self, worker_id: str) -> Worker | None:
@@ -99,15 +122,15 @@ class WorkerPool:
             self._tell(REMOVED, worker)
         return worker
 
-    def sync_admin(self, urls: Iterable[str]) -> list[Worker]:
-        """Make the admin-added workers exactly ``urls``; returns the workers that were removed."""
-        wanted = {worker_id_for(u.rstrip("/")): u for u in urls}
+    def sync_admin(self, specs: Iterable[WorkerSettings | str]) -> list[Worker]:
+        """Make the admin-added workers exactly ``specs``; returns the workers that were removed."""
+        wanted = {worker_id_for((s if isinstance(s, str) else s.url).rstrip("/")): s for s in specs}
         removed = [w for w in self._workers.values() if w.source == "admin" and w.id not in wanted]
         for w in removed:
             del self._workers[w.id]
             self._tell(REMOVED, w)
-        for url in wanted.values():
-            self.add(url, "admin")
+        for spec in wanted.values():
+            self.add(spec, "admin")
         return removed
 
     def get(self, worker_id: str) -> Worker | None:
@@ -148,25 +171,47 @@ class WorkerPool:
         worker.healthy = False
         worker.last_error = reason
 
+    def mark_misconfigured(self, worker: Worker, reason: str) -> None:
+        """The worker refused the gateway's credentials (401/403): out of rotation, not down. Logged at
+        error level once per transition; health checks go on, so a fixed key brings it back."""
+        if not worker.misconfigured:
+            log.error("worker %s (%s) is MISCONFIGURED, out of rotation: %s; check its api_key and headers",
+                      worker.id, worker.url, reason)
+        worker.misconfigured = True
+        worker.healthy = False
+        worker.last_error = reason
+
     # --- health -----------------------------------------------------------------------------
+    async def _get(self, worker: Worker, path: str) -> tuple[int, bytes]:
+        async with self._session.get(worker.url + path, headers=worker.headers, timeout=self._health_timeout) as resp:
+            body = await resp.read()
+            if resp.status in (401, 403):
+                raise _Refused(f"{path} answered {resp.status}")
+            return resp.status, body
+
     async def check(self, worker: Worker) -> None:
         try:
-            async with self._session.get(worker.url + "/health", timeout=self._health_timeout) as resp:
-                ok = resp.status == 200
-                await resp.read()
+            status, _ = await self._get(worker, "/health")
+            ok = status == 200
             if ok:
-                async with self._session.get(worker.url + "/v1/models", timeout=self._health_timeout) as resp:
-                    data = orjson.loads(await resp.read()) if resp.status == 200 else {}
+                status, body = await self._get(worker, "/v1/models")
+                data = orjson.loads(body) if status == 200 else {}
                 models = frozenset(
                     str(m["id"]) for m in data.get("data", []) if isinstance(m, dict) and "id" in m
                 )
-                ok = bool(models)
+                ok = bool(models) or (status == 200 and bool(worker.pinned_models))
                 if ok:
-                    worker.models = models
+                    worker.models = worker.pinned_models or models
                     await self._scrape(worker)
             reason = None if ok else "health check failed"
+        except _Refused as exc:
+            self.mark_misconfigured(worker, f"the worker refused the gateway's credentials ({exc})")
+            return
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, AttributeError) as exc:
             ok, reason = False, f"health check error: {exc.__class__.__name__}"
+        if worker.misconfigured:
+            log.warning("worker %s (%s) accepts the gateway's credentials again", worker.id, worker.url)
+            worker.misconfigured = False
         if ok and not worker.healthy:
             log.info("worker %s (%s) healthy, models %s", worker.id, worker.url, sorted(worker.models))
             if worker.last_error is not None:  # it failed before: its cache may be gone
@@ -179,10 +224,13 @@ class WorkerPool:
     async def _scrape(self, worker: Worker) -> None:
         """Load figures from ``/metrics``; a worker without them keeps its last (or no) figures."""
         try:
-            async with self._session.get(worker.url + "/metrics", timeout=self._health_timeout) as resp:
-                if resp.status != 200:
-                    return
-                text = (await resp.read()).decode(errors="replace")
+            status, body = await self._get(worker, "/metrics")
+            if status != 200:
+                return
+            text = body.decode(errors="replace")
+        except _Refused as exc:
+            log.debug("metrics of %s not read: %s", worker.id, exc)
+            return
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.debug("metrics of %s not read: %s", worker.id, exc.__class__.__name__)
             return

@@ -40,6 +40,7 @@ class OrgView:
     cache_isolation: bool
     created_at: datetime
     plan_id: str | None = None
+    models: tuple[str, ...] | None = None  # the allow-list; None: any model
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ class KeyView:
     limits: KeyLimits = field(default_factory=KeyLimits)
     manage_keys: bool = False
     replaced_by: str | None = None
+    models: tuple[str, ...] | None = None  # the allow-list; None: any model (within the organisation's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +96,37 @@ def split_key(key: str) -> tuple[str, str] | None:
     return lookup, secret
 
 
+_MAX_MODELS = 100
+
+
+def check_models(models: Any, param: str = "models") -> list[str] | None:
+    """A model allow-list as stored: None (any model) or distinct names of 1..200 characters."""
+    if models is None:
+        return None
+    if not isinstance(models, list | tuple) or len(models) > _MAX_MODELS:
+        raise _refused(param, f"{param} is a list of at most {_MAX_MODELS} model names, or null for any model")
+    out: list[str] = []
+    for name in models:
+        if not isinstance(name, str) or not 0 < len(name.strip()) <= 200 or any(ord(c) < 32 for c in name):
+            raise _refused(param, f"{param}: {str(name)[:40]!r} is not a model name")
+        if name.strip() not in out:
+            out.append(name.strip())
+    return out
+
+
+def _models(stored: Any) -> tuple[str, ...] | None:
+    return tuple(stored) if isinstance(stored, list) else None
+
+
 def _org_view(org: Organization) -> OrgView:
-    return OrgView(org.id, org.name, org.cache_isolation, org.created_at, org.plan_id)
+    return OrgView(org.id, org.name, org.cache_isolation, org.created_at, org.plan_id, _models(org.models))
 
 
 def _key_view(key: ApiKey) -> KeyView:
     return KeyView(key.id, key.org_id, key.name, f"{KEY_PREFIX}{key.lookup}", key.created_at,
                    key.expires_at, key.revoked_at,
-                   KeyLimits(key.rpm, key.tpm, key.tpd, key.concurrency), bool(key.manage_keys), key.replaced_by)
+                   KeyLimits(key.rpm, key.tpm, key.tpd, key.concurrency), bool(key.manage_keys), key.replaced_by,
+                   _models(key.models))
 
 
 class KeyService:
@@ -136,6 +161,18 @@ class KeyService:
             raise NotFound(f"organisation {org_id!r} not found")
         return _org_view(org)
 
+    async def set_org_models(self, org_id: str, models: list[str] | None) -> OrgView:
+        """The organisation's model allow-list (None: any model); every replica applies it within the key
+        cache TTL."""
+        allowed = check_models(models)
+        async with self._sessions() as s:
+            org = await s.get(Organization, org_id)
+            if org is None:
+                raise NotFound(f"organisation {org_id!r} not found")
+            org.models = allowed
+            await s.commit()
+            return _org_view(org)
+
     async def list_orgs(self) -> list[OrgView]:
         async with self._sessions() as s:
             rows = (await s.execute(select(Organization).order_by(Organization.created_at))).scalars()
@@ -143,7 +180,7 @@ class KeyService:
 
     async def create_key(self, org_id: str, name: str, expires_at: datetime | None = None, *,
                          limits: KeyLimits | None = None, manage_keys: bool = False,
-                         parent_id: str | None = None) -> CreatedKey:
+                         parent_id: str | None = None, models: list[str] | None = None) -> CreatedKey:
         """A new key. With ``parent_id`` (the manager key minting it) the key never exceeds its parent: each
         limit at most the parent's effective one (unset: the parent's own), the expiry not later (unset: the
         parent's)."""
@@ -154,7 +191,8 @@ class KeyService:
         async with self._sessions() as s:
             if await s.get(Organization, org_id) is None:
                 raise NotFound(f"organisation {org_id!r} not found")
-            fields: dict[str, Any] = {**{n: getattr(own, n) for n in _KEY_LIMITS}, "expires_at": expires_at}
+            fields: dict[str, Any] = {**{n: getattr(own, n) for n in _KEY_LIMITS}, "expires_at": expires_at,
+                                      "models": check_models(models)}
             if parent_id is not None:
                 fields = (await _ceiling(s, parent_id)).bound(fields)
             key = ApiKey(id=new_id("key"), org_id=org_id, name=name, lookup=lookup,
@@ -164,11 +202,12 @@ class KeyService:
         return CreatedKey(f"{KEY_PREFIX}{lookup}_{secret}", _key_view(key))
 
     async def create_key_for_org_name(self, org_name: str, name: str = "default", expires_at: datetime | None = None,
-                                      *, limits: KeyLimits | None = None, manage_keys: bool = False) -> CreatedKey:
+                                      *, limits: KeyLimits | None = None, manage_keys: bool = False,
+                                      models: list[str] | None = None) -> CreatedKey:
         """A key for the organisation called ``org_name``, which is created if it does not exist yet (the CLI
         and the demo name organisations; the API passes ids)."""
         org = await self.get_or_create_org(org_name)
-        return await self.create_key(org.id, name, expires_at, limits=limits, manage_keys=manage_keys)
+        return await self.create_key(org.id, name, expires_at, limits=limits, manage_keys=manage_keys, models=models)
 
     async def get_key(self, key_id: str, org_id: str | None = None) -> KeyView:
         """One key; with ``org_id``, only a key of that organisation (another's reads as not found)."""
@@ -180,9 +219,11 @@ class KeyService:
         """Change a key's name, expiry or own limits (a null clears a limit). Every replica sees the change
         within the key cache TTL. With ``parent_id`` (the manager key making the change) the changed fields
         stay within the parent's, as in ``create_key``. A rotated key's expiry may only be shortened."""
-        unknown = set(changes) - {"name", "expires_at", *_KEY_LIMITS}
+        unknown = set(changes) - {"name", "expires_at", "models", *_KEY_LIMITS}
         if unknown:
             raise InvalidInput(f"unknown fields: {sorted(unknown)}")
+        if "models" in changes:
+            changes = {**changes, "models": check_models(changes["models"])}
         _check_key_limits(KeyLimits(**{k: v for k, v in changes.items() if k in _KEY_LIMITS}))
         async with self._sessions() as s:
             key = await _find_key(s, key_id, org_id)
@@ -212,7 +253,7 @@ class KeyService:
             new = ApiKey(id=new_id("key"), org_id=old.org_id, name=old.name, lookup=lookup,
                          secret_hash=hash_secret(secret), created_at=moment, expires_at=old.expires_at,
                          rpm=old.rpm, tpm=old.tpm, tpd=old.tpd, concurrency=old.concurrency,
-                         manage_keys=old.manage_keys)
+                         manage_keys=old.manage_keys, models=old.models)
             s.add(new)
             await s.flush()
             ends = moment + timedelta(seconds=overlap_s)
@@ -259,7 +300,8 @@ class KeyService:
                 return None
             budget = await _budget(s, org.id, key.id)
         return Principal(key.id, org.id, org.name, org.cache_salt, org.cache_isolation,
-                         limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys), budget=budget)
+                         limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys), budget=budget,
+                         key_models=_models(key.models), org_models=_models(org.models))
 
 
 _KEY_LIMITS = ("rpm", "tpm", "tpd", "concurrency")
@@ -273,6 +315,7 @@ class _Ceiling:
     effective: dict[str, int | None]
     inherited: dict[str, int | None]
     expires_at: datetime | None
+    models: list[str] | None = None
 
     def bound(self, fields: dict[str, Any]) -> dict[str, Any]:
         """``fields`` (limits and ``expires_at``, those present) within the ceiling: unset ones inherit, a
@@ -287,6 +330,15 @@ class _Ceiling:
             elif cap is not None and value > cap:
                 raise _refused(name, f"{name} {value} exceeds the calling key's own limit of {cap}; a key it "
                                          "creates or changes cannot have more than it has")
+        if "models" in fields and self.models is not None:
+            wanted = fields["models"]
+            if wanted is None:
+                out["models"] = list(self.models)
+            else:
+                outside = [m for m in wanted if m not in self.models]
+                if outside:
+                    raise _refused("models", f"the model {outside[0]!r} is not in the calling key's own allow-list; "
+                                             "a key it creates or changes cannot use more models than it may")
         if "expires_at" in fields and self.expires_at is not None:
             value = fields["expires_at"]
             if value is None:
@@ -307,7 +359,8 @@ async def _ceiling(s: AsyncSession, parent_id: str) -> _Ceiling:
     limits = resolve_limits(plan, parent) or RateLimits()
     inherited = {n: getattr(limits, f"key_{n}") for n in _KEY_LIMITS}
     effective = {n: inherited[n] if inherited[n] is not None else getattr(limits, f"org_{n}") for n in _KEY_LIMITS}
-    return _Ceiling(effective, inherited, _aware(parent.expires_at) if parent.expires_at is not None else None)
+    return _Ceiling(effective, inherited, _aware(parent.expires_at) if parent.expires_at is not None else None,
+                    parent.models if isinstance(parent.models, list) else None)
 
 
 def _only_sooner(key: ApiKey, expires_at: datetime | None) -> None:

@@ -8,14 +8,16 @@ connection, it did not answer in time) are ``Retryable``; the forwarder decides 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
 import aiohttp
 
 from gateway import errors
 from gateway.config import Settings
-from gateway.pipeline.contract import Retryable
-from gateway.pipeline.exchange import Exchange, Target
+from gateway.pipeline.contract import Misconfigured, Retryable
+from gateway.pipeline.exchange import Exchange
 
 # What counts as "the connection failed" while a body is read: the answer is cut.
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (
@@ -25,8 +27,46 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Client headers a worker may see (see docs/operations.md); the affinity ones only when configured. Never
+# authorization, x-api-key, cookies or proxy credentials, whatever the settings say.
+FORWARDED_HEADERS = ("user-agent", "x-client-request-id")
+AFFINITY_HEADERS = ("x-session-id", "x-grok-conv-id")
+NEVER_FORWARDED = frozenset({"authorization", "x-api-key", "cookie", "set-cookie", "proxy-authorization",
+                             "host", "content-length", "content-type", "transfer-encoding", "connection",
+                             "x-request-id"})
+
+
+class WorkerTarget(Protocol):
+    """A worker as this adapter needs it: where it is and what it is sent (its key, its extra headers)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def forwarded_header_names(settings: Settings) -> tuple[str, ...]:
+    names = [*FORWARDED_HEADERS, *(AFFINITY_HEADERS if settings.upstream_forward_affinity_headers else ())]
+    names += [h.strip().lower() for h in settings.upstream_forward_headers if h.strip()]
+    return tuple(dict.fromkeys(n for n in names if n not in NEVER_FORWARDED))
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | bool:
+    """How https:// workers are verified: against ``upstream_ca_bundle`` when set, else the system's CAs."""
+    if not settings.upstream_ca_bundle:
+        return True
+    try:
+        return ssl.create_default_context(cafile=settings.upstream_ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"GATEWAY_UPSTREAM_CA_BUNDLE {settings.upstream_ca_bundle}: cannot be loaded ({exc})"
+                         ) from None
+
+
 def make_session(settings: Settings) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
+        ssl=tls_context(settings),
         limit=settings.upstream_max_connections,
         limit_per_host=0,
         ttl_dns_cache=300,
@@ -93,9 +133,21 @@ class OpenAIWorkers:
                                                     sock_read=settings.upstream_read_timeout_s)
         self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout_s,
                                                      sock_read=settings.upstream_read_timeout_s)
+        self._forwarded = forwarded_header_names(settings)
 
-    async def open(self, ex: Exchange, target: Target) -> WorkerReply:
-        headers = {"Content-Type": "application/json", "x-request-id": ex.request_id}
+    def request_headers(self, ex: Exchange, target: WorkerTarget) -> dict[str, str]:
+        """The client's allowed headers, then the worker's own (its key wins), then ours."""
+        client = ex.headers
+        headers = {name: client[name] for name in self._forwarded if name in client}
+        if "x-request-id" in client and "x-client-request-id" not in headers:
+            headers["x-client-request-id"] = client["x-request-id"]  # ours names the request at the worker
+        headers.update(target.headers)
+        headers["Content-Type"] = "application/json"
+        headers["x-request-id"] = ex.request_id
+        return headers
+
+    async def open(self, ex: Exchange, target: WorkerTarget) -> WorkerReply:
+        headers = self.request_headers(ex, target)
         timeout = self._stream_timeout if ex.request.stream else self._whole_timeout
         try:
             resp = await self._session.post(target.url + ex.path, data=ex.payload, headers=headers, timeout=timeout)
@@ -111,4 +163,7 @@ class OpenAIWorkers:
             raise Retryable(f"connection dropped ({exc.__class__.__name__})", mark_failed=False) from None
         except CONNECT_ERRORS as exc:
             raise Retryable(f"could not connect ({exc.__class__.__name__})") from None
+        if resp.status in (401, 403):  # the worker refused our credentials: not the client's fault
+            resp.close()
+            raise Misconfigured(f"the worker answered {resp.status} to the gateway's credentials")
         return WorkerReply(resp)

@@ -168,9 +168,9 @@ def test_workers_add_list_remove(backend: Backend, monkeypatch: pytest.MonkeyPat
         added = runner.invoke(cli_app, ["workers", "add", sim.url])
         assert added.exit_code == 0, added.output
         header, row = added.stdout.strip().splitlines()
-        assert header.split() == ["ID", "URL", "SOURCE", "HEALTHY", "MODELS"]
-        worker_id, url, source, healthy, models = row.split()
-        assert (url, source, healthy, models) == (sim.url, "admin", "yes", MODEL)
+        assert header.split() == ["ID", "URL", "SOURCE", "HEALTHY", "MODELS", "KEY"]
+        worker_id, url, source, healthy, models, key = row.split()
+        assert (url, source, healthy, models, key) == (sim.url, "admin", "yes", MODEL, "-")
         listed = runner.invoke(cli_app, ["workers", "list"])
         assert listed.exit_code == 0 and any(line.split()[:4] == [worker_id, sim.url, "admin", "yes"]
                                              for line in listed.stdout.splitlines())

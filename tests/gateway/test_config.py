@@ -15,14 +15,14 @@ def test_env_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_DATABASE_URL", "postgresql://u@h/db")
     monkeypatch.setenv("GATEWAY_ADMIN_KEY", "secret")
     s = Settings()
-    assert s.workers == ["http://a:8000", "http://b:8000"]
+    assert [w.url for w in s.workers] == ["http://a:8000", "http://b:8000"]
     assert s.redis_url == "redis://r:6379/0" and s.admin_key == "secret"
     assert s.sqlalchemy_url == "postgresql+asyncpg://u@h/db"
 
 
 def test_workers_as_a_json_array(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_WORKERS", '["http://a:8000/", "http://b:8000"]')
-    assert Settings().workers == ["http://a:8000", "http://b:8000"]
+    assert [w.url for w in Settings().workers] == ["http://a:8000", "http://b:8000"]
 
 
 def test_yaml_file_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,7 +31,7 @@ def test_yaml_file_and_env_precedence(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("GATEWAY_CONFIG", str(cfg))
     monkeypatch.setenv("GATEWAY_ADMIN_KEY", "from-env")
     s = Settings()
-    assert s.workers == ["http://y:1"] and s.port == 9000
+    assert [w.url for w in s.workers] == ["http://y:1"] and s.port == 9000
     assert s.admin_key == "from-env"
 
 
