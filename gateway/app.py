@@ -42,6 +42,9 @@ from gateway.front import messages_errors
 from gateway.front.chat import ChatCompletions
 from gateway.front.completions import Completions
 from gateway.front.endpoint import HotPath
+from gateway.front.messages import Messages
+from gateway.front.messages_count import PATH as COUNT_TOKENS_PATH
+from gateway.front.messages_count import CountTokens
 from gateway.observability.metrics_listener import metrics_listener
 from gateway.runtime import Runtime, build_runtime
 
@@ -110,6 +113,7 @@ class GatewayApp:
         self.api = api
         self._rest = RequestIdMiddleware(api)
         self._openai: HotPath | None = None
+        self._count_tokens: CountTokens | None = None
         self.metrics_url: str | None = None  # the separate metrics listener's, when configured
 
     @property
@@ -119,17 +123,21 @@ class GatewayApp:
     def attach(self, rt: Runtime) -> None:
         self.api.state.runtime = rt
         self._openai = HotPath(
-            [ChatCompletions(), Completions()],
+            [ChatCompletions(), Completions(), Messages()],
             rt.key_cache,
             rt.forwarder,
             rt.settings.max_body_bytes,
             rt.metrics,
             rt.request_log,
         )
+        self._count_tokens = CountTokens(rt.key_cache, rt.settings.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._openai is not None and scope["path"] in self._openai.routes:
             await self._openai(scope, receive, send)
+            return
+        if scope["type"] == "http" and self._count_tokens is not None and scope["path"] == COUNT_TOKENS_PATH:
+            await self._count_tokens(scope, receive, send)
             return
         await self._rest(scope, receive, send)
 

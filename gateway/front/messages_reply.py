@@ -47,10 +47,6 @@ def stop_reason(finish_reason: Any, matched: Any, stops: Any) -> tuple[str | Non
     return STOP_REASONS.get(finish_reason, "end_turn"), None
 
 
-def message_id(request_id: str) -> str:
-    return "msg_" + request_id.removeprefix("req_")
-
-
 def parse_arguments(arguments: Any) -> Any:
     """A tool call's JSON arguments as the ``input`` object Anthropic returns ({} when they do not parse)."""
     if not isinstance(arguments, str) or not arguments:
@@ -62,7 +58,7 @@ def parse_arguments(arguments: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def message(request_id: str, model: str, answer: dict[str, Any], stops: Any, billed_ticks: int | None) -> bytes:
+def message(message_id: str, model: str, answer: dict[str, Any], stops: Any, billed_ticks: int | None) -> bytes:
     """The Message object for a whole chat ``answer`` (first choice)."""
     choices = answer.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
@@ -82,7 +78,7 @@ def message(request_id: str, model: str, answer: dict[str, Any], stops: Any, bil
     reason, sequence = stop_reason(choice.get("finish_reason"), choice.get("stop_reason"), stops)
     served = answer.get("model")
     return orjson.dumps({
-        "id": message_id(request_id), "type": "message", "role": "assistant",
+        "id": message_id, "type": "message", "role": "assistant",
         "model": served if isinstance(served, str) and served else model, "content": content,
         "stop_reason": reason, "stop_sequence": sequence,
         "usage": anthropic_usage(answer.get("usage"), billed_ticks),

@@ -19,6 +19,7 @@ from gateway.front.openai_body import MAX_MODEL_CHARS
 MAX_TOKENS_CEILING = 1_048_576
 _ROLES = ("user", "assistant")
 _TOOL_CHOICES = ("auto", "any", "tool", "none")
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 
 
 def bad(param: str, message: str) -> errors.GatewayError:
@@ -111,6 +112,9 @@ def to_chat(body: dict[str, Any], model: str, max_tokens: int | None) -> dict[st
         user = metadata.get("user_id")
         if user is not None:
             chat["user"] = _string(user, "metadata.user_id")[:256]
+    output = body.get("output_config")
+    if output is not None:
+        _output_config(output, chat)
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise _type("stream", "a valid boolean")
@@ -118,6 +122,25 @@ def to_chat(body: dict[str, Any], model: str, max_tokens: int | None) -> dict[st
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the final message_delta carries the usage
     return chat
+
+
+def _output_config(output: Any, chat: dict[str, Any]) -> None:
+    """``effort`` as the worker's ``reasoning_effort``; ``format`` (a JSON schema) as its ``response_format``."""
+    if not isinstance(output, dict):
+        raise _type("output_config", "a valid dictionary")
+    effort = output.get("effort")
+    if effort is not None:
+        if effort not in _EFFORTS:
+            raise bad("output_config.effort", "Input should be 'low', 'medium', 'high', 'xhigh' or 'max'")
+        chat["reasoning_effort"] = _EFFORTS[effort]
+    shape = output.get("format")
+    if shape is not None:
+        if not isinstance(shape, dict) or shape.get("type") != "json_schema":
+            raise bad("output_config.format.type", "Input should be 'json_schema'")
+        schema = shape.get("schema")
+        if not isinstance(schema, dict):
+            raise _type("output_config.format.schema", "a valid dictionary")
+        chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
 
 def _system_text(system: Any) -> str:

@@ -17,7 +17,7 @@ import orjson
 from billing.usage_record import estimate_prompt_tokens
 from gateway import errors
 from gateway.front import messages_errors
-from gateway.front.messages_reply import anthropic_usage, message_id, stop_reason
+from gateway.front.messages_reply import anthropic_usage, stop_reason
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
@@ -29,13 +29,15 @@ _STOP = event("message_stop", {"type": "message_stop"})
 
 
 class MessagesStream:
-    """The events of one stream. ``chunk`` for each parsed chat chunk, then ``finish`` or ``fail``."""
+    """The events of one stream (a ``StreamShaper``): ``chunk`` for each parsed chat chunk, then ``finish``
+    or ``fail``."""
 
-    __slots__ = ("_block", "_finish_reason", "_matched", "_open", "_request_id", "_started", "_stops", "_tool_index",
+    __slots__ = ("_block", "_finish_reason", "_id", "_matched", "_open", "_started", "_stops", "_tool_index",
                  "_usage", "body", "model")
+    passthrough = False
 
-    def __init__(self, request_id: str, model: str, body: dict[str, Any]) -> None:
-        self._request_id = request_id
+    def __init__(self, message_id: str, model: str, body: dict[str, Any]) -> None:
+        self._id = message_id
         self.model = model
         self.body = body  # the translated chat body (for the prompt estimate of message_start)
         self._stops = body.get("stop")
@@ -53,7 +55,7 @@ class MessagesStream:
         usage = {"input_tokens": estimate_prompt_tokens(self.body), "cache_creation_input_tokens": 0,
                  "cache_read_input_tokens": 0, "output_tokens": 0}
         return event("message_start", {"type": "message_start", "message": {
-            "id": message_id(self._request_id), "type": "message", "role": "assistant", "model": model,
+            "id": self._id, "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}}) + _PING
 
     def _close(self) -> bytes:
@@ -71,6 +73,11 @@ class MessagesStream:
 
     def chunk(self, parsed: dict[str, Any]) -> bytes:
         out = b"" if self._started else self._start(parsed.get("model"))
+        failure = parsed.get("error")
+        if failure is not None:  # the worker's own error event, in the middle of its stream
+            message = failure.get("message") if isinstance(failure, dict) else failure
+            return out + event("error", {"type": "error", "error": {
+                "type": "api_error", "message": str(message or "the worker failed")[:2000]}})
         usage = parsed.get("usage")
         if isinstance(usage, dict):
             self._usage = usage
@@ -111,15 +118,14 @@ class MessagesStream:
                                                  "delta": {"type": "input_json_delta", "partial_json": arguments}})
         return out
 
-    def finish(self, usage: Any, billed_ticks: int | None) -> bytes:
-        """The closing events, once the request is settled (``usage``: the worker's, or None)."""
+    def finish(self, billed_ticks: int | None) -> bytes:
+        """The closing events, once the request is settled."""
         out = b"" if self._started else self._start(None)
         out += self._close()
         reason, sequence = stop_reason(self._finish_reason or "stop", self._matched, self._stops)
         out += event("message_delta", {"type": "message_delta",
                                        "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                                       "usage": anthropic_usage(usage if usage is not None else self._usage,
-                                                                billed_ticks)})
+                                       "usage": anthropic_usage(self._usage, billed_ticks)})
         return out + _STOP
 
     def fail(self, exc: errors.GatewayError) -> bytes:

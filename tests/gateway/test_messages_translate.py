@@ -101,6 +101,10 @@ BAD = [
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "metadata": {"user_id": 7}},
      "metadata.user_id"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, "stream"),
+    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "output_config": {"effort": "huge"}},
+     "output_config.effort"),
+    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+      "output_config": {"format": {"type": "json_schema", "schema": []}}}, "output_config.format.schema"),
 ]
 
 
@@ -126,11 +130,11 @@ def test_whole_answer_with_a_tool_call() -> None:
         "role": "assistant", "content": None, "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "read_file", "arguments": '{"path":"a"}'}}]}}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}
-    msg = orjson.loads(message("req_abc", "m", answer, None, 55))
+    msg = orjson.loads(message("msg_abc", "m", answer, None, 55))
     assert msg["id"] == "msg_abc" and msg["model"] == "served" and msg["stop_reason"] == "tool_use"
     assert msg["content"] == [{"type": "tool_use", "id": "call_1", "name": "read_file", "input": {"path": "a"}}]
     stopped = dict(answer, choices=[{"finish_reason": "stop", "stop_reason": "END", "message": {"content": "hi"}}])
-    msg = orjson.loads(message("req_abc", "m", stopped, ["END"], 55))
+    msg = orjson.loads(message("msg_abc", "m", stopped, ["END"], 55))
     assert (msg["stop_reason"], msg["stop_sequence"]) == ("stop_sequence", "END")
 
 
@@ -144,7 +148,7 @@ def events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_stream_events_in_order() -> None:
-    s = MessagesStream("req_x", "m", {"messages": [{"role": "user", "content": "hello there"}]})
+    s = MessagesStream("msg_x", "m", {"messages": [{"role": "user", "content": "hello there"}]})
     raw = s.chunk({"model": "served", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
     raw += s.chunk({"choices": [{"index": 0, "delta": {"content": "Hi"}}]})
     raw += s.chunk({"choices": [{"index": 0, "delta": {"tool_calls": [
@@ -154,7 +158,7 @@ def test_stream_events_in_order() -> None:
         raw += s.chunk({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})
     raw += s.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
     raw += s.chunk({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4, "total_tokens": 9}})
-    raw += s.finish(None, 99)
+    raw += s.finish(99)
     names = [n for n, _ in events(raw)]
     assert names == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_stop",
                      "content_block_start", "content_block_delta", "content_block_delta", "content_block_stop",
