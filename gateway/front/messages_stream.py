@@ -25,6 +25,7 @@ def event(name: str, data: dict[str, Any]) -> bytes:
 
 
 _PING = event("ping", {"type": "ping"})
+_DELTA_END = b"}}\n\n"
 _STOP = event("message_stop", {"type": "message_stop"})
 
 
@@ -32,8 +33,8 @@ class MessagesStream:
     """The events of one stream (a ``StreamShaper``): ``chunk`` for each parsed chat chunk, then ``finish``
     or ``fail``."""
 
-    __slots__ = ("_block", "_finish_reason", "_id", "_matched", "_open", "_started", "_stops", "_tool_index",
-                 "_usage", "body", "model")
+    __slots__ = ("_block", "_delta_head", "_finish_reason", "_id", "_matched", "_open", "_started", "_stops",
+                 "_tool_index", "_usage", "body", "model")
     passthrough = False
 
     def __init__(self, message_id: str, model: str, body: dict[str, Any]) -> None:
@@ -45,6 +46,7 @@ class MessagesStream:
         self._block = -1  # index of the last block opened
         self._open: str | None = None  # "text" or "tool_use" while a block is open
         self._tool_index: Any = None  # the chat tool call index the open tool_use block belongs to
+        self._delta_head = b""  # the open text block's text_delta event up to its text (written once a block)
         self._finish_reason: Any = None
         self._matched: Any = None
         self._usage: Any = None
@@ -91,8 +93,9 @@ class MessagesStream:
             if isinstance(text, str) and text:
                 if self._open != "text":
                     out += self._open_block("text", {"type": "text", "text": ""})
-                out += event("content_block_delta", {"type": "content_block_delta", "index": self._block,
-                                                     "delta": {"type": "text_delta", "text": text}})
+                    self._delta_head = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                                        + str(self._block).encode() + b',"delta":{"type":"text_delta","text":')
+                out += self._delta_head + orjson.dumps(text) + _DELTA_END  # the hot case: no dict per chunk
             calls = delta.get("tool_calls")
             if isinstance(calls, list):
                 for call in calls:

@@ -15,8 +15,10 @@ import orjson
 import pytest
 
 from tests.billing.test_metering import ledger_rows
-from tests.conftest import MODEL, ServedGateway
+from tests.conftest import MODEL, Backend, ServedGateway, gateway_settings, serve_gateway
 from tests.limits.helpers import new_key, org_with_plan
+from workersim.run import start_sim_server
+from workersim.sim_settings import SimConfig
 
 TOOLS: list[Any] = [{"name": "read_file", "description": "Read a file from the repository",
                      "input_schema": {"type": "object", "properties": {"path": {"type": "string"}},
@@ -253,3 +255,38 @@ async def test_models_in_both_shapes(gateway: ServedGateway, make_anthropic: Any
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http, \
             http.get(gateway.url + "/v1/nothing-here") as resp:
         assert resp.status == 404 and set(await resp.json()) == {"error"}  # OpenAI's shape off the Anthropic routes
+
+
+async def test_a_worker_refusal_is_reshaped_and_not_billed(gateway: ServedGateway, make_anthropic: Any) -> None:
+    org, key = await _org_key(gateway)
+    # More output than the worker's context holds: the worker refuses it itself, in its own shape.
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        await make_anthropic(key).messages.create(model=MODEL, max_tokens=200_000,
+                                                  messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.body["type"] == "error"  # type: ignore[index]
+    assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "maximum context length" in refused.value.body["error"]["message"]  # type: ignore[index]
+    assert await ledger_rows(gateway, org, 0) == []
+
+
+async def test_a_cut_stream_ends_with_an_error_event_the_sdk_raises(backend: Backend) -> None:
+    cutter = await start_sim_server(SimConfig(worker_id="cutter", time_scale=0.0, drop_rate=1.0))
+    served = await serve_gateway(gateway_settings(backend, [cutter.url]))
+    client = anthropic.AsyncAnthropic(base_url=served.url, api_key="", max_retries=0, timeout=20)
+    try:
+        org, key = await _org_key(served)
+        client = client.with_options(api_key=key)
+        texts: list[str] = []
+        with pytest.raises(anthropic.APIStatusError) as cut:
+            async with client.messages.stream(model=MODEL, max_tokens=40,
+                                              messages=[{"role": "user", "content": "x" * 400}]) as stream:
+                async for text in stream.text_stream:
+                    texts.append(text)
+        assert texts, "the first half of the answer came through before the cut"
+        assert "interrupted" in str(cut.value.body)
+        (row,) = await ledger_rows(served, org, 1)  # billed for what was relayed
+        assert row.status == "upstream_cut" and row.output_tokens == len(texts)
+    finally:
+        await client.close()
+        await served.stop()
+        await cutter.stop()
