@@ -16,7 +16,7 @@ import orjson
 from gateway import errors
 from gateway.front import messages_errors
 from gateway.front.messages_reply import message
-from gateway.front.messages_request import check_max_tokens, check_model, to_chat
+from gateway.front.messages_request import check_max_tokens, check_model, shows_thinking, to_chat
 from gateway.front.messages_stream import MessagesStream
 from gateway.front.openai_body import load_object
 from gateway.pipeline.request import CHAT, ParsedRequest
@@ -26,18 +26,19 @@ from gateway.pipeline.shaping import StreamShaper
 class MessagesShape:
     """One request's answer shape (a ``ReplyShape``): it knows the message id, the model and the stops."""
 
-    __slots__ = ("body", "message_id", "model")
+    __slots__ = ("body", "message_id", "model", "thinking")
 
-    def __init__(self, model: str, body: dict[str, Any]) -> None:
+    def __init__(self, model: str, body: dict[str, Any], thinking: bool) -> None:
         self.message_id = "msg_" + os.urandom(12).hex()
         self.model = model
         self.body = body
+        self.thinking = thinking
 
     def whole(self, answer: dict[str, Any], raw: bytes, billed_ticks: int | None) -> bytes:
-        return message(self.message_id, self.model, answer, self.body.get("stop"), billed_ticks)
+        return message(self.message_id, self.model, answer, self.body.get("stop"), billed_ticks, self.thinking)
 
     def stream(self) -> StreamShaper:
-        return MessagesStream(self.message_id, self.model, self.body)
+        return MessagesStream(self.message_id, self.model, self.body, self.thinking)
 
     def error_body(self, exc: errors.GatewayError) -> bytes:
         return messages_errors.error_body(exc)
@@ -54,7 +55,7 @@ class Messages:
         stream = bool(chat.get("stream"))
         # include_usage: the translated body already asks the worker for the usage chunk.
         return ParsedRequest(kind=CHAT, body=chat, model=model, stream=stream, include_usage=stream,
-                             shape=MessagesShape(model, chat), payload=orjson.dumps(chat))
+                             shape=MessagesShape(model, chat, shows_thinking(body)), payload=orjson.dumps(chat))
 
     def error_body(self, exc: errors.GatewayError) -> bytes:
         return messages_errors.error_body(exc)

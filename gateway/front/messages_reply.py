@@ -58,13 +58,24 @@ def parse_arguments(arguments: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def message(message_id: str, model: str, answer: dict[str, Any], stops: Any, billed_ticks: int | None) -> bytes:
-    """The Message object for a whole chat ``answer`` (first choice)."""
+def reasoning_of(fields: dict[str, Any]) -> Any:
+    """A message's or a delta's reasoning text (vLLM: ``reasoning_content``; newer: ``reasoning``)."""
+    text = fields.get("reasoning_content")
+    return text if text is not None else fields.get("reasoning")
+
+
+def message(message_id: str, model: str, answer: dict[str, Any], stops: Any, billed_ticks: int | None,
+            thinking: bool = False) -> bytes:
+    """The Message object for a whole chat ``answer`` (first choice); with ``thinking``, the worker's
+    reasoning as a ``thinking`` block first (with no signature: the gateway signs nothing)."""
     choices = answer.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     msg = choice.get("message")
     msg = msg if isinstance(msg, dict) else {}
     content: list[dict[str, Any]] = []
+    reasoning = reasoning_of(msg) if thinking else None
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = msg.get("content")
     calls = msg.get("tool_calls")
     calls = [c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else []

@@ -112,6 +112,9 @@ def to_chat(body: dict[str, Any], model: str, max_tokens: int | None) -> dict[st
         user = metadata.get("user_id")
         if user is not None:
             chat["user"] = _string(user, "metadata.user_id")[:256]
+    thinking = body.get("thinking")
+    if thinking is not None:
+        _thinking(thinking, chat)
     output = body.get("output_config")
     if output is not None:
         _output_config(output, chat)
@@ -122,6 +125,30 @@ def to_chat(body: dict[str, Any], model: str, max_tokens: int | None) -> dict[st
         chat["stream"] = True
         chat["stream_options"] = {"include_usage": True}  # the final message_delta carries the usage
     return chat
+
+
+def shows_thinking(body: dict[str, Any]) -> bool:
+    """Whether the client asked for thinking blocks (a checked body): the worker's reasoning is shown."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _thinking(thinking: Any, chat: dict[str, Any]) -> None:
+    """``budget_tokens`` as a ``reasoning_effort`` (``output_config.effort`` wins); ``disabled`` as vLLM's
+    ``chat_template_kwargs.enable_thinking: false``."""
+    if not isinstance(thinking, dict):
+        raise _type("thinking", "a valid dictionary")
+    kind = thinking.get("type")
+    if kind not in ("enabled", "disabled", "adaptive"):
+        raise bad("thinking.type", "Input should be 'enabled', 'disabled' or 'adaptive'")
+    if kind == "disabled":
+        chat["chat_template_kwargs"] = {"enable_thinking": False}
+        return
+    budget = thinking.get("budget_tokens")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise _type("thinking.budget_tokens", "a positive integer")
+        chat["reasoning_effort"] = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
 
 
 def _output_config(output: Any, chat: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import orjson
 from billing.usage_record import estimate_prompt_tokens
 from gateway import errors
 from gateway.front import messages_errors
-from gateway.front.messages_reply import anthropic_usage, stop_reason
+from gateway.front.messages_reply import anthropic_usage, reasoning_of, stop_reason
 
 
 def event(name: str, data: dict[str, Any]) -> bytes:
@@ -34,17 +34,18 @@ class MessagesStream:
     or ``fail``."""
 
     __slots__ = ("_block", "_delta_head", "_finish_reason", "_id", "_matched", "_open", "_started", "_stops",
-                 "_tool_index", "_usage", "body", "model")
+                 "_thinking", "_tool_index", "_usage", "body", "model")
     passthrough = False
 
-    def __init__(self, message_id: str, model: str, body: dict[str, Any]) -> None:
+    def __init__(self, message_id: str, model: str, body: dict[str, Any], thinking: bool = False) -> None:
         self._id = message_id
+        self._thinking = thinking  # show the worker's reasoning as thinking blocks
         self.model = model
         self.body = body  # the translated chat body (for the prompt estimate of message_start)
         self._stops = body.get("stop")
         self._started = False
         self._block = -1  # index of the last block opened
-        self._open: str | None = None  # "text" or "tool_use" while a block is open
+        self._open: str | None = None  # "thinking", "text" or "tool_use" while a block is open
         self._tool_index: Any = None  # the chat tool call index the open tool_use block belongs to
         self._delta_head = b""  # the open text block's text_delta event up to its text (written once a block)
         self._finish_reason: Any = None
@@ -89,6 +90,13 @@ class MessagesStream:
         choice = choices[0]
         delta = choice.get("delta")
         if isinstance(delta, dict):
+            if self._thinking:
+                reasoning = reasoning_of(delta)
+                if isinstance(reasoning, str) and reasoning:
+                    if self._open != "thinking":
+                        out += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+                    out += event("content_block_delta", {"type": "content_block_delta", "index": self._block,
+                                                         "delta": {"type": "thinking_delta", "thinking": reasoning}})
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self._open != "text":

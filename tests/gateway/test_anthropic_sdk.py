@@ -290,3 +290,33 @@ async def test_a_cut_stream_ends_with_an_error_event_the_sdk_raises(backend: Bac
         await client.close()
         await served.stop()
         await cutter.stop()
+
+
+async def test_thinking_blocks_from_the_workers_reasoning(backend: Backend) -> None:
+    thinker = await start_sim_server(SimConfig(worker_id="thinker", time_scale=0.0, reasoning=True,
+                                               reasoning_tokens=4))
+    served = await serve_gateway(gateway_settings(backend, [thinker.url]))
+    client = anthropic.AsyncAnthropic(base_url=served.url, api_key="", max_retries=0, timeout=20)
+    try:
+        org, key = await _org_key(served)
+        client = client.with_options(api_key=key)
+        hi: Any = [{"role": "user", "content": "think first"}]
+        thinking: Any = {"type": "enabled", "budget_tokens": 2048}
+        whole = await client.messages.create(model=MODEL, max_tokens=10, thinking=thinking, messages=hi)
+        assert [b.type for b in whole.content] == ["thinking", "text"]
+        assert whole.content[0].thinking  # type: ignore[union-attr]
+        assert thinker.app.recent_requests[-1]["reasoning_effort"] == "low"
+        async with client.messages.stream(model=MODEL, max_tokens=10, thinking=thinking, messages=hi) as stream:
+            deltas = [ev.delta.type async for ev in stream if ev.type == "content_block_delta"]
+            final = await stream.get_final_message()
+        assert deltas[:4] == ["thinking_delta"] * 4 and "text_delta" in deltas
+        assert [b.type for b in final.content] == ["thinking", "text"]
+        # Without thinking asked for, the reasoning is not shown (it is billed as output all the same).
+        plain = await client.messages.create(model=MODEL, max_tokens=10, messages=hi)
+        assert [b.type for b in plain.content] == ["text"] and plain.usage.output_tokens == 10
+        rows = await ledger_rows(served, org, 3)
+        assert [r.reasoning_tokens for r in rows] == [4, 4, 4]
+    finally:
+        await client.close()
+        await served.stop()
+        await thinker.stop()
