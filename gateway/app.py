@@ -16,7 +16,7 @@ from importlib import metadata
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from gateway import errors
@@ -38,9 +38,13 @@ from gateway.api.openapi_schema import install_openapi
 from gateway.api.service_error_handler import install_service_error_handler
 from gateway.asgi import Message, Receive, Scope, Send
 from gateway.config import Settings
+from gateway.front import messages_errors
 from gateway.front.chat import ChatCompletions
 from gateway.front.completions import Completions
 from gateway.front.endpoint import HotPath
+from gateway.front.messages import Messages
+from gateway.front.messages_count import PATH as COUNT_TOKENS_PATH
+from gateway.front.messages_count import CountTokens
 from gateway.observability.metrics_listener import metrics_listener
 from gateway.runtime import Runtime, build_runtime
 
@@ -49,27 +53,32 @@ log = logging.getLogger("gateway")
 _LOCATIONS = ("body", "query", "path", "header")  # where FastAPI found a bad value: not part of its name
 
 
-def _error_response(exc: errors.GatewayError) -> JSONResponse:
+def _error_response(exc: errors.GatewayError, request: Request | None = None) -> Response:
+    """The error in OpenAI's shape, or in Anthropic's for an Anthropic route (messages_errors.wants_anthropic)."""
+    if request is not None and messages_errors.wants_anthropic(request.url.path,
+                                                               request.headers.get("anthropic-version")):
+        return Response(messages_errors.error_body(exc), status_code=exc.status, headers=exc.headers,
+                        media_type="application/json")
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def gateway_error(_: Request, exc: Exception) -> JSONResponse:
+    async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.GatewayError)
-        return _error_response(exc)
+        return _error_response(exc, request)
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
         where = list(first.get("loc", ()))
         loc = ".".join(str(p) for p in (where[1:] if where[:1] and where[0] in _LOCATIONS else where))
         return _error_response(errors.invalid_request(f"{loc or 'body'}: {first.get('msg', 'invalid')}",
-                                                      param=loc or None))
+                                                      param=loc or None), request)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return _error_response(errors.GatewayError(exc.status_code, str(exc.detail), code=code))
+        return _error_response(errors.GatewayError(exc.status_code, str(exc.detail), code=code), request)
 
     app.add_exception_handler(errors.GatewayError, gateway_error)
     app.add_exception_handler(RequestValidationError, validation_error)
@@ -104,6 +113,7 @@ class GatewayApp:
         self.api = api
         self._rest = RequestIdMiddleware(api)
         self._openai: HotPath | None = None
+        self._count_tokens: CountTokens | None = None
         self.metrics_url: str | None = None  # the separate metrics listener's, when configured
 
     @property
@@ -113,7 +123,7 @@ class GatewayApp:
     def attach(self, rt: Runtime) -> None:
         self.api.state.runtime = rt
         self._openai = HotPath(
-            [ChatCompletions(), Completions()],
+            [ChatCompletions(), Completions(), Messages()],
             rt.key_cache,
             rt.forwarder,
             rt.settings.max_body_bytes,
@@ -121,10 +131,14 @@ class GatewayApp:
             rt.request_log,
             rt.catalog,
         )
+        self._count_tokens = CountTokens(rt.key_cache, rt.settings.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._openai is not None and scope["path"] in self._openai.routes:
             await self._openai(scope, receive, send)
+            return
+        if scope["type"] == "http" and self._count_tokens is not None and scope["path"] == COUNT_TOKENS_PATH:
+            await self._count_tokens(scope, receive, send)
             return
         await self._rest(scope, receive, send)
 

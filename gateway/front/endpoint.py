@@ -28,11 +28,15 @@ from gateway.auth import KeyCache
 from gateway.observability.prometheus import GatewayMetrics
 from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.exchange import Exchange
-from gateway.pipeline.request import ParsedRequest
+from gateway.pipeline.request import CHAT, COMPLETIONS, ParsedRequest
 from gateway.proxy.forward import Forwarder
 from gateway.routing.catalog import ModelCatalog
 
 log = logging.getLogger("gateway.api")
+
+# The worker's route for each kind of canonical request, whichever route the client called (a translated
+# Messages or Responses request goes to the worker's chat route).
+UPSTREAM_PATHS = {CHAT: "/v1/chat/completions", COMPLETIONS: "/v1/completions"}
 
 
 class FrontAdapter(Protocol):
@@ -104,7 +108,8 @@ class HotPath:
             raw = await read_body(receive, self._max_body, int(length) if length and length.isdigit() else None)
             principal = await self._keys.authenticate(api_key_from(scope))
             request = adapter.parse(raw)
-            ex = Exchange(request_id=request_id, principal=principal, request=request, path=scope["path"],
+            ex = Exchange(request_id=request_id, principal=principal, request=request,
+                          path=UPSTREAM_PATHS.get(request.kind) or scope["path"],
                           payload=raw if request.payload is None else request.payload,
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
             user = ex.headers.get("x-end-user-id") or request.body.get("user")

@@ -33,8 +33,8 @@ def check_number(body: dict[str, Any], name: str, integer: bool = False, minimum
                                      code="invalid_value")
 
 
-def parse_body(raw: bytes, kind: str, check: Callable[[dict[str, Any]], None]) -> ParsedRequest:
-    """Load ``raw`` as a JSON object, run the protocol's own ``check`` on it and the shared checks."""
+def load_object(raw: bytes) -> dict[str, Any]:
+    """``raw`` as a JSON object the gateway can re-encode; a 400 otherwise."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -43,6 +43,12 @@ def parse_body(raw: bytes, kind: str, check: Callable[[dict[str, Any]], None]) -
         raise errors.too_deep(json_depth.MAX_DEPTH)
     if not isinstance(body, dict):
         raise errors.invalid_request("The request body must be a JSON object.")
+    return body
+
+
+def parse_body(raw: bytes, kind: str, check: Callable[[dict[str, Any]], None]) -> ParsedRequest:
+    """Load ``raw`` as a JSON object, run the protocol's own ``check`` on it and the shared checks."""
+    body = load_object(raw)
     model = body.get("model")
     if model is None:
         raise errors.invalid_request("Missing required parameter: 'model'.", param="model",
