@@ -63,6 +63,9 @@ class Runtime:
     router: PrefixRouter
     limiter: RateLimitStage
     plans: PlanService
+    # The usage API's reads (GATEWAY_DATABASE_READ_URL: a replica, a SELECT-only role); else ``sessions``.
+    usage_sessions: async_sessionmaker[AsyncSession]
+    usage_engine: AsyncEngine | None = None  # its own engine, when a read URL is set
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failures: TaskFailures = field(default_factory=TaskFailures)
@@ -154,6 +157,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await db.upgrade(url)
     engine = db.make_engine(url)
     sessions = db.sessionmaker(engine)
+    usage_engine = db.make_engine(settings.sqlalchemy_read_url) if settings.database_read_url else None
     http = make_session(settings)
     redis = (Redis.from_url(settings.redis_url, socket_connect_timeout=settings.redis_timeout_s)
              if settings.redis_url else None)
@@ -182,6 +186,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
+        usage_sessions=db.sessionmaker(usage_engine) if usage_engine is not None else sessions,
+        usage_engine=usage_engine,
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)
@@ -213,3 +219,5 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if lean is not None:
             await lean.close()
         await engine.dispose()
+        if usage_engine is not None:
+            await usage_engine.dispose()
