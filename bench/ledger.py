@@ -29,6 +29,8 @@ from redis.asyncio import Redis
 
 from bench.common import ROOT, LoadResult, make_key, pinned, run_load, start_gateway, start_sim, temp_env
 from billing.ledger.consumer import FIELD, StreamConsumer
+from billing.ledger.dead_letters import DeadLetters
+from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
 from billing.usage_record import UsageRecord
 from gateway.config import Settings
@@ -41,12 +43,16 @@ CHAT = {"model": "grok-code-fast-1", "max_tokens": 16,
                      {"role": "user", "content": "Write a function that reverses a linked list in Python."}]}
 
 
+# Today (UTC midnight): the records land in this month's ledger partition, as live traffic does.
+_START_MS = int(time.time() // 86400 * 86400 * 1000)
+
+
 def _record(i: int, run: str) -> bytes:
     return UsageRecord(
         request_id=f"req_{run}_{i:08d}", org_id=f"org_{i % 50}", key_id=f"key_{i % 500}", model="grok-code-fast-1",
         requested_model="grok-code-fast-1", worker=f"w{i % 8}", prompt_tokens=2000 + i % 977, cached_tokens=1500,
         output_tokens=200 + i % 31, reasoning_tokens=i % 17, list_ticks=7_300_000, billed_ticks=7_300_000,
-        plan="list", started_at_ms=1_764_000_000_000 + i * 10, ttfb_ms=40, duration_ms=900, status="ok",
+        plan="list", started_at_ms=_START_MS + i * 10, ttfb_ms=40, duration_ms=900, status="ok",
         http_status=200, reported=True, stream=True, end_user=f"user-{i % 1000}").encode()
 
 
@@ -62,11 +68,10 @@ async def _drain(consumers: list[StreamConsumer]) -> int:
     async def one(c: StreamConsumer) -> int:
         total = 0
         while True:
-            batch = await c.read()
-            if not batch.ids:
+            stored = await c.step()
+            total += stored.inserted
+            if c.last_read == 0:
                 return total
-            total += await c.store(batch)
-            await c.ack(batch)
 
     return sum(await asyncio.gather(*(one(c) for c in consumers)))
 
@@ -82,19 +87,20 @@ async def ledger_bench(records: int, batches: list[int], writers: list[int]) -> 
     try:
         await db.upgrade(url)
         engine = db.make_engine(url)
-        writer = LedgerWriter(engine)
+        sink = LedgerSink(LedgerWriter(engine), DeadLetters(engine))
         for batch in batches:
             for n_writers in writers:
                 stream = f"gwbench-{secrets.token_hex(4)}:{{usage}}"
                 run = secrets.token_hex(3)
                 await _fill(redis, stream, records, run)
-                consumers = [StreamConsumer(redis, stream, writer, consumer=f"c{i}", batch_size=batch, block_ms=1)
+                consumers = [StreamConsumer(redis, stream, sink, epoch_key=stream + ":epoch", consumer=f"c{i}",
+                                            batch_size=batch, block_ms=1)
                              for i in range(n_writers)]
                 t0 = time.perf_counter()
                 inserted = await _drain(consumers)
                 elapsed = time.perf_counter() - t0
                 left = await redis.xlen(stream)
-                await redis.delete(stream)
+                await redis.delete(stream, stream + ":epoch")
                 lines.append(f"batch {batch:>5}, {n_writers} writer(s): {inserted:>7} rows in {elapsed:6.2f}s = "
                              f"{inserted / elapsed:9.0f} records/s (stream left: {left})")
         await engine.dispose()

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     redis_cluster: str = Field(default="auto", pattern="^(auto|yes|no)$")
     # Empty: SQLite in data_dir. Otherwise e.g. postgresql://user@host/db or sqlite:///path.
     database_url: str = ""
+    database_read_url: str = Field(
+        default="", description="Where the usage API and the dashboard read usage (a read replica, a role with "
+                                "only SELECT); empty: GATEWAY_DATABASE_URL.")
     # The embedded database (and the demo's data): one per user, whatever the working folder
     # (~/.local/share/llm-gateway on Linux, XDG_DATA_HOME respected).
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("llm-gateway", appauthor=False)))
@@ -197,6 +200,15 @@ class Settings(BaseSettings):
     # ledger_spool_max) are appended again if Redis loses the stream (the ledger drops repeats).
     ledger_spool_s: float = Field(default=300.0, ge=0.0)
     ledger_spool_max: int = Field(default=100_000, ge=1)
+    ledger_partitions_ahead: int = Field(
+        default=2, ge=0,
+        description="PostgreSQL: months of usage_ledger partitions the ledger writers keep created ahead of "
+                    "the current one (checked hourly; `gateway db partitions ensure` does it at once).")
+    ledger_retention_months: int = Field(
+        default=0, ge=0,
+        description="PostgreSQL: drop a month's usage_ledger partition once the month ended more than this many "
+                    "months before the current one and its hourly rollups match its rows (with Stripe on: "
+                    "and every row was sent); 0 keeps every month.")
     # How often each replica re-reads price plans (budgets follow the key cache TTL).
     billing_refresh_interval_s: float = 5.0
     # Output tokens a budget reservation assumes when the request sets no max_tokens.
@@ -293,7 +305,14 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         """The async driver URL for SQLAlchemy (asyncpg or aiosqlite)."""
-        url = self.database_url
+        return self._driver_url(self.database_url)
+
+    @property
+    def sqlalchemy_read_url(self) -> str:
+        """The driver URL the usage reads use: the read-only URL, else the main one."""
+        return self._driver_url(self.database_read_url or self.database_url)
+
+    def _driver_url(self, url: str) -> str:
         if not url:
             return f"sqlite+aiosqlite:///{(self.data_dir / 'gateway.db').resolve()}"
         for plain, driver in (

@@ -65,6 +65,9 @@ class Runtime:
     limiter: RateLimitStage
     plans: PlanService
     catalog: ModelCatalog
+    # The usage API's reads (GATEWAY_DATABASE_READ_URL: a replica, a SELECT-only role); else ``sessions``.
+    usage_sessions: async_sessionmaker[AsyncSession]
+    usage_engine: AsyncEngine | None = None  # its own engine, when a read URL is set
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failures: TaskFailures = field(default_factory=TaskFailures)
@@ -156,6 +159,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await db.upgrade(url)
     engine = db.make_engine(url)
     sessions = db.sessionmaker(engine)
+    usage_engine = db.make_engine(settings.sqlalchemy_read_url) if settings.database_read_url else None
     http = make_session(settings)
     cluster = bool(settings.redis_url) and await is_cluster(settings.redis_url, settings.redis_cluster,
                                                             settings.redis_timeout_s)
@@ -185,6 +189,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
         catalog=ModelCatalog(alias_table(settings.models), (m.name for m in settings.models if m.fallback)),
+        usage_sessions=db.sessionmaker(usage_engine) if usage_engine is not None else sessions,
+        usage_engine=usage_engine,
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)
@@ -216,3 +222,5 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if lean is not None:
             await lean.close()
         await engine.dispose()
+        if usage_engine is not None:
+            await usage_engine.dispose()

@@ -1,9 +1,15 @@
 """Usage records into SQL in batches, exactly once.
 
-``LedgerWriter.write`` inserts a batch with ``ON CONFLICT (request_id) DO NOTHING`` and adds only the
-rows actually inserted to the hourly rollups (``usage_hourly`` and, per end user,
+``LedgerWriter.write`` inserts a batch with ``ON CONFLICT ... DO NOTHING`` on the ledger's unique key and adds
+only the rows actually inserted to the hourly rollups (``usage_hourly`` and, per end user,
 ``usage_hourly_end_users``), in one transaction. Writing the same record twice (a
 replay, a retry, a writer that died after committing but before acknowledging) changes nothing.
+
+The unique key is ``request_id`` on SQLite and ``(request_id, started_at)`` on PostgreSQL, where the ledger
+is partitioned by month of ``started_at`` (a partitioned table's unique key must hold the partition key;
+billing/ledger/partitions.py). Every copy of one record carries the ``started_at`` its replica stamped, so
+the copies share one key (and one partition) and the conflict drops them; request ids are 96 random bits,
+never reused by another request.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ _PG_WRITE = f"""
 WITH ins AS (
   INSERT INTO usage_ledger ({", ".join(c for c, _ in _COLUMNS)})
   SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, (_, t) in enumerate(_COLUMNS, start=1))})
-  ON CONFLICT (request_id) DO NOTHING
+  ON CONFLICT (request_id, started_at) DO NOTHING
   RETURNING started_at, org_id, key_id, model, end_user, reported, status, stream, ttfb_ms, duration_ms,
             {", ".join(_SUMMED)}
 ), facts AS (

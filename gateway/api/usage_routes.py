@@ -90,7 +90,7 @@ async def _report(rt: Runtime, org_id: str | None, start: datetime | None, end: 
     start_, end_ = normalise_range(start, end, "hour" if bucket == "hour" else "day")  # RangeError: 400
     query = UsageQuery(start_, end_, "hour" if bucket == "hour" else "day",
                        "model" if group_by == "model" else "end_user" if group_by == "end_user" else "key", org_id)
-    return UsageOut.of(await UsageService(rt.sessions).report(query))
+    return UsageOut.of(await UsageService(rt.usage_sessions).report(query))
 
 
 @router.get("/v1/usage", response_model=UsageOut)

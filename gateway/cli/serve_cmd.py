@@ -12,12 +12,14 @@ import typer
 import uvicorn
 
 from gateway.cli.context import announce_database, cli_settings, setup_logging
+from gateway.cli.partitions_cmd import partitions_app
 from gateway.server import fit_open_files, server_config
 from gateway.server import serve as serve_processes
 
 log = logging.getLogger("gateway")
 
 db_app = typer.Typer(help="Database schema", no_args_is_help=True)
+db_app.add_typer(partitions_app, name="partitions")
 
 
 def require_free_port(host: str, port: int, what: str = "the gateway") -> None:

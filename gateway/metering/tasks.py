@@ -6,6 +6,8 @@ Background tasks, per replica (each through ``gateway.background``, so none dies
   left pending are claimed after 30 s); always, a
   drain of the in-process queue (the embedded default, and records taken while Redis was unreachable);
 - the price-plan refresh;
+- with ledger writers on PostgreSQL, the ledger partitions' upkeep (``keep_partitions``: hourly, months
+  created ahead and the retention applied; ``billing/ledger/partitions.py``);
 - the Stripe sync (when a Stripe key is set), run by one replica at a time under a Redis lock.
 """
 
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.consumer import QueueConsumer, StreamConsumer
 from billing.ledger.dead_letters import DeadLetters
+from billing.ledger.partitions import LedgerPartitions
 from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
 from billing.stripe.sync import SyncReport
@@ -41,6 +46,7 @@ from gateway.state.redis_clients import AnyRedis
 log = logging.getLogger("gateway.billing")
 
 _STORE_ERRORS = (RedisError, SQLAlchemyError, OSError, ConnectionError, TimeoutError)
+PARTITION_UPKEEP_S = 3600.0
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -53,6 +59,13 @@ class StripeStats:
     events_sent: int = 0
     events_failed: int = 0
     last_success: float = 0.0  # Unix time of the last sync that ran without a failure
+
+
+async def keep_partitions(partitions: LedgerPartitions, settings: Settings) -> None:
+    """One upkeep of the ledger's monthly partitions: the months ahead, then the retention."""
+    now = datetime.now(UTC)
+    await partitions.ensure(now, settings.ledger_partitions_ahead)
+    await partitions.prune(now, settings.ledger_retention_months, require_synced=bool(settings.stripe_api_key))
 
 
 def stream_consumers(settings: Settings, redis: AnyRedis, sink: LedgerSink, keyspace: KeySpace,
@@ -77,6 +90,7 @@ class MeteringTasks:
     queue_consumer: QueueConsumer
     stream_consumers: list[StreamConsumer]
     spool: Spool
+    partitions: LedgerPartitions
     # The two stages (None with metering off); their place in the request path is runtime.stage_order.
     metering: Metering | None = None
     budgets: Budgets | None = None
@@ -103,7 +117,8 @@ class MeteringTasks:
                               settings.budget_reservation_ttl_s)
             metering = Metering(keyspace, catalog, shared=redis is not None, spool=spool,
                                 shards=settings.usage_stream_shards)
-        return cls(settings, service, catalog, keyspace, redis, sink, queue, streams, spool, metering, budgets)
+        return cls(settings, service, catalog, keyspace, redis, sink, queue, streams, spool, LedgerPartitions(engine),
+                   metering, budgets)
 
     async def refresh_plans(self) -> None:
         self.catalog.book = await self.service.plan_book()
@@ -115,6 +130,10 @@ class MeteringTasks:
             asyncio.create_task(every(s.billing_refresh_interval_s, "price-plans", self.refresh_plans, stop,
                                       self.failures)),
         ]
+        if self.partitions.supported and (s.ledger_writers > 0 or self.redis is None):
+            self._tasks.append(asyncio.create_task(every(
+                PARTITION_UPKEEP_S, "ledger-partitions", functools.partial(keep_partitions, self.partitions, s),
+                stop, self.failures)))
         if s.ledger_writers > 0:
             self._tasks += [asyncio.create_task(consume(c, self.ledger, stop, s.ledger_flush_interval_s,
                                                         self.spool, self.redis))

@@ -2,21 +2,25 @@
 
 Replicas started with ``GATEWAY_LEDGER_WRITERS=0`` leave this work to one or more of these processes
 (``gateway billing writer``), so request-serving CPU is not spent on SQL. Same consumer group, same
-loop (``consume.py``), same exactly-once rules as the in-process writers.
+loop (``consume.py``), same exactly-once rules as the in-process writers; it also keeps the ledger's monthly
+partitions (created ahead, the retention applied) as in-process writers do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from billing.ledger.dead_letters import DeadLetters
+from billing.ledger.partitions import LedgerPartitions
 from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
+from gateway.background import TaskFailures, every
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.metering.consume import LedgerStats, consume
-from gateway.metering.tasks import stream_consumers
+from gateway.metering.tasks import PARTITION_UPKEEP_S, keep_partitions, stream_consumers
 from gateway.state.keyspace import KeySpace
 from gateway.state.redis_clients import is_cluster, redis_client
 
@@ -37,8 +41,14 @@ async def run_writer(settings: Settings, writers: int, stop: asyncio.Event | Non
                                  max(1, writers))
     log.info("ledger writer: %d consumers on %s", len(consumers),
              ", ".join(keyspace.usage_streams(settings.usage_stream_shards)))
+    loops = [consume(c, stats, stop, settings.ledger_flush_interval_s) for c in consumers]
+    partitions = LedgerPartitions(engine)
+    if partitions.supported:
+        failures = TaskFailures(expected=(*db.DB_ERRORS,))
+        loops.append(every(PARTITION_UPKEEP_S, "ledger-partitions", functools.partial(keep_partitions, partitions,
+                                                                                      settings), stop, failures))
     try:
-        await asyncio.gather(*(consume(c, stats, stop, settings.ledger_flush_interval_s) for c in consumers))
+        await asyncio.gather(*loops)
     finally:
         await redis.aclose()
         await engine.dispose()
