@@ -9,8 +9,10 @@ from typing import Annotated, Any
 import orjson
 import platformdirs
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, InstanceOf, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.upstream.fleet_config import ModelSpec, parse_models
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -38,6 +40,8 @@ class Settings(BaseSettings):
 
     # Worker base URLs, e.g. "http://10.0.0.5:8000,http://10.0.0.6:8000".
     workers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The model catalog (config file only): {name, aliases, fallback, overflow} per served model.
+    models: Annotated[list[InstanceOf[ModelSpec]], NoDecode] = Field(default_factory=list)
     # Empty: in-process state (embedded default). Otherwise a redis:// URL.
     redis_url: str = ""
     # Empty: SQLite in data_dir. Otherwise e.g. postgresql://user@host/db or sqlite:///path.
@@ -95,6 +99,29 @@ class Settings(BaseSettings):
     # A non-streaming answer larger than this is refused with 502 instead of being held in memory.
     upstream_max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     upstream_max_connections: int = 1000
+    # Hosted providers (the models' `fallback:` lists, called through litellm; docs/providers.md).
+    provider_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Seconds a hosted provider has for a whole answer, or between two chunks of a stream (a "
+                    "provider's own `timeout:` in the config file wins); then the next provider is tried or 504.")
+    provider_breaker_failures: int = Field(
+        default=5, ge=1,
+        description="Consecutive failures that open a provider's circuit: it is skipped until the cooldown ends.")
+    provider_breaker_cooldown_s: float = Field(
+        default=30.0, gt=0,
+        description="Seconds an open provider circuit stays open; then one probe request decides (half-open).")
+    provider_retry_ratio: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Retry budget: a failed provider call moves to the next provider only while retries stay "
+                    "within this share of provider requests (plus a reserve of 10).")
+    providers_default_allowed: bool = Field(
+        default=True,
+        description="Whether an organisation's traffic may go to hosted providers when its own setting says "
+                    "nothing (each organisation can allow or forbid it: `gateway orgs providers`).")
+    overflow_waiting_requests: int = Field(
+        default=8, ge=1,
+        description="A worker counts as saturated for overflow when its scraped queue "
+                    "(vllm:num_requests_waiting) holds at least this many requests.")
     auto_migrate: bool = True
     # One JSON line per request on the "gateway.requests" logger (never a key or a prompt).
     request_log: bool = True
@@ -187,6 +214,13 @@ class Settings(BaseSettings):
                 return [str(w).strip().rstrip("/") for w in orjson.loads(text)]
             return [w.strip().rstrip("/") for w in text.split(",") if w.strip()]
         return value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = orjson.loads(value) if value.strip() else []
+        return parse_models(value)
 
     @classmethod
     def settings_customise_sources(

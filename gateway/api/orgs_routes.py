@@ -6,7 +6,7 @@ customer in ``billing_routes.py``."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from gateway.api.deps import get_runtime, require_admin
 from gateway.api.input_types import Name, PathId
@@ -28,6 +28,19 @@ async def create_org(body: OrgIn, rt: Runtime = Depends(get_runtime)) -> OrgOut:
 @router.get("/orgs", response_model=OrgList)
 async def list_orgs(rt: Runtime = Depends(get_runtime)) -> OrgList:
     return OrgList(data=[OrgOut.of(o) for o in await rt.keys.list_orgs()])
+
+
+class OrgPatch(BaseModel):
+    """``providers_allowed``: may the organisation's requests go to hosted providers (fallback, overflow)?
+    null: the gateway's default (GATEWAY_PROVIDERS_DEFAULT_ALLOWED)."""
+
+    model_config = ConfigDict(extra="forbid")
+    providers_allowed: bool | None
+
+
+@router.patch("/orgs/{org_id}", response_model=OrgOut)
+async def update_org(org_id: PathId, body: OrgPatch, rt: Runtime = Depends(get_runtime)) -> OrgOut:
+    return OrgOut.of(await rt.keys.set_providers_allowed(org_id, body.providers_allowed))
 
 
 @router.get("/orgs/{org_id}", response_model=OrgOut)

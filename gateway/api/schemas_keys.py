@@ -25,12 +25,14 @@ class OrgOut(BaseModel):
     name: str
     cache_isolation: bool
     plan_id: str | None
+    # May its requests go to hosted providers? null: the gateway's default (GATEWAY_PROVIDERS_DEFAULT_ALLOWED).
+    providers_allowed: bool | None = None
     created_at: datetime
 
     @classmethod
     def of(cls, o: OrgView) -> OrgOut:
         return cls(id=o.id, name=o.name, cache_isolation=o.cache_isolation, plan_id=o.plan_id,
-                   created_at=o.created_at)
+                   providers_allowed=o.providers_allowed, created_at=o.created_at)
 
 
 class OrgList(BaseModel):

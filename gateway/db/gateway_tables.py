@@ -23,6 +23,8 @@ class Organization(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # The rate-limit plan (plans.id); NULL: unlimited. Checked by the service, no FK (SQLite ALTER).
     plan_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
+    # May its requests leave the fleet for a hosted provider? NULL: GATEWAY_PROVIDERS_DEFAULT_ALLOWED.
+    providers_allowed: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=None)
 
 
 class ApiKey(Base):

@@ -13,7 +13,7 @@ from gateway.pipeline.request import ParsedRequest
 
 
 class Target(Protocol):
-    """Where a request is sent: a worker (routing.worker.Worker) or, later, a hosted provider."""
+    """Where a request is sent: a worker (routing.worker.Worker) or a hosted provider (upstream.provider)."""
 
     @property
     def id(self) -> str: ...
@@ -51,6 +51,8 @@ class Exchange:
     # Of content_events, those carrying reasoning; the model the worker says served the request.
     reasoning_events: int = 0
     served_model: str | None = None
+    # What the hosted provider that served the request charged for it (ticks), when it said or litellm knew.
+    provider_cost_ticks: int | None = None
     # Set once the post-request round trip ran (the Forwarder runs it before the last response byte).
     settled: bool = False
     # Set when the shared store was unreachable and local state answered instead.

@@ -58,3 +58,6 @@ class Principal:
     # May this key manage its own organisation's keys through /v1/organization/keys?
     manage_keys: bool = False
     budget: Budget | None = None
+    # May this organisation's requests go to hosted providers (fallback, overflow)? None: the gateway's
+    # default (GATEWAY_PROVIDERS_DEFAULT_ALLOWED). Read with the key, so no SQL on the request path.
+    providers_allowed: bool | None = None

@@ -40,6 +40,7 @@ class OrgView:
     cache_isolation: bool
     created_at: datetime
     plan_id: str | None = None
+    providers_allowed: bool | None = None  # None: the gateway's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ def split_key(key: str) -> tuple[str, str] | None:
 
 
 def _org_view(org: Organization) -> OrgView:
-    return OrgView(org.id, org.name, org.cache_isolation, org.created_at, org.plan_id)
+    return OrgView(org.id, org.name, org.cache_isolation, org.created_at, org.plan_id, org.providers_allowed)
 
 
 def _key_view(key: ApiKey) -> KeyView:
@@ -135,6 +136,17 @@ class KeyService:
         if org is None:
             raise NotFound(f"organisation {org_id!r} not found")
         return _org_view(org)
+
+    async def set_providers_allowed(self, org_id: str, allowed: bool | None) -> OrgView:
+        """Whether the organisation's requests may go to hosted providers (None: the gateway's default). Every
+        replica applies it within the key cache TTL."""
+        async with self._sessions() as s:
+            org = await s.get(Organization, org_id)
+            if org is None:
+                raise NotFound(f"organisation {org_id!r} not found")
+            org.providers_allowed = allowed
+            await s.commit()
+            return _org_view(org)
 
     async def list_orgs(self) -> list[OrgView]:
         async with self._sessions() as s:
@@ -259,7 +271,8 @@ class KeyService:
                 return None
             budget = await _budget(s, org.id, key.id)
         return Principal(key.id, org.id, org.name, org.cache_salt, org.cache_isolation,
-                         limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys), budget=budget)
+                         limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys), budget=budget,
+                         providers_allowed=org.providers_allowed)
 
 
 _KEY_LIMITS = ("rpm", "tpm", "tpd", "concurrency")
