@@ -55,6 +55,9 @@ async def fallback_gateway(backend: Backend, shapes: tuple[str, ...] = ("xai",),
         gw = await serve_gateway(settings)
         try:
             rt = gw.app.runtime
+            # litellm is imported on the first request to a provider (seconds on a loaded machine): here first,
+            # so the clients' timeouts measure the requests.
+            await rt.providers.upstream.litellm()
             org = await rt.keys.get_or_create_org("hosted-" + secrets.token_hex(3))
             key = (await rt.keys.create_key(org.id, "k")).key
             yield Fleetless(gw, fakes, org.id, key)
