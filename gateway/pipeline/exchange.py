@@ -53,6 +53,9 @@ class Exchange:
     served_model: str | None = None
     # What the hosted provider that served the request charged for it (ticks), when it said or litellm knew.
     provider_cost_ticks: int | None = None
+    # What the request costs the organisation at its plan (the usage record's billed ticks), set by the
+    # metering stage when it settles; None when nothing was generated.
+    billed_ticks: int | None = None
     # Set once the post-request round trip ran (the Forwarder runs it before the last response byte).
     settled: bool = False
     # Set when the shared store was unreachable and local state answered instead.
