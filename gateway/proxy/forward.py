@@ -27,6 +27,7 @@ from gateway import errors
 from gateway.asgi import Send
 from gateway.pipeline.contract import Retryable, Router, Stage, Upstream
 from gateway.pipeline.exchange import Exchange, Target
+from gateway.pipeline.request import CHAT
 from gateway.proxy.relay import Relay
 from gateway.routing.pool import WorkerPool
 from gateway.routing.worker import Worker
@@ -228,8 +229,9 @@ class Forwarder:
         raise errors.no_worker(model)
 
     def _hosted(self, ex: Exchange) -> ModelRoute | None:
-        """The model's providers, when this request may go to them (chat completions only)."""
-        if self._providers is None or ex.path != "/v1/chat/completions":
+        """The model's providers, when this request may go to them (Chat Completions bodies: also those a front
+        adapter translated; not /v1/completions)."""
+        if self._providers is None or ex.request.kind != CHAT:
             return None
         return self._providers.route(ex.request.model, ex.principal)
 
