@@ -61,7 +61,7 @@ async def _run(requests: int, rounds: int) -> None:
                       f"        api_key: sk-fake\n        api_base: {base}\n")
     env = {**temp_env(), "GATEWAY_CONFIG": str(config)}
     key = make_key(env)
-    gw = start_gateway(None, [], env)
+    gw = start_gateway(None, [], env, ready_timeout=180)  # a loaded shared machine starts slowly
     import litellm
 
     litellm.suppress_debug_info = True

@@ -18,6 +18,7 @@ the class of error the client gets if no provider takes the request; a stream th
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -151,6 +152,10 @@ class HostedProviders:
         if self._loading is None:
             self._loading = asyncio.ensure_future(asyncio.to_thread(self._import))
         lib = await asyncio.shield(self._loading)
+        if self._lib is None:
+            # litellm's modules and tables live as long as the process: out of the cyclic collector's sight,
+            # as the lifespan does for the runtime (else every full collection traverses them).
+            gc.freeze()
         self._lib = lib
         return lib
 

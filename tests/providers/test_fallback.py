@@ -51,6 +51,8 @@ async def test_fallback_whole_and_streamed_with_zero_ledger_drift(backend: Backe
             started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
             assert row.billed_ticks == _billed(env.gateway, env.org_id, row.prompt_tokens, row.output_tokens,
                                                row.reasoning_tokens, started)
+        # The client sees our price, never the provider's cost.
+        assert getattr(whole.usage, "cost_in_usd_ticks", None) == rows[0].billed_ticks != rows[0].provider_cost_ticks
         # Zero drift: what the provider reported is what the ledger holds.
         assert sum(r.prompt_tokens for r in rows) == sum(u["prompt_tokens"] for u in fake.reported)
         assert sum(r.output_tokens for r in rows) == sum(u["total_tokens"] - u["prompt_tokens"] for u in fake.reported)
