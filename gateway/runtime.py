@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -148,6 +149,8 @@ def provider_fleet(settings: Settings) -> ProviderFleet | None:
     is only imported on the first request that goes to one."""
     if not any(m.fallback for m in settings.models):
         return None
+    if importlib.util.find_spec("litellm") is None:  # found without importing it
+        raise RuntimeError("models with a fallback: list need litellm: pip install 'llm-gateway[litellm]'")
     return ProviderFleet(settings.models, HostedProviders(settings.provider_timeout_s),
                          breaker_failures=settings.provider_breaker_failures,
                          breaker_cooldown_s=settings.provider_breaker_cooldown_s,

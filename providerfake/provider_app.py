@@ -19,8 +19,9 @@ import orjson
 
 Scope = dict[str, Any]
 
-# xAI's own price of the fake model, ticks (1e-10 USD) per token: what cost_in_usd_ticks is computed with.
-XAI_TICKS = {"input": 2_000, "cached": 200, "output": 15_000}
+# The fake provider's own price, ticks (1e-10 USD) per token (above the gateway's reference book, so a
+# margin shows): what cost_in_usd_ticks is computed with.
+XAI_TICKS = {"input": 3_000, "cached": 300, "output": 20_000}
 
 
 @dataclass
