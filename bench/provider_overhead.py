@@ -50,7 +50,7 @@ def _start_fake(port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def _run(requests: int, rounds: int) -> None:
+async def _run(requests: int, rounds: int, metering: bool) -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     port = free_port()
     fake = _start_fake(port)
@@ -59,7 +59,7 @@ async def _run(requests: int, rounds: int) -> None:
     config = Path(tempfile.mkdtemp(prefix="gw-bench-provider-")) / "gateway.yaml"
     config.write_text(f"models:\n  - name: {MODEL}\n    fallback:\n      - model: xai/{MODEL}\n"
                       f"        api_key: sk-fake\n        api_base: {base}\n")
-    env = {**temp_env(), "GATEWAY_CONFIG": str(config)}
+    env = {**temp_env(), "GATEWAY_CONFIG": str(config), "GATEWAY_METERING_ENABLED": "true" if metering else "false"}
     key = make_key(env)
     gw = start_gateway(None, [], env, ready_timeout=180)  # a loaded shared machine starts slowly
     import litellm
@@ -116,8 +116,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--no-metering", action="store_true",
+                        help="the gateway without usage records (to see what the ledger writer costs at this rate)")
     args = parser.parse_args()
-    asyncio.run(_run(args.requests, args.rounds))
+    asyncio.run(_run(args.requests, args.rounds, not args.no_metering))
 
 
 if __name__ == "__main__":
