@@ -77,7 +77,7 @@ def start_sim(cpu: str | None, *extra: str) -> Proc:
     return Proc(popen, url)
 
 
-def start_gateway(cpu: str | None, workers: list[str], env: dict[str, str]) -> Proc:
+def start_gateway(cpu: str | None, workers: list[str], env: dict[str, str], ready_timeout: float = 30.0) -> Proc:
     port = free_port()
     full_env = {**os.environ, "GATEWAY_WORKERS": ",".join(workers), "GATEWAY_PORT": str(port), **env}
     cmd = pinned([sys.executable, "-m", "gateway.cli", "serve"], cpu)
@@ -86,7 +86,7 @@ def start_gateway(cpu: str | None, workers: list[str], env: dict[str, str]) -> P
     # uvicorn runs in this process itself (no reloader, one worker): /proc/<pid> is the server.
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/ready")
+        wait_http(url + "/ready", ready_timeout)
     except RuntimeError as exc:
         popen.kill()
         detail = popen.stderr.read().decode()[-2000:] if popen.stderr else ""

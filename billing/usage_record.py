@@ -128,6 +128,8 @@ class UsageRecord:
     kind: str = "usage"
     # The calling app: the client's X-Title, else its HTTP-Referer (OpenRouter's convention); None: not named.
     app: str | None = None
+    # What the hosted provider that served it charged (ticks; None: our fleet, or unknown).
+    provider_cost_ticks: int | None = None
 
     def encode(self) -> bytes:
         try:
@@ -155,6 +157,9 @@ class UsageRecord:
             bound = _INT32 if name in ("ttfb_ms", "duration_ms", "http_status") else _INT64
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= bound:
                 found.append(f"{name}: {str(value)[:40]} is not an integer in [0, {bound}]")
+        cost = self.provider_cost_ticks
+        if cost is not None and (not isinstance(cost, int) or isinstance(cost, bool) or not 0 <= cost <= _INT64):
+            found.append(f"provider_cost_ticks: {str(cost)[:40]} is not an integer in [0, {_INT64}]")
         return found
 
     @property

@@ -157,7 +157,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         async with build_runtime(settings) as rt, metrics_listener(settings, rt.metrics) as metrics_url:
             gateway.attach(rt)
-            if not rt.pool.all():
+            if not rt.pool.all() and rt.providers is None:
                 log.warning("no worker is configured: set GATEWAY_WORKERS, or add one with `gateway workers add "
                             "URL` or POST /admin/workers; until then /v1 answers 503")
             gateway.metrics_url = metrics_url

@@ -165,6 +165,29 @@ class Settings(BaseSettings):
     # A non-streaming answer larger than this is refused with 502 instead of being held in memory.
     upstream_max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     upstream_max_connections: int = 1000
+    # Hosted providers (the models' `fallback:` lists, called through litellm; docs/providers.md).
+    provider_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="Seconds a hosted provider has for a whole answer, or between two chunks of a stream (a "
+                    "provider's own `timeout:` in the config file wins); then the next provider is tried or 504.")
+    provider_breaker_failures: int = Field(
+        default=5, ge=1,
+        description="Consecutive failures that open a provider's circuit: it is skipped until the cooldown ends.")
+    provider_breaker_cooldown_s: float = Field(
+        default=30.0, gt=0,
+        description="Seconds an open provider circuit stays open; then one probe request decides (half-open).")
+    provider_retry_ratio: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Retry budget: a failed provider call moves to the next provider only while retries stay "
+                    "within this share of provider requests (plus a reserve of 10).")
+    providers_default_allowed: bool = Field(
+        default=True,
+        description="Whether an organisation's traffic may go to hosted providers when its own setting says "
+                    "nothing (each organisation can allow or forbid it: `gateway orgs providers`).")
+    overflow_waiting_requests: int = Field(
+        default=8, ge=1,
+        description="A worker counts as saturated for overflow when its scraped queue "
+                    "(vllm:num_requests_waiting) holds at least this many requests.")
     auto_migrate: bool = True
     # One JSON line per request on the "gateway.requests" logger (never a key or a prompt).
     request_log: bool = True

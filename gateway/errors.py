@@ -119,6 +119,23 @@ def upstream_timeout() -> GatewayError:
                         code="gateway_timeout")
 
 
+def provider_failed(kind: str, detail: str, retry_after: float | None = None) -> GatewayError:
+    """No hosted provider took the request; the class follows the last provider's failure: 429 (rate limited,
+    with retry-after), 503 (unavailable or every circuit open, with retry-after), 504 (no answer in time),
+    else 502."""
+    wait = {"retry-after": str(max(int(retry_after + 0.999), 1) if retry_after is not None else 1)}
+    if kind == "rate_limited":
+        return GatewayError(429, f"The hosted provider is rate limiting the gateway ({detail}). Please retry.",
+                            "requests", code="rate_limit_exceeded", headers=wait)
+    if kind in ("unavailable", "circuit_open"):
+        return GatewayError(503, f"No hosted provider is available right now ({detail}). Please retry.",
+                            "service_unavailable", code="provider_unavailable", headers=wait)
+    if kind == "timeout":
+        return GatewayError(504, f"The hosted provider did not answer in time ({detail}).", "upstream_error",
+                            code="gateway_timeout")
+    return GatewayError(502, f"The hosted provider failed: {detail}", "upstream_error", code="bad_gateway")
+
+
 def method_not_allowed() -> GatewayError:
     return GatewayError(405, "Method not allowed.", "invalid_request_error", code="method_not_allowed")
 

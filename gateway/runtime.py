@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from gateway.state.redis import RedisState
 from gateway.state.redis_clients import AnyRedis, is_cluster, lean_client, redis_client
 from gateway.upstream.fleet_config import alias_table
 from gateway.upstream.openai_worker import OpenAIWorkers, make_session
+from gateway.upstream.provider import HostedProviders
+from gateway.upstream.provider_fleet import ProviderFleet
 
 log = logging.getLogger("gateway")
 
@@ -68,6 +71,7 @@ class Runtime:
     # The usage API's reads (GATEWAY_DATABASE_READ_URL: a replica, a SELECT-only role); else ``sessions``.
     usage_sessions: async_sessionmaker[AsyncSession]
     usage_engine: AsyncEngine | None = None  # its own engine, when a read URL is set
+    providers: ProviderFleet | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failures: TaskFailures = field(default_factory=TaskFailures)
@@ -110,10 +114,13 @@ class Runtime:
         out["gateway_rate_limit_local_fallbacks_total"] = [({}, lim.local_fallbacks)]
         out["gateway_rate_limit_leases_renewed_total"] = [({}, lim.leases_renewed)]
         out["gateway_rate_limit_lease_renewal_failures_total"] = [({}, lim.lease_renewal_failures)]
+        if self.providers is not None:
+            out.update(self.providers.stats())
         return out
 
     async def ready(self) -> dict[str, bool]:
-        checks = {"workers": self.pool.has_healthy()}
+        # With hosted fallbacks the replica serves while the whole fleet is down.
+        checks = {"workers": self.pool.has_healthy() or self.providers is not None}
         if self.state.shared:
             checks["redis"] = await self.state.ping()
         try:
@@ -140,6 +147,20 @@ def router_config(settings: Settings) -> RouterConfig:
         affinity_ttl_ms=int(settings.routing_affinity_ttl_s * 1000),
         index_ttl_ms=int(settings.routing_index_ttl_s * 1000),
     )
+
+
+def provider_fleet(settings: Settings) -> ProviderFleet | None:
+    """The hosted providers of the models' ``fallback:`` lists (None when no model has any): litellm itself
+    is only imported on the first request that goes to one."""
+    if not any(m.fallback for m in settings.models):
+        return None
+    if importlib.util.find_spec("litellm") is None:  # found without importing it
+        raise RuntimeError("models with a fallback: list need litellm: pip install 'llm-gateway[litellm]'")
+    return ProviderFleet(settings.models, HostedProviders(settings.provider_timeout_s),
+                         breaker_failures=settings.provider_breaker_failures,
+                         breaker_cooldown_s=settings.provider_breaker_cooldown_s,
+                         retry_ratio=settings.provider_retry_ratio, default_allowed=settings.providers_default_allowed,
+                         overflow_waiting=settings.overflow_waiting_requests)
 
 
 def stage_order(billing: MeteringTasks, limiter: RateLimitStage) -> list[Stage]:
@@ -178,19 +199,22 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     billing = MeteringTasks.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
                                    local_state)
     router = PrefixRouter(pool, keyspace, local_state, state, router_config(settings))
+    providers = provider_fleet(settings)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s, settings.key_stale_grace_s), workers=workers,
         forwarder=Forwarder(OpenAIWorkers(http, settings),
                             Relay(settings.upstream_max_response_bytes, settings.upstream_ttft_timeout_s),
-                            pool, router, stages=stage_order(billing, limiter), state=state, fallback=local_state),
-        metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
+                            pool, router, stages=stage_order(billing, limiter), state=state, fallback=local_state,
+                            providers=providers),
+        metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels,
+                               hosted_models=providers.models() if providers is not None else frozenset()),
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
         catalog=ModelCatalog(alias_table(settings.models), (m.name for m in settings.models if m.fallback)),
         usage_sessions=db.sessionmaker(usage_engine) if usage_engine is not None else sessions,
-        usage_engine=usage_engine,
+        usage_engine=usage_engine, providers=providers,
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)

@@ -10,6 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_module_names_are_unique() -> None:
-    names = Counter(p.stem for package in ("gateway", "billing", "workersim", "stripefake")
+    names = Counter(p.stem for package in ("gateway", "billing", "workersim", "stripefake", "providerfake")
                     for p in (ROOT / package).rglob("*.py") if p.stem not in ("__init__", "__main__"))
     assert sorted(n for n, count in names.items() if count > 1) == []

@@ -48,6 +48,9 @@ class UsageRow(LedgerBase):
     http_status: Mapped[int] = mapped_column(Integer)
     reported: Mapped[bool] = mapped_column(Boolean)
     stream: Mapped[bool] = mapped_column(Boolean)
+    # What the hosted provider that served the request charged for it (its reported cost, else litellm's
+    # price); NULL: our fleet served it, or the provider's cost is unknown. billed_ticks - this = margin.
+    provider_cost_ticks: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # The Stripe sync batch that carried this row (NULL: not yet handed to Stripe).
     stripe_batch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 

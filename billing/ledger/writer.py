@@ -41,7 +41,7 @@ _COLUMNS = [("request_id", "text"), ("org_id", "text"), ("key_id", "text"), ("en
             ("output_tokens", "bigint"), ("reasoning_tokens", "bigint"), ("list_ticks", "bigint"),
             ("billed_ticks", "bigint"), ("plan", "text"), ("started_at", "timestamptz"), ("ttfb_ms", "int"),
             ("duration_ms", "int"), ("status", "text"), ("http_status", "int"), ("reported", "bool"),
-            ("stream", "bool"), ("app", "text")]
+            ("stream", "bool"), ("app", "text"), ("provider_cost_ticks", "bigint")]
 _REFUSED = [("timestamptz", "hour"), ("text", "org_id"), ("text", "key_id"), ("text", "model"), ("text", "end_user"),
             ("bigint", "rate_limited")]
 # The same rule as UsageRecord.decode_ms.
@@ -138,7 +138,7 @@ def _sqlite_time(moment: datetime) -> str:
 def _values(r: UsageRecord, started: Any) -> tuple[Any, ...]:
     return (r.request_id, r.org_id, r.key_id, r.end_user, r.model, r.requested_model, r.worker, r.prompt_tokens,
             r.cached_tokens, r.output_tokens, r.reasoning_tokens, r.list_ticks, r.billed_ticks, r.plan, started,
-            r.ttfb_ms, r.duration_ms, r.status, r.http_status, r.reported, r.stream, r.app)
+            r.ttfb_ms, r.duration_ms, r.status, r.http_status, r.reported, r.stream, r.app, r.provider_cost_ticks)
 
 
 def _moment(ms: int) -> datetime:

@@ -35,13 +35,16 @@ class OrgOut(BaseModel):
     name: str
     cache_isolation: bool
     plan_id: str | None
+    # May its requests go to hosted providers? null: the gateway's default (GATEWAY_PROVIDERS_DEFAULT_ALLOWED).
+    providers_allowed: bool | None = None
     created_at: datetime
     models: list[str] | None = Field(default=None, description=MODELS_DOC)
 
     @classmethod
     def of(cls, o: OrgView) -> OrgOut:
         return cls(id=o.id, name=o.name, cache_isolation=o.cache_isolation, plan_id=o.plan_id,
-                   created_at=o.created_at, models=list(o.models) if o.models is not None else None)
+                   providers_allowed=o.providers_allowed, created_at=o.created_at,
+                   models=list(o.models) if o.models is not None else None)
 
 
 class OrgList(BaseModel):

@@ -97,11 +97,38 @@ def orgs_models(
     typer.echo(run_with_services(work))
 
 
+@orgs_app.command("providers")
+def orgs_providers(
+    org: Annotated[str, typer.Argument(help="Organisation id or name", metavar="ORG")],
+    allow: Annotated[bool, typer.Option("--allow", help="Its requests may go to hosted providers")] = False,
+    forbid: Annotated[bool, typer.Option("--forbid", help="Its requests never leave the fleet")] = False,
+    default: Annotated[bool, typer.Option("--default", help="Follow GATEWAY_PROVIDERS_DEFAULT_ALLOWED")] = False,
+) -> None:
+    """Whether an organisation's requests may leave the fleet for a hosted provider (fallback, overflow)."""
+    if allow + forbid + default != 1:
+        raise typer.BadParameter("give exactly one of --allow, --forbid, --default")
+
+    async def work(ctx: ServiceContext) -> str:
+        orgs = {o.name: o.id for o in await ctx.keys.list_orgs()}
+        org_id = org if org in orgs.values() else orgs.get(org)
+        if org_id is None:
+            raise typer.BadParameter(f"no organisation {org!r}", param_hint="ORG")
+        view = await ctx.keys.set_providers_allowed(org_id, True if allow else False if forbid else None)
+        return f"{view.id}\tproviders={_policy(view.providers_allowed)}"
+
+    typer.echo(run_with_services(work))
+
+
+def _policy(allowed: bool | None) -> str:
+    return "default" if allowed is None else "allowed" if allowed else "forbidden"
+
+
 @orgs_app.command("list")
 def orgs_list() -> None:
-    """List organisations, their plans and model allow-lists."""
+    """List organisations, their plans, model allow-lists and provider policies."""
     async def work(ctx: ServiceContext) -> str:
         return "\n".join(f"{o.id}\t{o.name}\tplan={o.plan_id or '-'}\tmodels="
-                         f"{','.join(o.models) if o.models is not None else 'any'}" for o in await ctx.keys.list_orgs())
+                         f"{','.join(o.models) if o.models is not None else 'any'}"
+                         f"\tproviders={_policy(o.providers_allowed)}" for o in await ctx.keys.list_orgs())
 
     typer.echo(run_with_services(work))

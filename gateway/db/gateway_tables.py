@@ -25,6 +25,8 @@ class Organization(Base):
     plan_id: Mapped[str | None] = mapped_column(String(40), nullable=True, default=None)
     # The models (served names or aliases) its keys may use; NULL: any.
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True, default=None)
+    # May its requests leave the fleet for a hosted provider? NULL: GATEWAY_PROVIDERS_DEFAULT_ALLOWED.
+    providers_allowed: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=None)
 
 
 class ApiKey(Base):

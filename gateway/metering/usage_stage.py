@@ -106,6 +106,7 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
         started_at_ms=int(ex.started_wall * 1000), ttfb_ms=int(ttfb * 1000), duration_ms=int((end - ex.started) * 1000),
         status=ex.outcome, http_status=ex.status, reported=reported, stream=ex.request.stream, end_user=ex.end_user,
         app=ex.app,
+        provider_cost_ticks=ex.provider_cost_ticks,
     )
 
 

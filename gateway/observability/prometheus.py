@@ -16,6 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway.upstream.provider import PROVIDER_NOTE
+
 if TYPE_CHECKING:
     from gateway.pipeline.exchange import Exchange
     from gateway.routing.pool import WorkerPool
@@ -70,7 +72,7 @@ class GatewayMetrics:
     Every label value is one the gateway knows: a model a worker serves (else ``other``), our route,
     status, outcome and token type names, and org ids only with ``org_labels``."""
 
-    def __init__(self, pool: WorkerPool, org_labels: bool = False) -> None:
+    def __init__(self, pool: WorkerPool, org_labels: bool = False, hosted_models: frozenset[str] = frozenset()) -> None:
         self._multiproc = multiprocess_dir()
         # In multiprocess mode values live in files; the registry here only serves exposition.
         self.registry = CollectorRegistry(auto_describe=True)
@@ -79,6 +81,7 @@ class GatewayMetrics:
             MultiProcessCollector(self.registry, path=self._multiproc)  # type: ignore[no-untyped-call]
         self.registry.register(PoolCollector(pool))
         self._pool = pool
+        self._hosted_models = hosted_models  # models with hosted fallbacks (known label values too)
         self._org_labels = org_labels
         # Label children by (metric, labels): label lookups cost more than the increments themselves.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -102,6 +105,10 @@ class GatewayMetrics:
         self.outcomes = Counter("gateway_request_outcomes_total", "Requests by outcome (ok, rejected, "
                                 "upstream_error, upstream_cut, client_disconnected)", ["outcome"],
                                 registry=metric_registry)
+        self.provider_latency = Histogram(
+            "gateway_provider_request_duration_seconds", "Requests served through a hosted provider: total latency, "
+            "by provider and reason (fallback, overflow)", ["provider", "reason"], buckets=LATENCY_BUCKETS,
+            registry=metric_registry)
         self.degraded = Counter("gateway_state_fallbacks_total",
                                 "Requests served from local state because Redis was unreachable",
                                 registry=metric_registry)
@@ -115,7 +122,9 @@ class GatewayMetrics:
 
     def model_label(self, model: str) -> str:
         """``model`` if a worker serves it (empty: no model was read), else ``other``."""
-        return model if not model or self._pool.knows_model(model) else OTHER_MODEL
+        if not model or self._pool.knows_model(model) or model in self._hosted_models:
+            return model
+        return OTHER_MODEL
 
     def observe(self, route: str, status: int, model: str, elapsed: float, ex: Exchange | None) -> None:
         model = self.model_label(model)
@@ -129,6 +138,9 @@ class GatewayMetrics:
         self._child(self.outcomes, ex.outcome).inc()
         if ex.degraded:
             self.degraded.inc()
+        hosted = ex.notes.get(PROVIDER_NOTE)
+        if hosted is not None:
+            self._child(self.provider_latency, *hosted).observe(elapsed)
         if ex.upstream_started_at is not None:
             self._child(self.overhead, route).observe(ex.upstream_started_at - ex.started)
         if ex.first_byte_at is not None and ex.upstream_started_at is not None:
@@ -189,6 +201,12 @@ class StatsCollector(Collector):
         "gateway_usage_spool_replayed_records_total": "Spooled usage records appended again after a stream loss",
         "gateway_background_failures_total": "Failures of background jobs, by job (each logged with its traceback)",
         "gateway_stripe_sync_runs_total": "Stripe meter syncs, by result",
+        "gateway_provider_requests_total": "Requests a hosted provider was tried for, by provider, reason "
+                                           "(fallback, overflow) and result (ok, error, cut)",
+        "gateway_provider_errors_total": "Failed hosted-provider tries, by provider and error class",
+        "gateway_provider_circuit_opens_total": "Times a hosted provider's circuit opened",
+        "gateway_provider_circuit_open": "1 while a hosted provider's circuit is open (it is skipped)",
+        "gateway_provider_retry_budget_exhausted_total": "Provider retries refused by the retry budget",
         "gateway_stripe_events_total": "Stripe meter events, by result",
         "gateway_stripe_last_success_timestamp_seconds": "Unix time of the last Stripe sync without failures",
     }

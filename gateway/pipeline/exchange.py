@@ -13,7 +13,7 @@ from gateway.pipeline.request import ParsedRequest
 
 
 class Target(Protocol):
-    """Where a request is sent: a worker (routing.worker.Worker) or, later, a hosted provider."""
+    """Where a request is sent: a worker (routing.worker.Worker) or a hosted provider (upstream.provider)."""
 
     @property
     def id(self) -> str: ...
@@ -55,6 +55,8 @@ class Exchange:
     # Of content_events, those carrying reasoning; the model the worker says served the request.
     reasoning_events: int = 0
     served_model: str | None = None
+    # What the hosted provider that served the request charged for it (ticks), when it said or litellm knew.
+    provider_cost_ticks: int | None = None
     # What the request costs the organisation at its plan (the usage record's billed ticks), set by the
     # metering stage when it settles; None when nothing was generated.
     billed_ticks: int | None = None

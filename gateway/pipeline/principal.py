@@ -61,3 +61,6 @@ class Principal:
     # Model allow-lists (served names or aliases) of the key and of its organisation; None: any model.
     key_models: tuple[str, ...] | None = None
     org_models: tuple[str, ...] | None = None
+    # May this organisation's requests go to hosted providers (fallback, overflow)? None: the gateway's
+    # default (GATEWAY_PROVIDERS_DEFAULT_ALLOWED). Read with the key, so no SQL on the request path.
+    providers_allowed: bool | None = None

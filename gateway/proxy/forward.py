@@ -7,6 +7,11 @@ is relayed as it arrives; stages settle in the end.
 Retry rule: if the worker could not take the request (no connection, a dropped connection, no answer
 or no first stream byte in time) or answers 5xx before any byte went to the client, try once more, on
 another worker when there is one; after the first byte, never. ``relay.py`` passes the answer on.
+
+Hosted providers (``upstream/provider_fleet.py``): when no worker of the model is healthy (fallback), every
+one is saturated (overflow, for models that allow it) or every worker try failed before a byte went out,
+the request goes to the first provider of the model's list whose circuit is closed, then the next, within
+the retry budget, unless the caller's organisation keeps its traffic in the fleet.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from typing import Any
 from gateway import errors
 from gateway.asgi import Send
 from gateway.pipeline.contract import Misconfigured, Retryable, Router, Stage, Upstream
-from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.exchange import Exchange, Target
+from gateway.pipeline.request import CHAT
 from gateway.proxy.relay import Relay
 from gateway.routing.pool import WorkerPool
 from gateway.routing.worker import Worker
 from gateway.state.base import RoundTrip, Script, StateStore, StoreUnavailable
 from gateway.state.memory import MemoryState
+from gateway.upstream.provider import PROVIDER_NOTE, ProviderFailure, failure_kind, final_error
+from gateway.upstream.provider_fleet import FALLBACK, OVERFLOW, ModelRoute, ProviderFleet
 
 log = logging.getLogger("gateway.proxy")
 
@@ -51,8 +59,10 @@ class _Recorder:
 
 class Forwarder:
     def __init__(self, upstream: Upstream[Worker], relay: Relay, pool: WorkerPool, router: Router[Worker],
-                 stages: Sequence[Stage], state: StateStore, fallback: MemoryState) -> None:
+                 stages: Sequence[Stage], state: StateStore, fallback: MemoryState,
+                 providers: ProviderFleet | None = None) -> None:
         self._upstream = upstream
+        self._providers = providers
         self._relay = relay
         self._pool = pool
         self._router = router
@@ -178,11 +188,20 @@ class Forwarder:
 
     async def _dispatch(self, ex: Exchange, results: list[Any], send: Send) -> None:
         model = ex.request.model
+        hosted = self._hosted(ex)
+        candidates = self._pool.candidates(model)
+        if hosted is not None:
+            if not candidates:
+                return await self._to_providers(ex, hosted, FALLBACK, send)
+            if hosted.spec.overflow and self._saturated(candidates):
+                return await self._to_providers(ex, hosted, OVERFLOW, send)
         tried: list[str] = []
         failure: Retryable | None = None
-        for _ in range(_MAX_ATTEMPTS):
-            candidates = self._pool.candidates(model)
-            if not candidates and not tried and model not in self._pool.known_models():
+        for attempt in range(_MAX_ATTEMPTS):
+            if attempt:
+                candidates = self._pool.candidates(model)
+            if (not candidates and not tried and model not in self._pool.known_models()
+                    and not (self._providers is not None and self._providers.knows(model))):
                 raise errors.model_not_found(model)
             worker = self._router.choose(ex, results, candidates, tried)
             if worker is None and failure is not None and not failure.mark_failed and ex.worker is not None:
@@ -194,7 +213,7 @@ class Forwarder:
             ex.attempts += 1
             worker.inflight += 1
             try:
-                failure = await self._attempt(ex, worker, send)
+                failure = await self._attempt(ex, self._upstream, worker, send)
             finally:
                 worker.inflight -= 1
             if failure is None:
@@ -204,17 +223,77 @@ class Forwarder:
                 self._pool.mark_misconfigured(worker, failure.reason)
             elif failure.mark_failed:
                 self._pool.mark_failed(worker, failure.reason)
+        if hosted is not None:  # every worker try failed before a byte went out
+            return await self._to_providers(ex, hosted, FALLBACK, send)
         ex.outcome = "upstream_error"
         if failure is not None:
             raise errors.upstream_failed(failure.reason)
         raise errors.no_worker(model)
 
-    async def _attempt(self, ex: Exchange, worker: Worker, send: Send) -> Retryable | None:
+    def _hosted(self, ex: Exchange) -> ModelRoute | None:
+        """The model's providers, when this request may go to them (Chat Completions bodies: also those a front
+        adapter translated; not /v1/completions)."""
+        if self._providers is None or ex.request.kind != CHAT:
+            return None
+        return self._providers.route(ex.request.model, ex.principal)
+
+    def _saturated(self, candidates: list[Worker]) -> bool:
+        assert self._providers is not None
+        limit = self._providers.overflow_waiting
+        return all(w.metrics.get("waiting", 0.0) >= limit for w in candidates)
+
+    async def _to_providers(self, ex: Exchange, route: ModelRoute, reason: str, send: Send) -> None:
+        """The first provider of the model's list that takes the request, in order; breakers and the retry
+        budget decide which are tried. Raises the last failure's error in its class when none did."""
+        fleet = self._providers
+        assert fleet is not None
+        fleet.budget.deposit()
+        failure: Retryable | None = None
+        tried = 0
+        for target in route.targets:
+            health = target.health
+            if not health.breaker.allow():
+                health.count_error("circuit_open")
+                if failure is None:
+                    failure = ProviderFailure(f"{target.label}: circuit open", "circuit_open",
+                                              health.breaker.retry_after())
+                continue
+            if tried and not fleet.budget.withdraw():
+                log.warning("retry budget exhausted: %s not tried on %s", ex.request_id, target.label)
+                break
+            tried += 1
+            ex.worker = target
+            ex.attempts += 1
+            ex.notes[PROVIDER_NOTE] = (target.label, reason)
+            verdict = False
+            try:
+                failure = await self._attempt(ex, fleet.upstream, target, send)
+                verdict = True
+            finally:
+                if not verdict:  # the client's bad request, or the client left: nothing about the provider
+                    health.breaker.release()
+            if failure is None:
+                if ex.outcome == "upstream_cut":
+                    health.count_error("cut")
+                    health.breaker.failure()
+                    health.count_request(reason, "cut")
+                else:
+                    health.breaker.success()
+                    health.count_request(reason, "ok")
+                return
+            health.count_error(failure_kind(failure))
+            health.count_request(reason, "error")
+            health.breaker.failure()
+            log.warning("provider %s could not take %s: %s", target.label, ex.request_id, failure.reason)
+        ex.outcome = "upstream_error"
+        raise final_error(failure)
+
+    async def _attempt(self, ex: Exchange, upstream: Upstream[Any], worker: Target, send: Send) -> Retryable | None:
         """Relay one try; returns why it failed when nothing reached the client and another try may help."""
         if ex.upstream_started_at is None:
             ex.upstream_started_at = time.perf_counter()
         try:
-            reply = await self._upstream.open(ex, worker)
+            reply = await upstream.open(ex, worker)
         except Retryable as exc:
             return exc
         complete = False

@@ -41,6 +41,7 @@ class OrgView:
     created_at: datetime
     plan_id: str | None = None
     models: tuple[str, ...] | None = None  # the allow-list; None: any model
+    providers_allowed: bool | None = None  # None: the gateway's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,8 @@ def _models(stored: Any) -> tuple[str, ...] | None:
 
 
 def _org_view(org: Organization) -> OrgView:
-    return OrgView(org.id, org.name, org.cache_isolation, org.created_at, org.plan_id, _models(org.models))
+    return OrgView(org.id, org.name, org.cache_isolation, org.created_at, org.plan_id, _models(org.models),
+                   org.providers_allowed)
 
 
 def _key_view(key: ApiKey) -> KeyView:
@@ -170,6 +172,17 @@ class KeyService:
             if org is None:
                 raise NotFound(f"organisation {org_id!r} not found")
             org.models = allowed
+            await s.commit()
+            return _org_view(org)
+
+    async def set_providers_allowed(self, org_id: str, allowed: bool | None) -> OrgView:
+        """Whether the organisation's requests may go to hosted providers (None: the gateway's default). Every
+        replica applies it within the key cache TTL."""
+        async with self._sessions() as s:
+            org = await s.get(Organization, org_id)
+            if org is None:
+                raise NotFound(f"organisation {org_id!r} not found")
+            org.providers_allowed = allowed
             await s.commit()
             return _org_view(org)
 
@@ -301,7 +314,8 @@ class KeyService:
             budget = await _budget(s, org.id, key.id)
         return Principal(key.id, org.id, org.name, org.cache_salt, org.cache_isolation,
                          limits=resolve_limits(plan, key), manage_keys=bool(key.manage_keys), budget=budget,
-                         key_models=_models(key.models), org_models=_models(org.models))
+                         key_models=_models(key.models), org_models=_models(org.models),
+                         providers_allowed=org.providers_allowed)
 
 
 _KEY_LIMITS = ("rpm", "tpm", "tpd", "concurrency")

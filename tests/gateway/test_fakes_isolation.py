@@ -1,5 +1,6 @@
-"""The fakes of the outside world (workersim, stripefake) are installed with the project but never imported
-by the product at module level: importing every module of gateway/ and billing/ leaves them unloaded."""
+"""The fakes of the outside world (workersim, stripefake, providerfake) are installed with the project but never
+imported by the product at module level: importing every module of gateway/ and billing/ leaves them unloaded.
+Nor is litellm (seconds to import): only the first request that goes to a hosted provider loads it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ for package in (gateway, billing):
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(info.name)
         names.append(info.name)
-loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("workersim", "stripefake"))
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("workersim", "stripefake", "providerfake", "litellm"))
 print(len(names), " ".join(loaded))
 """
 
