@@ -50,4 +50,4 @@ def test_model_allow_lists_from_the_cli(backend: Backend, monkeypatch: pytest.Mo
     limited = runner.invoke(cli_app, ["orgs", "models", org, MODEL])
     assert limited.exit_code == 0 and limited.stdout.strip().endswith(f"models={MODEL}")
     orgs = runner.invoke(cli_app, ["orgs", "list"])
-    assert any(org in line and line.endswith(f"models={MODEL}") for line in orgs.stdout.splitlines())
+    assert any(org in line and f"\tmodels={MODEL}\t" in line for line in orgs.stdout.splitlines())
