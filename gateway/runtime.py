@@ -18,6 +18,8 @@ from gateway.auth import KeyCache
 from gateway.background import TaskFailures, every
 from gateway.config import Settings
 from gateway.db import engine as db
+from gateway.front.responses import ResponsesStage
+from gateway.front.responses_store import ResponseStore
 from gateway.limits.limit_stage import RateLimitStage
 from gateway.metering.tasks import MeteringTasks
 from gateway.observability.prometheus import GatewayMetrics, StatsCollector
@@ -63,6 +65,7 @@ class Runtime:
     router: PrefixRouter
     limiter: RateLimitStage
     plans: PlanService
+    responses: ResponseStore
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     failures: TaskFailures = field(default_factory=TaskFailures)
@@ -137,13 +140,15 @@ def router_config(settings: Settings) -> RouterConfig:
     )
 
 
-def stage_order(billing: MeteringTasks, limiter: RateLimitStage) -> list[Stage]:
+def stage_order(billing: MeteringTasks, limiter: RateLimitStage,
+                responses: ResponsesStage | None = None) -> list[Stage]:
     """Every stage of the request path, in the one order they run (plan, admit, finish).
 
     Metering comes first so that it settles every request, also one a later stage refused (refusals are
-    counted); then the rate limits; then the spend caps, so a request a limit refused reserves no budget.
+    counted); then the rate limits; then the spend caps, so a request a limit refused reserves no budget;
+    last the stored responses, which keep the cost metering settled.
     """
-    stages: list[Stage | None] = [billing.metering, limiter, billing.budgets]
+    stages: list[Stage | None] = [billing.metering, limiter, billing.budgets, responses]
     return [s for s in stages if s is not None]
 
 
@@ -172,16 +177,19 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     billing = MeteringTasks.build(settings, BillingService(sessions, settings), engine, keyspace, redis,
                                    local_state)
     router = PrefixRouter(pool, keyspace, local_state, state, router_config(settings))
+    responses = ResponseStore(state, local_state, keyspace, settings.responses_retention_s,
+                              settings.responses_local_max_bytes, settings.responses_max_chain)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s, settings.key_stale_grace_s), workers=workers,
         forwarder=Forwarder(OpenAIWorkers(http, settings),
                             Relay(settings.upstream_max_response_bytes, settings.upstream_ttft_timeout_s),
-                            pool, router, stages=stage_order(billing, limiter), state=state, fallback=local_state),
+                            pool, router, stages=stage_order(billing, limiter, ResponsesStage(responses)), state=state,
+                            fallback=local_state),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
         request_log=RequestLog(settings.request_log),
-        billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
+        billing=billing, router=router, limiter=limiter, plans=PlanService(sessions), responses=responses,
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway import errors
 from gateway.asgi import (
@@ -28,10 +28,14 @@ from gateway.auth import KeyCache
 from gateway.observability.prometheus import GatewayMetrics
 from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.exchange import Exchange
-from gateway.pipeline.request import ParsedRequest
+from gateway.pipeline.principal import Principal
+from gateway.pipeline.request import CHAT, COMPLETIONS, ParsedRequest
 from gateway.proxy.forward import Forwarder
 
 log = logging.getLogger("gateway.api")
+
+# Where a translated request goes on the worker (the client's own path when its bytes are forwarded).
+_UPSTREAM_PATH = {CHAT: "/v1/chat/completions", COMPLETIONS: "/v1/completions"}
 
 
 class FrontAdapter(Protocol):
@@ -49,6 +53,15 @@ class FrontAdapter(Protocol):
         ...
 
 
+@runtime_checkable
+class Resolver(Protocol):
+    """What an adapter whose requests depend on stored state (the Responses API's ``previous_response_id``)
+    has besides ``parse``: ``resolve`` completes the parsed request once the caller is known (at most one
+    read of the shared store), before the pre-request round trip."""
+
+    async def resolve(self, request: ParsedRequest, principal: Principal, request_id: str) -> ParsedRequest: ...
+
+
 def api_key_from(scope: Scope) -> str | None:
     auth = header(scope, b"authorization")
     if auth is not None:
@@ -63,6 +76,7 @@ class HotPath:
     def __init__(self, adapters: Sequence[FrontAdapter], keys: KeyCache, forwarder: Forwarder, max_body_bytes: int,
                  metrics: GatewayMetrics, request_log: RequestLog) -> None:
         self.routes = {a.path: a for a in adapters}
+        self._resolvers: dict[str, Resolver] = {a.path: a for a in adapters if isinstance(a, Resolver)}
         self._keys = keys
         self._forwarder = forwarder
         self._max_body = max_body_bytes
@@ -102,7 +116,11 @@ class HotPath:
             raw = await read_body(receive, self._max_body, int(length) if length and length.isdigit() else None)
             principal = await self._keys.authenticate(api_key_from(scope))
             request = adapter.parse(raw)
-            ex = Exchange(request_id=request_id, principal=principal, request=request, path=scope["path"],
+            resolver = self._resolvers.get(adapter.path)
+            if resolver is not None:
+                request = await resolver.resolve(request, principal, request_id)
+            ex = Exchange(request_id=request_id, principal=principal, request=request,
+                          path=scope["path"] if request.payload is None else _UPSTREAM_PATH[request.kind],
                           payload=raw if request.payload is None else request.payload,
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
             user = ex.headers.get("x-end-user-id") or request.body.get("user")

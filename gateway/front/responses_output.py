@@ -60,7 +60,7 @@ def output_items(message: dict[str, Any]) -> list[dict[str, Any]]:
     for call in calls:
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
         items.append(call_item(new_id("fc"), str(call.get("id") or new_id("call")), str(function.get("name") or ""),
                                str(function.get("arguments") or "")))
     return items
@@ -115,7 +115,7 @@ def from_chat_answer(rid: str, body: dict[str, Any], answer: dict[str, Any], cre
     """The ``Response`` of a whole (non-streamed) chat answer."""
     choices = answer.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
     usage = answer.get("usage")
     model = answer.get("model")
     return response_object(

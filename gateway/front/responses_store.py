@@ -7,8 +7,8 @@ after it was written; embedded, the in-process twin keeps them, at most
 
 A record holds the previous response's id, this request's input items, the output items and the
 ``Response`` object. Reading a conversation is ONE round trip whatever its length: a script follows
-the ``prev`` links server-side (``response_chain``). Writing is no extra round trip: the stage below
-queues the record in the request's settling round trip, which runs before the last byte of the answer
+the ``prev`` links server-side (``response_chain``). Writing is no extra round trip: the Responses stage
+(``responses.py``) queues the record in the request's settling round trip, which runs before the last byte of the answer
 goes out; so a client holding a complete response can always chain from it, on any replica. When Redis
 does not answer then, the settling runs on the replica's local state and is replayed on Redis when it
 answers again (``Forwarder.settle_later``): meanwhile the conversation continues on that replica only.
@@ -22,19 +22,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
 from gateway import errors
-from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script, StateStore, StoreUnavailable
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 
 log = logging.getLogger("gateway.responses")
-
-NOTE = "responses"  # Exchange.notes key of a Responses request's Stored hook
 
 
 # --- the in-process twins: every response in one holder, bounded in bytes ---------------------------
@@ -127,12 +124,6 @@ class StoredResponse:
     response: dict[str, Any]
 
 
-class Storable(Protocol):
-    """A Responses request's hook (``Exchange.notes[NOTE]``): the record to keep, once settled."""
-
-    def stored(self, ex: Exchange) -> StoredResponse | None: ...
-
-
 class ResponseStore:
     def __init__(self, state: StateStore, local: MemoryState, keys: KeySpace, retention_s: float,
                  local_max_bytes: int, max_chain: int) -> None:
@@ -194,28 +185,3 @@ class ResponseStore:
 def not_found(response_id: str) -> errors.GatewayError:
     return errors.GatewayError(404, f"Response with id '{response_id}' not found.", "invalid_request_error",
                                code="not_found", param="response_id")
-
-
-class ResponsesStage:
-    """A Stage: nothing before the upstream call; in the settling round trip, the record of a
-    Responses request with ``store`` true that the worker answered (never one that failed)."""
-
-    def __init__(self, store: ResponseStore) -> None:
-        self._store = store
-
-    def plan(self, ex: Exchange, trip: RoundTrip) -> None:
-        return None
-
-    def observe(self, ex: Exchange, results: list[Any]) -> None:
-        return None
-
-    def admit(self, ex: Exchange, results: list[Any]) -> None:
-        return None
-
-    def finish(self, ex: Exchange, trip: RoundTrip) -> None:
-        hook: Storable | None = ex.notes.get(NOTE)
-        if hook is None:
-            return
-        record = hook.stored(ex)
-        if record is not None:
-            self._store.put(trip, ex.principal.org_id, record)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from gateway.errors import GatewayError
 from gateway.front.responses_output import (
     call_item,
     message_item,
@@ -34,8 +35,9 @@ _TEXT = "text"
 class ResponsesStream:
     """The events of one streamed response; ``output`` holds its items as they stand."""
 
-    __slots__ = ("_body", "_calls", "_created_at", "_model", "_open", "_seq", "_started", "finish_reason",
-                 "output", "response_id", "usage")
+    __slots__ = ("_body", "_calls", "_closed", "_created_at", "_model", "_open", "_seq", "_started",
+                 "finish_reason", "output", "response_id", "usage", "worker_error")
+    passthrough = False
 
     def __init__(self, response_id: str, body: dict[str, Any], created_at: float) -> None:
         self.response_id = response_id
@@ -49,6 +51,8 @@ class ResponsesStream:
         self._calls: dict[int, int] = {}  # the chat chunk's tool-call index -> output index
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
+        self._closed: tuple[bytes, dict[str, Any]] | None = None
+        self.worker_error = False  # the worker sent an error event: the response failed there
 
     # --- events ----------------------------------------------------------------------------------
     def _event(self, out: list[bytes], kind: str, fields: dict[str, Any]) -> None:
@@ -79,6 +83,16 @@ class ResponsesStream:
         usage = parsed.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
+        error = parsed.get("error")
+        if error is not None and not self.worker_error and "choices" not in parsed:
+            self.worker_error = True
+            detail = error if isinstance(error, dict) else {"message": str(error)}
+            code = detail.get("code")
+            out.append(self.failed(code if isinstance(code, str) else "server_error",
+                                   str(detail.get("message") or "The worker failed.")))
+            return b"".join(out)
+        if self.worker_error:
+            return b""
         choices = parsed.get("choices")
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             choice = choices[0]
@@ -154,7 +168,7 @@ class ResponsesStream:
         position = call.get("index", 0)
         if not isinstance(position, int):
             position = 0
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else {}
         index = self._calls.get(position)
         if index is None:
             self._close_open(out)
@@ -183,8 +197,11 @@ class ResponsesStream:
         self._calls.clear()
 
     # --- the end -----------------------------------------------------------------------------------
-    def finish(self, usage: dict[str, Any] | None, cost_ticks: int | None) -> tuple[bytes, dict[str, Any]]:
-        """The closing events of a stream that ended whole, and the final ``Response``."""
+    def close(self, usage: dict[str, Any] | None, cost_ticks: int | None) -> tuple[bytes, dict[str, Any]]:
+        """The closing events of a stream that ended whole, and the final ``Response`` (built once: the
+        stored response and the one the client reads are the same)."""
+        if self._closed is not None:
+            return self._closed
         out: list[bytes] = []
         if not self._started:
             self._start(out)
@@ -192,9 +209,10 @@ class ResponsesStream:
         response = self._response("completed", usage_object(usage or self.usage, cost_ticks))
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         self._event(out, kind, {"response": response})
-        return b"".join(out), response
+        self._closed = b"".join(out), response
+        return self._closed
 
-    def fail(self, code: str, message: str) -> bytes:
+    def failed(self, code: str, message: str) -> bytes:
         """``response.failed`` for a stream that was cut (the items so far stay in progress)."""
         out: list[bytes] = []
         if not self._started:
@@ -204,6 +222,13 @@ class ResponsesStream:
         self._event(out, "response.failed", {"response": self._response("failed", error={"code": code,
                                                                                            "message": message})})
         return b"".join(out)
+
+    # --- the relay's StreamShaper -------------------------------------------------------------------
+    def finish(self, billed_ticks: int | None) -> bytes:
+        return b"" if self.worker_error else self.close(None, billed_ticks)[0]
+
+    def fail(self, exc: GatewayError) -> bytes:
+        return b"" if self.worker_error else self.failed(exc.code or "server_error", exc.message)
 
 
 def _copy(item: dict[str, Any], content: list[Any] | None = None) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def test_a_stream_becomes_the_sdks_typed_events_in_order() -> None:
             chunk(usage={"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
                          "prompt_tokens_details": {"cached_tokens": 4}})]
     raw = b"".join(stream.chunk(c) for c in chat)
-    tail, final = stream.finish(None, 1234)
+    tail, final = stream.close(None, 1234)
     events = _events(raw + tail)
     adapter: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
     for event in events:
@@ -160,7 +160,7 @@ def test_a_stream_becomes_the_sdks_typed_events_in_order() -> None:
 
 def test_a_cut_stream_ends_with_response_failed() -> None:
     stream = ResponsesStream("resp_1", {"model": "m", "input": "x"}, 1_700_000_000.0)
-    raw = stream.chunk(chunk({"content": "Hel"})) + stream.fail("server_error", "cut")
+    raw = stream.chunk(chunk({"content": "Hel"})) + stream.failed("server_error", "cut")
     events = _events(raw)
     assert events[-1]["type"] == "response.failed"
     assert events[-1]["response"]["error"] == {"code": "server_error", "message": "cut"}
@@ -170,6 +170,6 @@ def test_a_cut_stream_ends_with_response_failed() -> None:
 def test_a_length_cut_is_incomplete() -> None:
     stream = ResponsesStream("resp_1", {"model": "m", "input": "x"}, 1_700_000_000.0)
     stream.chunk(chunk({"content": "Hel"}, finish="length"))
-    tail, final = stream.finish({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}, None)
+    tail, final = stream.close({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}, None)
     assert _events(tail)[-1]["type"] == "response.incomplete"
     assert final["status"] == "incomplete" and final["incomplete_details"] == {"reason": "max_output_tokens"}
