@@ -35,7 +35,8 @@ _TEXT = "text"
 class ResponsesStream:
     """The events of one streamed response; ``output`` holds its items as they stand."""
 
-    __slots__ = ("_body", "_calls", "_closed", "_created_at", "_model", "_open", "_seq", "_started",
+    __slots__ = ("_arguments", "_body", "_calls", "_closed", "_created_at", "_model", "_open", "_pieces", "_seq",
+                 "_started",
                  "finish_reason", "output", "response_id", "usage", "worker_error")
     passthrough = False
 
@@ -49,6 +50,8 @@ class ResponsesStream:
         self.output: list[dict[str, Any]] = []
         self._open: tuple[str, int] | None = None  # (kind, output index) of the open reasoning/text item
         self._calls: dict[int, int] = {}  # the chat chunk's tool-call index -> output index
+        self._pieces: list[str] = []  # the open item's text so far (joined once, when it closes)
+        self._arguments: dict[int, list[str]] = {}  # output index -> a call's argument pieces so far
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self._closed: tuple[bytes, dict[str, Any]] | None = None
@@ -108,14 +111,14 @@ class ResponsesStream:
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             index = self._opened(out, _REASONING)
-            self.output[index]["content"][0]["text"] += reasoning
+            self._pieces.append(reasoning)
             self._event(out, "response.reasoning_text.delta", {"item_id": self.output[index]["id"],
                                                                "output_index": index, "content_index": 0,
                                                                "delta": reasoning})
         content = delta.get("content")
         if isinstance(content, str) and content:
             index = self._opened(out, _TEXT)
-            self.output[index]["content"][0]["text"] += content
+            self._pieces.append(content)
             self._event(out, "response.output_text.delta", {"item_id": self.output[index]["id"],
                                                             "output_index": index, "content_index": 0,
                                                             "delta": content, "logprobs": []})
@@ -138,6 +141,7 @@ class ResponsesStream:
             item = message_item(new_id("msg"), "", "in_progress")
             part = text_part("")
         self.output.append(item)
+        self._pieces = []
         self._event(out, "response.output_item.added", {"output_index": index, "item": _copy(item, [])})
         item["content"] = [part]
         self._event(out, "response.content_part.added", {"item_id": item["id"], "output_index": index,
@@ -152,7 +156,7 @@ class ResponsesStream:
         self._open = None
         item = self.output[index]
         part = item["content"][0]
-        text = part["text"]
+        text = part["text"] = "".join(self._pieces)
         if kind == _REASONING:
             self._event(out, "response.reasoning_text.done", {"item_id": item["id"], "output_index": index,
                                                               "content_index": 0, "text": text})
@@ -178,11 +182,12 @@ class ResponsesStream:
             item = call_item(new_id("fc"), call_id if isinstance(call_id, str) and call_id else new_id("call"),
                              name if isinstance(name, str) else "", "", "in_progress")
             self.output.append(item)
+            self._arguments[index] = []
             self._event(out, "response.output_item.added", {"output_index": index, "item": dict(item)})
         item = self.output[index]
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            item["arguments"] += arguments
+            self._arguments[index].append(arguments)
             self._event(out, "response.function_call_arguments.delta", {"item_id": item["id"], "output_index": index,
                                                                         "delta": arguments})
 
@@ -190,6 +195,7 @@ class ResponsesStream:
         self._close_open(out)
         for index in self._calls.values():
             item = self.output[index]
+            item["arguments"] = "".join(self._arguments[index])
             self._event(out, "response.function_call_arguments.done", {
                 "item_id": item["id"], "output_index": index, "name": item["name"], "arguments": item["arguments"]})
             item["status"] = "completed"
@@ -217,7 +223,11 @@ class ResponsesStream:
         out: list[bytes] = []
         if not self._started:
             self._start(out)
-        self._open = None
+        if self._open is not None:  # what arrived of the open item
+            self.output[self._open[1]]["content"][0]["text"] = "".join(self._pieces)
+            self._open = None
+        for index in self._calls.values():
+            self.output[index]["arguments"] = "".join(self._arguments[index])
         self._calls.clear()
         self._event(out, "response.failed", {"response": self._response("failed", error={"code": code,
                                                                                            "message": message})})
