@@ -31,6 +31,7 @@ from gateway.api import (
     orgs_routes,
     partner_routes,
     plans_routes,
+    responses_routes,
     usage_routes,
     workers_routes,
 )
@@ -45,6 +46,7 @@ from gateway.front.endpoint import HotPath
 from gateway.front.messages import Messages
 from gateway.front.messages_count import PATH as COUNT_TOKENS_PATH
 from gateway.front.messages_count import CountTokens
+from gateway.front.responses import Responses
 from gateway.observability.metrics_listener import metrics_listener
 from gateway.runtime import Runtime, build_runtime
 
@@ -123,7 +125,7 @@ class GatewayApp:
     def attach(self, rt: Runtime) -> None:
         self.api.state.runtime = rt
         self._openai = HotPath(
-            [ChatCompletions(), Completions(), Messages()],
+            [ChatCompletions(), Completions(), Messages(), Responses(rt.responses)],
             rt.key_cache,
             rt.forwarder,
             rt.settings.max_body_bytes,
@@ -173,7 +175,7 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     api = FastAPI(title="LLM gateway", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(api)
     for module in (docs_routes, health_routes, models_routes, metrics_routes, orgs_routes, keys_routes, plans_routes,
-                   workers_routes, partner_routes, billing_routes, usage_routes, dashboard_routes):
+                   workers_routes, partner_routes, billing_routes, usage_routes, dashboard_routes, responses_routes):
         api.include_router(module.router)
     install_openapi(api)
     gateway = GatewayApp(api)

@@ -18,6 +18,8 @@ from gateway.auth import KeyCache
 from gateway.background import TaskFailures, every
 from gateway.config import Settings
 from gateway.db import engine as db
+from gateway.front.responses import ResponsesStage
+from gateway.front.responses_store import ResponseStore
 from gateway.limits.limit_stage import RateLimitStage
 from gateway.metering.tasks import MeteringTasks
 from gateway.observability.prometheus import GatewayMetrics, StatsCollector
@@ -70,6 +72,7 @@ class Runtime:
     catalog: ModelCatalog
     # The usage API's reads (GATEWAY_DATABASE_READ_URL: a replica, a SELECT-only role); else ``sessions``.
     usage_sessions: async_sessionmaker[AsyncSession]
+    responses: ResponseStore
     usage_engine: AsyncEngine | None = None  # its own engine, when a read URL is set
     providers: ProviderFleet | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -163,13 +166,15 @@ def provider_fleet(settings: Settings) -> ProviderFleet | None:
                          overflow_waiting=settings.overflow_waiting_requests)
 
 
-def stage_order(billing: MeteringTasks, limiter: RateLimitStage) -> list[Stage]:
+def stage_order(billing: MeteringTasks, limiter: RateLimitStage,
+                responses: ResponsesStage | None = None) -> list[Stage]:
     """Every stage of the request path, in the one order they run (plan, admit, finish).
 
     Metering comes first so that it settles every request, also one a later stage refused (refusals are
-    counted); then the rate limits; then the spend caps, so a request a limit refused reserves no budget.
+    counted); then the rate limits; then the spend caps, so a request a limit refused reserves no budget;
+    last the stored responses, which keep the cost metering settled.
     """
-    stages: list[Stage | None] = [billing.metering, limiter, billing.budgets]
+    stages: list[Stage | None] = [billing.metering, limiter, billing.budgets, responses]
     return [s for s in stages if s is not None]
 
 
@@ -200,21 +205,23 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                    local_state)
     router = PrefixRouter(pool, keyspace, local_state, state, router_config(settings))
     providers = provider_fleet(settings)
+    responses = ResponseStore(state, local_state, keyspace, settings.responses_retention_s,
+                              settings.responses_local_max_bytes, settings.responses_max_chain)
     rt = Runtime(
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s, settings.key_stale_grace_s), workers=workers,
         forwarder=Forwarder(OpenAIWorkers(http, settings),
                             Relay(settings.upstream_max_response_bytes, settings.upstream_ttft_timeout_s),
-                            pool, router, stages=stage_order(billing, limiter), state=state, fallback=local_state,
-                            providers=providers),
+                            pool, router, stages=stage_order(billing, limiter, ResponsesStage(responses)), state=state,
+                            fallback=local_state, providers=providers),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels,
                                hosted_models=providers.models() if providers is not None else frozenset()),
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
         catalog=ModelCatalog(alias_table(settings.models), (m.name for m in settings.models if m.fallback)),
         usage_sessions=db.sessionmaker(usage_engine) if usage_engine is not None else sessions,
-        usage_engine=usage_engine, providers=providers,
+        usage_engine=usage_engine, providers=providers, responses=responses,
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)

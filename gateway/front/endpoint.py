@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway import errors
 from gateway.asgi import (
@@ -28,6 +28,7 @@ from gateway.auth import KeyCache
 from gateway.observability.prometheus import GatewayMetrics
 from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.principal import Principal
 from gateway.pipeline.request import CHAT, COMPLETIONS, ParsedRequest
 from gateway.proxy.forward import Forwarder
 from gateway.routing.catalog import ModelCatalog
@@ -54,6 +55,15 @@ class FrontAdapter(Protocol):
         ...
 
 
+@runtime_checkable
+class Resolver(Protocol):
+    """What an adapter whose requests depend on stored state (the Responses API's ``previous_response_id``)
+    has besides ``parse``: ``resolve`` completes the parsed request once the caller is known (at most one
+    read of the shared store), before the pre-request round trip."""
+
+    async def resolve(self, request: ParsedRequest, principal: Principal, request_id: str) -> ParsedRequest: ...
+
+
 def api_key_from(scope: Scope) -> str | None:
     auth = header(scope, b"authorization")
     if auth is not None:
@@ -69,6 +79,7 @@ class HotPath:
                  metrics: GatewayMetrics, request_log: RequestLog, catalog: ModelCatalog) -> None:
         self.routes = {a.path: a for a in adapters}
         self._catalog = catalog
+        self._resolvers: dict[str, Resolver] = {a.path: a for a in adapters if isinstance(a, Resolver)}
         self._keys = keys
         self._forwarder = forwarder
         self._max_body = max_body_bytes
@@ -108,6 +119,9 @@ class HotPath:
             raw = await read_body(receive, self._max_body, int(length) if length and length.isdigit() else None)
             principal = await self._keys.authenticate(api_key_from(scope))
             request = adapter.parse(raw)
+            resolver = self._resolvers.get(adapter.path)
+            if resolver is not None:
+                request = await resolver.resolve(request, principal, request_id)
             ex = Exchange(request_id=request_id, principal=principal, request=request,
                           path=UPSTREAM_PATHS.get(request.kind) or scope["path"],
                           payload=raw if request.payload is None else request.payload,

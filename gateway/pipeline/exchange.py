@@ -60,6 +60,9 @@ class Exchange:
     # What the request costs the organisation at its plan (the usage record's billed ticks), set by the
     # metering stage when it settles; None when nothing was generated.
     billed_ticks: int | None = None
+    # A whole (non-streamed) 200 answer, parsed, set before settling: what a stage may keep of it (the
+    # Responses API's stored responses).
+    answer: dict[str, Any] | None = None
     # Set once the post-request round trip ran (the Forwarder runs it before the last response byte).
     settled: bool = False
     # Set when the shared store was unreachable and local state answered instead.

@@ -56,6 +56,7 @@ class Relay:
         ex.usage = usage if isinstance(usage, dict) else None
         model = parsed.get("model")
         ex.served_model = model[:200] if isinstance(model, str) and model else None
+        ex.answer = parsed
         ex.finished_at = time.perf_counter()
         await asyncio.shield(settle())  # a client leaving now must not lose it
         body = ex.request.shape.whole(parsed, body, ex.billed_ticks)

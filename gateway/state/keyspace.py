@@ -82,6 +82,20 @@ class KeySpace:
         """Held by the one replica running the periodic Stripe sync."""
         return f"{self.prefix}:{{billing}}:sync-lock"
 
+    # --- stored responses (POST /v1/responses, store=true): one organisation's share the hash tag
+    # {resp:ORG}, so one script can follow a previous_response_id chain (also on Redis Cluster).
+    def response_base(self, org_id: str) -> str:
+        """What an organisation's response keys start with; the response id follows."""
+        return f"{self.prefix}:{{resp:{org_id}}}:"
+
+    def response(self, org_id: str, response_id: str) -> str:
+        """HASH: a stored response (prev, input, output, response), expiring after the retention time."""
+        return self.response_base(org_id) + response_id
+
+    def responses_local(self) -> str:
+        """The in-process twin's one holder of every stored response (bounded in bytes)."""
+        return f"{self.prefix}:{{resp}}:local"
+
     # --- prefix-aware routing: every key of one model shares the hash tag {rt:MODEL} -------------
     def route_tag(self, model: str) -> str:
         safe = model.replace("{", "(").replace("}", ")")

@@ -95,7 +95,8 @@ def test_the_policy_through_the_cli(backend: Backend, monkeypatch: pytest.Monkey
     assert forbid.exit_code == 0, forbid.output
     org_id, policy = forbid.stdout.strip().split("\t")
     assert policy == "providers=forbidden"
-    assert f"{org_id}\t{name}\tplan=-\tmodels=any\tproviders=forbidden" in runner.invoke(cli_app, ["orgs", "list"]).stdout
+    listed = runner.invoke(cli_app, ["orgs", "list"]).stdout
+    assert f"{org_id}\t{name}\tplan=-\tmodels=any\tproviders=forbidden" in listed
     again = runner.invoke(cli_app, ["orgs", "providers", org_id, "--default"])
     assert again.stdout.strip() == f"{org_id}\tproviders=default"
     both = runner.invoke(cli_app, ["orgs", "providers", name, "--allow", "--forbid"])
