@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     request_log: bool = True
     # Label request metrics by organisation (only where the number of organisations is bounded).
     metrics_org_labels: bool = False
+    # The per-partner cache SLO: cached share of prompt tokens over this sliding window (gauges at /metrics).
+    cache_slo_window_s: float = Field(default=3600.0, gt=0.0)
+    cache_slo_top_n: int = Field(default=10, ge=0)  # without org labels: the share of the N largest partners
+    cache_slo_min_prompt_tokens: int = Field(default=100_000, ge=0)  # below this in the window: not judged
+    cache_slo_refresh_s: float = Field(default=60.0, gt=0.0)  # how often the plans' SLOs are read from SQL
     metrics_token: str = Field(
         default="", description="When set, /metrics answers only 'Authorization: Bearer <token>' (401 otherwise).")
     metrics_address: str = Field(
@@ -169,6 +174,7 @@ class Settings(BaseSettings):
     routing_inflight_ttl_s: float = Field(default=300.0, gt=0.0)  # a lost request stops counting after this
     routing_affinity_ttl_s: float = Field(default=1800.0, gt=0.0)  # a conversation hint's binding lives this long
     routing_index_ttl_s: float = Field(default=86_400.0, gt=0.0)  # an idle worker's index expires after this
+    routing_explain: bool = False  # POST /admin/routing/explain (admin key): off unless set
 
     @field_validator("routing_policy")
     @classmethod

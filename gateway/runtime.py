@@ -20,6 +20,7 @@ from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.limits.limit_stage import RateLimitStage
 from gateway.metering.tasks import MeteringTasks
+from gateway.observability.cache_share import CacheShareCollector, CacheShareWindow
 from gateway.observability.prometheus import GatewayMetrics, StatsCollector
 from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.contract import Stage
@@ -107,6 +108,10 @@ class Runtime:
         out["gateway_rate_limit_lease_renewal_failures_total"] = [({}, lim.lease_renewal_failures)]
         return out
 
+    async def refresh_cache_slos(self) -> None:
+        """Each organisation's cache SLO (its plan's) for the cache SLO gauges, off the request path."""
+        self.metrics.cache_share.slos = await self.plans.cache_slos()
+
     async def ready(self) -> dict[str, bool]:
         checks = {"workers": self.pool.has_healthy()}
         if self.state.shared:
@@ -179,11 +184,14 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         forwarder=Forwarder(OpenAIWorkers(http, settings),
                             Relay(settings.upstream_max_response_bytes, settings.upstream_ttft_timeout_s),
                             pool, router, stages=stage_order(billing, limiter), state=state, fallback=local_state),
-        metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels),
+        metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels,
+                               cache_window=CacheShareWindow(settings.cache_slo_window_s)),
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
+    rt.metrics.add_collector(CacheShareCollector(rt.metrics.cache_share, settings.metrics_org_labels,
+                                                 settings.cache_slo_top_n, settings.cache_slo_min_prompt_tokens))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)
     try:
         await workers.sync()
@@ -193,6 +201,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt.tasks.append(asyncio.create_task(every(settings.health_interval_s, "health", pool.check_all, rt.stopping,
                                                   rt.failures)))
         rt.tasks.append(asyncio.create_task(every(settings.worker_sync_interval_s, "worker-sync", workers.sync,
+                                                  rt.stopping, rt.failures)))
+        rt.tasks.append(asyncio.create_task(every(settings.cache_slo_refresh_s, "cache-slos", rt.refresh_cache_slos,
                                                   rt.stopping, rt.failures)))
         rt.tasks.append(asyncio.create_task(every(1.0, "settle-later", rt.forwarder.settle_later, rt.stopping,
                                                   rt.failures)))
