@@ -449,8 +449,13 @@ def mooncake_runs(args: argparse.Namespace, base_env: dict[str, str]) -> None:
 # (label, policy, session hints). The pinning client is the gateway's session_hash policy fed the
 # session id: a rendezvous hash of the id over the workers, what a client hashing its session id mod
 # the workers does, through the same gateway hop (so TTFT compares like with like).
-HARD_ROWS = [("pinning client (session hash)", "session_hash", True), ("prefix_aware, hints", "prefix_aware", True),
-             ("prefix_aware, no hints", "prefix_aware", False)]
+HARD_ROWS: list[tuple[str, str, bool, dict[str, str]]] = [
+    ("pinning client (session hash)", "session_hash", True, {}),
+    ("prefix_aware, hints", "prefix_aware", True, {}),
+    ("prefix_aware, no hints", "prefix_aware", False, {}),
+    # the same without the session inference lever (docs/routing.md), for comparison
+    ("  no hints, no inference", "prefix_aware", False, {"GATEWAY_ROUTING_INFER_SESSIONS": "false"}),
+]
 
 
 def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argparse.Namespace, kv: int,
@@ -460,11 +465,11 @@ def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argpars
     out: list[Row] = []
     ceil: float | None = None
     working_set = 0
-    for label, policy, hints in HARD_ROWS:
+    for label, policy, hints, extra in HARD_ROWS:
         if policy not in args.policies:
             continue
         sims.reset()
-        gws = start_gateways(policy, 1, sims, base_env, "0" if args.pin else None)
+        gws = start_gateways(policy, 1, sims, base_env, "0" if args.pin else None, extra)
         try:
             t0 = time.perf_counter()
             run = asyncio.run(job([g.url for g in gws], hints))
@@ -482,7 +487,7 @@ def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argpars
 
 def hard_agentic_runs(args: argparse.Namespace, base_env: dict[str, str]) -> None:
     cfg = hard_agentic(args.quick)
-    kv = 18_000 if args.quick else 50_000  # all four caches together: about 40% of the working set
+    kv = 20_000 if args.quick else 52_000  # all four caches together: 30-50% of the working set
     sims = SimFarm(sim_configs(args.workers, kv, 50_000.0, 1000.0), cpu=1 if args.pin else None)
     try:
         keys = make_keys(base_env, [f"hard-partner-{p}" for p in range(cfg.partners)])
@@ -497,7 +502,7 @@ def hard_agentic_runs(args: argparse.Namespace, base_env: dict[str, str]) -> Non
 def mooncake_pressure(args: argparse.Namespace, base_env: dict[str, str]) -> None:
     n = 600 if args.quick else 1200
     block_tokens = 32
-    requests = list(mooncake(n, block_tokens, duration_s=10.0 if args.quick else 20.0, offset=args.offset))
+    requests = list(mooncake(n, block_tokens, duration_s=30.0 if args.quick else 60.0, offset=args.offset))
     key = make_keys(base_env, ["mooncake-pressure"])[0]
     kv = 40_000 if args.quick else 80_000
     sims = SimFarm(sim_configs(args.workers, kv, 40_000.0, 1000.0), cpu=1 if args.pin else None)

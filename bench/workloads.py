@@ -91,10 +91,12 @@ def agentic_sessions(cfg: AgenticConfig) -> list[Session]:
 
 def hard_agentic(quick: bool) -> AgenticConfig:
     """The hardest agentic load: four partners with long hot system prompts and tool lists, sessions of
-    32 turns (20 quick) whose think time lets other sessions evict them, starting in three bursts."""
+    32 turns (20 quick) whose think time lets other sessions evict them, starting in bursts of eight (six
+    quick) sessions at once; a burst arrives while the one before is still running, so the sessions
+    alive at once fit the caches together only if they are spread evenly over them."""
     return AgenticConfig(partners=4, sessions=24 if quick else 48, turns=20 if quick else 32, system_tokens=2000,
                          tool_list_tokens=800, tool_result_tokens=(40, 600), answer_tokens=24,
-                         think_s=(0.2, 1.2), bursts=3, burst_gap_s=4.0 if quick else 6.0, seed=11)
+                         think_s=(0.2, 1.2), bursts=4 if quick else 6, burst_gap_s=12.0 if quick else 16.0, seed=11)
 
 
 def tool_result(session: Session, turn: int) -> str:

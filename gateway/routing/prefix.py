@@ -110,6 +110,35 @@ def chat_bytes(body: dict[str, Any]) -> bytes:
     return "".join(parts).encode("utf-8", "surrogatepass")
 
 
+def opening_bytes(body: dict[str, Any]) -> bytes | None:
+    """Canonical bytes of a chat conversation's opening: the system message, the tools, and the
+    messages up to the first assistant message (or the first message after the system one, before the
+    first answer): every later turn of the same conversation starts with exactly these. None when the
+    request has no message past the system one. Costs at most the opening's size."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    parts: list[str] = []
+    start = 0
+    if isinstance(messages[0], dict) and messages[0].get("role") in _SYSTEM_ROLES:
+        _message(messages[0], parts)
+        start = 1
+    if start >= len(messages):
+        return None
+    tools = body.get("tools")
+    if tools:
+        parts.append(_TOOLS)
+        parts.append(orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode())
+    _message(messages[start], parts)
+    for i in range(start + 1, len(messages)):
+        m = messages[i]
+        if not isinstance(m, dict) or m.get("role") != "assistant":
+            continue
+        _message(m, parts)
+        break
+    return "".join(parts).encode("utf-8", "surrogatepass")
+
+
 def completion_bytes(body: dict[str, Any]) -> bytes:
     """Canonical bytes of a completions request: the text, or the first token-id list packed."""
     prompt = body.get("prompt")

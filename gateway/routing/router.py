@@ -30,7 +30,7 @@ from gateway.routing.explain import PEEK, Decision, decide
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.policies import Choice, PrefixAware, RouteNote, make_policy
 from gateway.routing.pool import WorkerPool
-from gateway.routing.prefix import PrefixKey, bytes_in_blocks, prefix_key
+from gateway.routing.prefix import PrefixKey, bytes_in_blocks, opening_bytes, prefix_key
 from gateway.routing.stats import RoutingStats
 from gateway.routing.worker import Worker
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
@@ -60,6 +60,9 @@ class RouterConfig:
     # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
     load_cost_tokens: float = 0.0
     load_cost_share: float = 0.2
+    # Without a hint, a chat conversation is known by its opening (prefix.opening_bytes) and keeps its
+    # worker like a hinted one.
+    infer_sessions: bool = True
 
 
 def conversation_hint(ex: Exchange) -> str | None:
@@ -281,6 +284,10 @@ class PrefixRouter:
         else:
             salt = client_salt
         hint = hint_of(headers, body)
+        if hint is None and chat and self.config.infer_sessions:
+            opening = opening_bytes(dict(body))
+            if opening:
+                hint = "\x00opening " + xxh3_64_hexdigest(opening)
         hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
         cfg = self.config
         if self.policy.prefix:

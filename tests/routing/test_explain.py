@@ -37,7 +37,8 @@ async def test_explain_is_off_by_default(gateway: ServedGateway, api_key: str) -
 
 
 async def test_explain_says_where_and_why_for_admins_only(backend: Backend, sims: list[RunningSim]) -> None:
-    gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims], routing_explain=True))
+    gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims], routing_explain=True,
+                                              routing_infer_sessions=False))
     try:
         rt = gw.app.runtime
         org = await rt.keys.get_or_create_org("explain-" + backend.name)
@@ -68,10 +69,38 @@ async def test_explain_says_where_and_why_for_admins_only(backend: Backend, sims
         assert all(c["matched_blocks"] == 0 for w, c in by_worker.items() if w != served_by)
         assert first["bound"] >= 1 and all(c["eligible"] for c in first["candidates"])
         assert first["blocks"] > by_worker[served_by]["matched_blocks"]  # this turn is longer
-        # without the hint the cost decides, and still picks the worker holding the prefix
+        # without the hint (and without session inference) the cost decides: the worker holding the prefix
         async with aiohttp.ClientSession() as http:
             status, cost = await _explain(http, gw.url, {"org_id": org.id, "body": _conversation(3)})
         assert status == 200 and cost["chosen"] == served_by and cost["hint"] is False
         assert cost["reason"].startswith("lowest cost") and "runner-up" in cost["reason"]
     finally:
         await gw.stop()
+
+
+async def test_without_a_hint_a_conversation_is_known_by_its_opening(backend: Backend, sims: list[RunningSim]) -> None:
+    """Session inference: turns 2, 3, ... of a conversation open with the same messages (the system one,
+    the first user one, the first answer), so the router binds that opening to the worker as it does a
+    hint; with GATEWAY_ROUTING_INFER_SESSIONS=false nothing is bound."""
+    for infer in (True, False):
+        gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims], routing_explain=True,
+                                                  routing_infer_sessions=infer,
+                                                  redis_prefix=f"{backend.redis_prefix}-infer-{infer}"))
+        try:
+            rt = gw.app.runtime
+            org = await rt.keys.get_or_create_org(f"infer-{backend.name}-{infer}")
+            key = (await rt.keys.create_key(org.id, "k")).key
+            async with aiohttp.ClientSession() as http:
+                for turns in (1, 2):
+                    async with http.post(gw.url + "/v1/chat/completions", json=_conversation(turns),
+                                         headers={"Authorization": f"Bearer {key}"}) as resp:
+                        assert resp.status == 200, await resp.text()
+                        served_by = resp.headers["x-gateway-worker"]
+                status, out = await _explain(http, gw.url, {"org_id": org.id, "body": _conversation(3)})
+            assert status == 200
+            if infer:
+                assert out["hint"] is True and out["bound_worker"] == served_by and "affinity" in out["reason"]
+            else:
+                assert out["hint"] is False and out["bound_worker"] is None
+        finally:
+            await gw.stop()
