@@ -176,7 +176,6 @@ class Settings(BaseSettings):
     routing_index_ttl_s: float = Field(default=86_400.0, gt=0.0)  # an idle worker's index expires after this
     routing_explain: bool = False  # POST /admin/routing/explain (admin key): off unless set
     routing_infer_sessions: bool = True  # no hint: a chat conversation is known by its opening messages
-    routing_new_session_match_weight: float = Field(default=1.0, ge=0.0, le=1.0)  # a new conversation's match
 
     @field_validator("routing_policy")
     @classmethod

@@ -34,10 +34,6 @@ class RuleParams:
     load_slack: float = 2.0
     kv_limit: float = 0.95
     load_cost: float = 8.0  # blocks of prefill one request in flight is worth
-    # A conversation's first request (its hint, sent or inferred, bound to no worker yet) counts its
-    # matched blocks at this weight: what it shares with others is a system prompt worth copying, and
-    # where it starts decides where all its later turns go.
-    new_match_weight: float = 1.0
 
 
 def eligible(loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool], params: RuleParams) -> list[bool]:
@@ -62,14 +58,11 @@ def eligible(loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool
 
 
 def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool],
-         params: RuleParams, start: int, affinity: int = -1, prefix: bool = True,
-         new: bool = False) -> tuple[int, bool]:
-    """The chosen candidate's index (-1: none allowed) and whether the affinity hint decided it. ``new``:
-    the request starts a conversation (its hint is bound to no worker)."""
+         params: RuleParams, start: int, affinity: int = -1, prefix: bool = True) -> tuple[int, bool]:
+    """The chosen candidate's index (-1: none allowed) and whether the affinity hint decided it."""
     ok = eligible(loads, kv, allowed, params)
     if 0 <= affinity < len(ok) and ok[affinity]:
         return affinity, True
-    weight = params.new_match_weight if new else 1.0
     n = len(ok)
     best = -1
     best_cost = 0.0
@@ -77,7 +70,7 @@ def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], al
         i = (start + k) % n
         if not ok[i]:
             continue
-        cost = params.load_cost * loads[i] - (weight * matches[i] if prefix else 0)
+        cost = params.load_cost * loads[i] - (matches[i] if prefix else 0)
         if best < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[best]):
             best, best_cost = i, cost
     return best, False

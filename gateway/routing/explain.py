@@ -87,7 +87,7 @@ class Decision:
 
 def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], waiting: Sequence[float],
            kv: Sequence[float], matched_bytes: Sequence[int], rule: RuleParams, bound_to: str | None,
-           prefix: bool, new: bool = False) -> tuple[float, list[Candidate], str | None, str]:
+           prefix: bool) -> tuple[float, list[Candidate], str | None, str]:
     """The rule of ``choose.pick`` with its reasons (ties broken by KV usage, then by position here:
     the request path rotates the tie order per request)."""
     n = len(ids)
@@ -98,7 +98,6 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
     under = [loads[i] + 1 <= bound for i in range(n)]
     both = [under[i] and kv[i] < rule.kv_limit for i in range(n)]
     ok = both if any(both) else under if any(under) else [True] * n
-    weight = rule.new_match_weight if new else 1.0
     out: list[Candidate] = []
     for i in range(n):
         note = ""
@@ -106,7 +105,7 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
             note = f"over the load bound ({loads[i]:g} + 1 > {bound:.2f})"
         elif not both[i] and any(both):
             note = f"KV usage {kv[i]:.2f} >= kv_limit {rule.kv_limit:g}"
-        cost = rule.load_cost * loads[i] - (weight * matches[i] if prefix else 0) if ok[i] else None
+        cost = rule.load_cost * loads[i] - (matches[i] if prefix else 0) if ok[i] else None
         out.append(Candidate(ids[i], matches[i], matched_bytes[i], flights[i], waiting[i], loads[i], kv[i], ok[i],
                              cost, note))
     if bound_to is not None and bound_to in ids:
@@ -126,7 +125,7 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
     w = out[best]
     others = sorted((c for c in out if c.cost is not None and c is not w), key=lambda c: c.cost or 0.0)
     reason = (f"lowest cost {w.cost:.2f} = {rule.load_cost:.2f} x load {w.load:g} - {w.matched_blocks if prefix else 0}"
-              f" matched blocks" + (f" x {weight:g} (a new conversation)" if weight != 1.0 else ""))
+              f" matched blocks")
     if others:
         r = others[0]
         reason += (f"; runner-up {r.worker} at {r.cost:.2f} (load {r.load:g}, "

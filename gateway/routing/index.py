@@ -44,14 +44,14 @@ def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, 
 def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
     hashes: bytes = args[0]
     use_prefix = _s(args[1]) == "1"
-    params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]), float(args[12]))
+    params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]))
     start = int(args[6])
     rid = _s(args[7])
     inflight_ttl = int(args[8])
     affinity_ttl = int(args[9])
     has_hint = _s(args[10]) == "1"
     index_ttl = int(args[11])
-    f = 13
+    f = 12
     n = (len(keys) - 1) // 2
     blocks = len(hashes) // _H
     ids: list[str] = []
@@ -80,13 +80,11 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
             m = lo
         matches.append(m)
     affinity = -1
-    new = False
     if has_hint:
         bound_to = store.value(keys[0]).get("v")
         if bound_to is not None and bound_to in ids:
             affinity = ids.index(bound_to)
-        new = bound_to is None
-    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix, new)
+    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix)
     evicted = 0
     last_use: Any = ""
     if chosen >= 0:

@@ -134,7 +134,6 @@ class PrefixRouter:
             cfg.affinity_ttl_ms,
             "1" if note.hint else "0",
             cfg.index_ttl_ms,
-            cfg.rule.new_match_weight,
         ]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id))
@@ -324,8 +323,7 @@ class PrefixRouter:
         bound, rows, chosen, reason = decide(
             [w.id for w in candidates], matches, flights, [w.metrics.get("waiting", 0.0) for w in candidates],
             [w.metrics.get("kv", 0.0) for w in candidates],
-            [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix,
-            new=note.hint is not None and bound_to is None)
+            [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix)
         if not self.policy.scripted:
             reason = f"policy {self.policy.name} does not use the shared index; " + reason
         return Decision(self.policy.name, note.key.blocks, note.key.total_bytes, rule.load_cost, rule.load_factor,

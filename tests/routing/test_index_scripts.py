@@ -51,10 +51,10 @@ def chain(tag: str, n: int, after: bytes = b"") -> bytes:
 
 async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str | None = None,
                 waiting: tuple[float, ...] = (0, 0, 0), kv: tuple[float, ...] = (0, 0, 0), start: int = 0,
-                prefix: bool = True, cap: int = 1000, new_weight: float = 1.0) -> dict[str, Any]:
+                prefix: bool = True, cap: int = 1000) -> dict[str, Any]:
     keys = [ks.affinity(MODEL, hint or "-")]
     args: list[Any] = [hashes, "1" if prefix else "0", 1.25, 2.0, 0.95, 4.0, start, rid, 60_000, 60_000,
-                       "1" if hint else "0", 60_000, new_weight]
+                       "1" if hint else "0", 60_000]
     for i, w in enumerate(WORKERS):
         keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
         args += [w, waiting[i], kv[i], cap]
@@ -114,23 +114,6 @@ async def test_affinity_hint_binds_a_conversation(store: tuple[StateStore, KeySp
     assert r3["chosen"] != "w-c"  # load wins over the hint...
     r4 = await route(st, ks, b"", "r4", hint="conv-1", start=0)
     assert r4["chosen"] == r3["chosen"] and r4["affinity"]  # ...and the conversation follows
-
-
-async def test_a_new_conversation_weighs_a_shared_prefix_at_the_new_match_weight(
-        store: tuple[StateStore, KeySpace]) -> None:
-    st, ks = store
-    shared = chain("partner-system", 8)
-    await record(st, ks, "w-a", shared, "warm")
-    ask = shared + chain("task", 1, after=shared)[64:]
-    # w-a holds the shared prompt and has one request in flight (load cost 4 blocks < 8 matched)
-    busy = await route(st, ks, b"", "busy", start=0)
-    assert busy["chosen"] == "w-a"
-    full = await route(st, ks, ask, "a", hint="new-conv-1", start=1)
-    assert full["chosen"] == "w-a" and full["matches"][0] == 8  # weight 1: the match outweighs the queue
-    lean = await route(st, ks, ask, "b", hint="new-conv-2", start=1, new_weight=0.0)
-    assert lean["chosen"] == "w-b"  # weight 0: a new conversation starts where the queue is shortest
-    again = await route(st, ks, ask, "c", hint="new-conv-2", start=1, new_weight=0.0)
-    assert again["chosen"] == "w-b" and again["affinity"]  # bound: the weight no longer applies
 
 
 async def test_bound_evicts_oldest_and_leaves_prefixes(store: tuple[StateStore, KeySpace]) -> None:

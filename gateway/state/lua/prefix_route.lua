@@ -6,7 +6,6 @@
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
 -- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
 --       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms,
---       new_match_weight (a conversation's first request: the weight of its matched blocks),
 --       then per candidate: id, waiting, kv usage, index bound (entries).
 -- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
 -- is left of a chain after eviction is always a prefix of it (the binary search below relies on this).
@@ -25,8 +24,7 @@ local inflight_ttl = tonumber(ARGV[9])
 local affinity_ttl = tonumber(ARGV[10])
 local has_hint = ARGV[11] == '1'
 local index_ttl = tonumber(ARGV[12])
-local new_weight = tonumber(ARGV[13])
-local F = 13
+local F = 12
 local n = (#KEYS - 1) / 2
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
@@ -79,15 +77,12 @@ end
 
 -- choice (choose.pick)
 local chosen, by_affinity = -1, 0
-local weight = 1
 if has_hint then
   local bound_to = redis.call('GET', KEYS[1])
   if bound_to then
     for i = 1, n do
       if ids[i] == bound_to and ok[i] then chosen = i; by_affinity = 1 end
     end
-  else
-    weight = new_weight
   end
 end
 if chosen < 0 then
@@ -96,7 +91,7 @@ if chosen < 0 then
     local i = (start + k) % n + 1
     if ok[i] then
       local cost = load_cost * loads[i]
-      if use_prefix then cost = cost - weight * matches[i] end
+      if use_prefix then cost = cost - matches[i] end
       if chosen < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[chosen]) then
         chosen = i
         best_cost = cost
