@@ -453,8 +453,8 @@ HARD_ROWS: list[tuple[str, str, bool, dict[str, str]]] = [
     ("pinning client (session hash)", "session_hash", True, {}),
     ("prefix_aware, hints", "prefix_aware", True, {}),
     ("prefix_aware, no hints", "prefix_aware", False, {}),
-    # the same with the session inference lever (off by default; docs/routing.md), for comparison
-    ("  no hints, session inference", "prefix_aware", False, {"GATEWAY_ROUTING_INFER_SESSIONS": "true"}),
+    # the same without the session inference lever (on by default; docs/routing.md), for comparison
+    ("  no hints, no inference", "prefix_aware", False, {"GATEWAY_ROUTING_INFER_SESSIONS": "false"}),
 ]
 
 

@@ -175,7 +175,7 @@ class Settings(BaseSettings):
     routing_affinity_ttl_s: float = Field(default=1800.0, gt=0.0)  # a conversation hint's binding lives this long
     routing_index_ttl_s: float = Field(default=86_400.0, gt=0.0)  # an idle worker's index expires after this
     routing_explain: bool = False  # POST /admin/routing/explain (admin key): off unless set
-    routing_infer_sessions: bool = False  # no hint: a chat conversation is known by its opening messages
+    routing_infer_sessions: bool = True  # no hint: a chat conversation is known by its opening messages
 
     @field_validator("routing_policy")
     @classmethod

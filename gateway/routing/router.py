@@ -61,8 +61,8 @@ class RouterConfig:
     load_cost_tokens: float = 0.0
     load_cost_share: float = 0.2
     # Without a hint, a chat conversation is known by its opening (prefix.opening_bytes) and keeps its
-    # worker like a hinted one (off by default: docs/routing.md has the figures).
-    infer_sessions: bool = False
+    # worker like a hinted one (docs/routing.md has the figures).
+    infer_sessions: bool = True
 
 
 def conversation_hint(ex: Exchange) -> str | None:
