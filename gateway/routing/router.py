@@ -30,7 +30,15 @@ from gateway.routing.explain import PEEK, Decision, decide
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.policies import Choice, PrefixAware, RouteNote, make_policy
 from gateway.routing.pool import WorkerPool
-from gateway.routing.prefix import PrefixKey, bytes_in_blocks, opening_bytes, prefix_key
+from gateway.routing.prefix import (
+    PrefixKey,
+    block_hashes,
+    bytes_in_blocks,
+    chat_canonical,
+    completion_bytes,
+    opening_bytes,
+    root_hash,
+)
 from gateway.routing.stats import RoutingStats
 from gateway.routing.worker import Worker
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
@@ -284,16 +292,23 @@ class PrefixRouter:
         else:
             salt = client_salt
         hint = hint_of(headers, body)
-        if hint is None and chat and self.config.infer_sessions:
-            opening = opening_bytes(dict(body))
-            if opening:
-                hint = "\x00opening " + xxh3_64_hexdigest(opening)
-        hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
         cfg = self.config
+        opening: bytes | memoryview | None = None
         if self.policy.prefix:
-            key = prefix_key(chat, dict(body), model, salt, cfg.block_bytes, cfg.max_blocks)
+            if chat:
+                data, opening_len = chat_canonical(body)
+                opening = memoryview(data)[:opening_len] if opening_len else None
+            else:
+                data = completion_bytes(body)
+            key = PrefixKey(block_hashes(data, root_hash(model, salt), cfg.block_bytes, cfg.max_blocks), len(data),
+                            cfg.block_bytes)
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
+            if hint is None and chat and cfg.infer_sessions:
+                opening = opening_bytes(body)
+        if hint is None and opening is not None and cfg.infer_sessions:
+            hint = "\x00opening " + xxh3_64_hexdigest(opening)
+        hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
         return RouteNote(key=key, salt=salt, hint=hint_key)
 
     async def explain(self, principal: Principal, body: Mapping[str, Any], headers: Mapping[str, str], chat: bool,
