@@ -9,6 +9,11 @@ infinite cache would have served (the ceiling, replayed offline through the simu
 template and block hashing), that share as a fraction of the ceiling, load imbalance (max / mean
 prefill work, i.e. uncached prompt tokens, per worker), and mean / p99 time to first token.
 
+The harder workloads (``hard``, ``mooncake_pressure``) print, per workload: the session-pinning
+client (a hash of the session id over the workers), prefix_aware with and without session hints
+(``x-grok-conv-id``; Mooncake: ``prompt_cache_key`` = its conversation), and the one-worker
+unbounded-cache ceiling with the working set, caches at 30-50% of it.
+
 Workloads: ``agentic`` (synthetic coding agents: sessions of tens of turns, each turn appending the
 answer and a tool result, sessions of a partner sharing a long system prompt and tool list; each
 partner its own organisation, so its own cache salt) and ``mooncake`` (the Mooncake conversation
@@ -37,7 +42,7 @@ import aiohttp
 import orjson
 
 from bench.common import ROOT, Proc, free_port, pinned, wait_http
-from bench.workloads import AgenticConfig, Session, agentic_sessions, mooncake, tool_result
+from bench.workloads import AgenticConfig, Session, agentic_sessions, hard_agentic, mooncake, tool_result
 from workersim.kvcache import PrefixCache
 from workersim.prompt import PromptBuilder
 from workersim.sim_settings import SimConfig
@@ -165,7 +170,8 @@ def pick_url(urls: list[str], rng: random.Random) -> str:
     return urls[0] if len(urls) == 1 else urls[rng.randrange(len(urls))]
 
 
-async def run_agentic(urls: list[str], keys: list[str], cfg: AgenticConfig, hints: bool) -> Run:
+async def run_agentic(urls: list[str], keys: list[str], cfg: AgenticConfig, hints: bool,
+                      hint_header: str = "x-session-id") -> Run:
     run = Run()
     rng = random.Random(1)
     sessions = agentic_sessions(cfg)
@@ -175,7 +181,7 @@ async def run_agentic(urls: list[str], keys: list[str], cfg: AgenticConfig, hint
         messages = list(s.messages)
         for turn in range(cfg.turns):
             body = {"model": MODEL, "messages": list(messages), "tools": s.tools, "max_tokens": cfg.answer_tokens}
-            headers = {"x-session-id": s.session_id} if hints else {}
+            headers = {hint_header: s.session_id} if hints else {}
             rec = await send(http, pick_url(urls, rng), "/v1/chat/completions", keys[s.partner], body, headers)
             run.sent.append(Sent(rec, body, s.partner, True))
             if not rec.ok:
@@ -191,7 +197,7 @@ async def run_agentic(urls: list[str], keys: list[str], cfg: AgenticConfig, hint
     return run
 
 
-async def run_mooncake(urls: list[str], key: str, requests: list[Any]) -> Run:
+async def run_mooncake(urls: list[str], key: str, requests: list[Any], hints: bool = False) -> Run:
     run = Run()
     rng = random.Random(1)
     t0 = time.perf_counter()
@@ -201,6 +207,8 @@ async def run_mooncake(urls: list[str], key: str, requests: list[Any]) -> Run:
         if delay > 0:
             await asyncio.sleep(delay)
         body = {"model": MODEL, "prompt": r.prompt, "max_tokens": r.max_tokens}
+        if hints:
+            body["prompt_cache_key"] = r.session
         rec = await send(http, pick_url(urls, rng), "/v1/completions", key, body, {})
         run.sent.append(Sent(rec, body, 0, False))
 
@@ -213,6 +221,11 @@ async def run_mooncake(urls: list[str], key: str, requests: list[Any]) -> Run:
 # --- figures ----------------------------------------------------------------------------------------
 def ceiling(run: Run, block_size: int = 16) -> float:
     """Share of prompt tokens one infinitely large prefix cache would have served, in send order."""
+    return ceiling_and_working_set(run, block_size)[0]
+
+
+def ceiling_and_working_set(run: Run, block_size: int = 16) -> tuple[float, int]:
+    """The ceiling, and the working set: distinct tokens (full blocks) of every prompt and answer."""
     tok = Tokenizer()
     prompts = PromptBuilder(tok)
     cache = PrefixCache(1, block_size, namespace=MODEL)
@@ -232,7 +245,7 @@ def ceiling(run: Run, block_size: int = 16) -> float:
         total += len(ids)
         hit += min(matched * block_size, ((len(ids) - 1) // block_size) * block_size)
         seen.update(cache.block_hashes(ids + tok.encode(s.rec.answer), salt, hashes))
-    return hit / total if total else 0.0
+    return (hit / total if total else 0.0), len(seen) * block_size
 
 
 @dataclass
@@ -243,7 +256,7 @@ class Row:
     share: float
     ceiling: float
     imbalance: float
-    ttft_mean_ms: float
+    ttft_p50_ms: float
     ttft_p99_ms: float
     seconds: float
 
@@ -260,20 +273,26 @@ def figures(name: str, run: Run, workers: int, seconds: float, ceil: float) -> R
     mean = sum(loads) / len(loads) if loads else 0
     ttfts = sorted(r.ttft for r in ok)
     return Row(name, len(recs), len(recs) - len(ok), cached / prompt if prompt else 0.0, ceil,
-               max(loads) / mean if mean else 0.0, 1000 * sum(ttfts) / max(1, len(ttfts)),
+               max(loads) / mean if mean else 0.0, 1000 * ttfts[len(ttfts) // 2] if ttfts else 0.0,
                1000 * ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))] if ttfts else 0.0, seconds)
 
 
 def print_header(title: str) -> None:
     print(f"\n{title}")
     print(f"{'policy':<30} {'reqs':>5} {'err':>4} {'cached':>7} {'ceiling':>8} {'of ceil':>8} {'imbal':>6} "
-          f"{'ttft ms':>8} {'p99 ms':>8} {'secs':>5}", flush=True)
+          f"{'p50 ms':>8} {'p99 ms':>8} {'secs':>5}", flush=True)
 
 
 def print_row(r: Row) -> None:
     of = r.share / r.ceiling if r.ceiling else 0.0
     print(f"{r.name:<30} {r.requests:5d} {r.errors:4d} {r.share:7.3f} {r.ceiling:8.3f} {of:8.3f} {r.imbalance:6.2f} "
-          f"{r.ttft_mean_ms:8.1f} {r.ttft_p99_ms:8.1f} {r.seconds:5.1f}", flush=True)
+          f"{r.ttft_p50_ms:8.1f} {r.ttft_p99_ms:8.1f} {r.seconds:5.1f}", flush=True)
+
+
+def print_ceiling(ceil: float, working_set: int, workers: int, kv: int) -> None:
+    print(f"{'ceiling (1 worker, unbounded cache)':<30} {'':>5} {'':>4} {ceil:7.3f} {ceil:8.3f} {1.0:8.3f} "
+          f"{'':>6}  working set {working_set:,} tokens; caches {workers * kv / max(1, working_set):.0%} of it",
+          flush=True)
 
 
 # --- gateways -----------------------------------------------------------------------------------------
@@ -428,9 +447,79 @@ def mooncake_runs(args: argparse.Namespace, base_env: dict[str, str]) -> None:
             sims.stop()
 
 
+# --- the harder workloads: rows against the session-pinning client and the ceiling ------------------
+# (label, policy, session hints). The pinning client is the gateway's session_hash policy fed the
+# session id: a rendezvous hash of the id over the workers, what a client hashing its session id mod
+# the workers does, through the same gateway hop (so TTFT compares like with like).
+HARD_ROWS: list[tuple[str, str, bool, dict[str, str]]] = [
+    ("pinning client (session hash)", "session_hash", True, {}),
+    ("prefix_aware, hints", "prefix_aware", True, {}),
+    ("prefix_aware, no hints", "prefix_aware", False, {}),
+    # the same without the session inference lever (on by default; docs/routing.md), for comparison
+    ("  no hints, no inference", "prefix_aware", False, {"GATEWAY_ROUTING_INFER_SESSIONS": "false"}),
+]
+
+
+def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argparse.Namespace, kv: int,
+              job: Any) -> list[Row]:
+    """Every row of HARD_ROWS on one workload (``job(urls, hints)``), then the ceiling row."""
+    print_header(title)
+    out: list[Row] = []
+    ceil: float | None = None
+    working_set = 0
+    for label, policy, hints, extra in HARD_ROWS:
+        if policy not in args.policies:
+            continue
+        sims.reset()
+        gws = start_gateways(policy, 1, sims, base_env, "0" if args.pin else None, extra)
+        try:
+            t0 = time.perf_counter()
+            run = asyncio.run(job([g.url for g in gws], hints))
+            seconds = time.perf_counter() - t0
+        finally:
+            stop_all(gws)
+        if ceil is None:
+            ceil, working_set = ceiling_and_working_set(run)
+        row = figures(label, run, args.workers, seconds, ceil)
+        print_row(row)
+        out.append(row)
+    print_ceiling(ceil or 0.0, working_set, args.workers, kv)
+    return out
+
+
+def hard_agentic_runs(args: argparse.Namespace, base_env: dict[str, str]) -> None:
+    cfg = hard_agentic(args.quick)
+    kv = 20_000 if args.quick else 52_000  # all four caches together: 30-50% of the working set
+    sims = SimFarm(sim_configs(args.workers, kv, 50_000.0, 1000.0), cpu=1 if args.pin else None)
+    try:
+        keys = make_keys(base_env, [f"hard-partner-{p}" for p in range(cfg.partners)])
+        hard_rows(f"hard agentic: {cfg.sessions} sessions x {cfg.turns} turns in {cfg.bursts} bursts, "
+                  f"{cfg.partners} partners, think {cfg.think_s[0]}-{cfg.think_s[1]} s, "
+                  f"{args.workers} workers x {kv:,} KV tokens", sims, base_env, args, kv,
+                  lambda urls, hints: run_agentic(urls, keys, cfg, hints, "x-grok-conv-id"))
+    finally:
+        sims.stop()
+
+
+def mooncake_pressure(args: argparse.Namespace, base_env: dict[str, str]) -> None:
+    n = 600 if args.quick else 1200
+    block_tokens = 32
+    requests = list(mooncake(n, block_tokens, duration_s=30.0 if args.quick else 60.0, offset=args.offset))
+    key = make_keys(base_env, ["mooncake-pressure"])[0]
+    kv = 40_000 if args.quick else 80_000
+    sims = SimFarm(sim_configs(args.workers, kv, 40_000.0, 1000.0), cpu=1 if args.pin else None)
+    try:
+        hard_rows(f"mooncake under cache pressure: {n} requests, blocks of 512 -> {block_tokens} tokens, "
+                  f"{args.workers} workers x {kv:,} KV tokens (hint: prompt_cache_key = the conversation)",
+                  sims, base_env, args, kv, lambda urls, hints: run_mooncake(urls, key, requests, hints))
+    finally:
+        sims.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", default="agentic,mooncake")
+    ap.add_argument("--workload", default="agentic,mooncake,hard,mooncake_pressure",
+                    help="comma-separated: agentic, mooncake, hard, mooncake_pressure")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="a smaller run")
     ap.add_argument("--offset", type=int, default=0, help="first Mooncake row")
@@ -457,6 +546,10 @@ def main() -> None:
                 agentic(args, base_env)
             elif workload == "mooncake":
                 mooncake_runs(args, base_env)
+            elif workload == "hard":
+                hard_agentic_runs(args, base_env)
+            elif workload == "mooncake_pressure":
+                mooncake_pressure(args, base_env)
             else:
                 raise SystemExit(f"unknown workload {workload!r}")
     finally:

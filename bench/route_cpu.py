@@ -1,6 +1,6 @@
 """Routing CPU per request for a long prompt: hashing, the decision and the index update.
 
-    python -m bench.route_cpu [--tokens 100000] [--workers 8] [--rounds 200]
+    python -m bench.route_cpu [--tokens 100000] [--workers 8] [--rounds 200] [--levers]
 
 A chat request of about ``--tokens`` tokens (a coding agent's conversation: system prompt, tools, turns
 of answers and tool results; ~4 bytes per token). Prints, per request, in microseconds of this
@@ -9,6 +9,10 @@ process's CPU: canonical bytes + chained block hashes (and per 100 KB of prompt)
 updates, so this is decision + index update entirely in the gateway); the same on Redis, where the
 gateway's share is building and sending the pipeline and Redis runs the Lua (its own time per call is
 read from ``INFO commandstats``).
+
+``--levers``: the in-process routing work per request with the session-inference lever on and off,
+side by side, for prompts of about 1 KB, 10 KB, 100 KB and 500 KB (is it unchanged at 1 KB, and at
+most linear in the prompt's length?).
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ MODEL = "grok-code-fast-1"
 
 def conversation(tokens: int, seed: int = 1) -> bytes:
     rng = random.Random(seed)
-    messages: list[dict[str, Any]] = [{"role": "system", "content": words(rng, 2000)},
-                                      {"role": "user", "content": words(rng, 100)}]
-    size = 2100
+    system = min(2000, max(20, tokens // 2))
+    messages: list[dict[str, Any]] = [{"role": "system", "content": words(rng, system)},
+                                      {"role": "user", "content": words(rng, min(100, max(10, tokens // 10)))}]
+    size = system + 100
     turn = 0
     while size < tokens:
-        result = rng.randint(200, 3000)
+        result = rng.randint(min(200, tokens // 4), min(3000, max(200, tokens // 4)))
         messages.append({"role": "assistant", "content": words(rng, 40), "tool_calls": [
             {"id": f"c{turn}", "type": "function", "function": {"name": "read", "arguments": '{"path": "a.py"}'}}]})
         messages.append({"role": "tool", "tool_call_id": f"c{turn}", "content": words(rng, result)})
@@ -101,7 +106,11 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    ap.add_argument("--levers", action="store_true", help="the session-inference lever on and off, by prompt size")
     args = ap.parse_args()
+    if args.levers:
+        await levers(args)
+        return
     raw = conversation(args.tokens)
     body = orjson.loads(raw)
     cfg = RouterConfig()
@@ -116,6 +125,34 @@ async def main() -> None:
     print(f"(for scale: parsing the JSON body once:    {parse_us:8.1f} us/request)")
 
     await with_pool_state(args, raw)
+
+
+async def levers(args: argparse.Namespace) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        pool = WorkerPool(http)
+        for i in range(args.workers):
+            w = pool.add(f"http://127.0.0.1:{20000 + i}", "config")
+            w.healthy, w.models = True, frozenset({MODEL})
+            w.metrics = {"kv_tokens": 500_000.0, "waiting": 0.0, "kv": 0.3}
+        print(f"{'tokens':>10} {'JSON bytes':>11} {'inference off us':>17} {'on us':>9} {'on/off':>7} "
+              f"{'us per KB (on)':>15}")
+        for tokens in (120, 2_500, 25_000, 125_000):
+            raw = conversation(tokens)
+            rounds = max(20, args.rounds * 250 // tokens) if tokens > 120 else args.rounds * 10
+            rounds = min(rounds, 4000)
+            figures = []
+            for infer in (False, True, False, True):  # interleaved: the machine's load drifts
+                memory = MemoryState()
+                router = PrefixRouter(pool, KeySpace("gwbench-cpu"), memory, memory,
+                                      RouterConfig(infer_sessions=infer))
+                for i in range(10):
+                    await router_round(router, memory, raw, pool, i)
+                user, system = await _measure(router, memory, raw, pool, rounds)
+                figures.append((user + system) / rounds * 1e6)
+            off, on = min(figures[0], figures[2]), min(figures[1], figures[3])
+            print(f"{tokens:>10,} {len(raw):>11,} {off:17.1f} {on:9.1f} {on / off:7.2f} {on / (len(raw) / 1000):15.2f}")
 
 
 async def with_pool_state(args: argparse.Namespace, raw: bytes) -> None:

@@ -51,6 +51,8 @@ class AgenticConfig:
     start_spread_s: float = 2.0  # sessions start spread over this many seconds
     think_s: tuple[float, float] = (0.0, 0.05)
     seed: int = 7
+    bursts: int = 0  # > 0: sessions start in this many bursts, ``burst_gap_s`` apart, all at once within each
+    burst_gap_s: float = 0.0
 
 
 @dataclass
@@ -77,10 +79,24 @@ def agentic_sessions(cfg: AgenticConfig) -> list[Session]:
         p = s % cfg.partners
         system, tools = partners[p]
         task = f"task {s}:" + words(rng, 60)
-        sessions.append(Session(p, f"sess-{cfg.seed}-{s}", rng.uniform(0, cfg.start_spread_s), tools,
+        if cfg.bursts:
+            start = (s * cfg.bursts // cfg.sessions) * cfg.burst_gap_s + rng.uniform(0, 0.02)
+        else:
+            start = rng.uniform(0, cfg.start_spread_s)
+        sessions.append(Session(p, f"sess-{cfg.seed}-{s}", start, tools,
                                 [{"role": "system", "content": system}, {"role": "user", "content": task}],
                                 [rng.randint(*cfg.tool_result_tokens) for _ in range(cfg.turns)]))
     return sessions
+
+
+def hard_agentic(quick: bool) -> AgenticConfig:
+    """The hardest agentic load: four partners with long hot system prompts and tool lists, sessions of
+    32 turns (20 quick) whose think time lets other sessions evict them, starting in bursts of eight (six
+    quick) sessions at once; a burst arrives while the one before is still running, so the sessions
+    alive at once fit the caches together only if they are spread evenly over them."""
+    return AgenticConfig(partners=4, sessions=24 if quick else 48, turns=20 if quick else 32, system_tokens=2000,
+                         tool_list_tokens=800, tool_result_tokens=(40, 600), answer_tokens=24,
+                         think_s=(0.2, 1.2), bursts=4 if quick else 6, burst_gap_s=12.0 if quick else 16.0, seed=11)
 
 
 def tool_result(session: Session, turn: int) -> str:
@@ -94,6 +110,7 @@ class TraceRequest:
     at_s: float
     prompt: str
     max_tokens: int
+    session: str  # the conversation: its first private block (every row shares block 0)
 
 
 def trace_path() -> Path:
@@ -121,4 +138,5 @@ def mooncake(requests: int, block_tokens: int, duration_s: float, max_output: in
         parts = [block_text(b, block_tokens) for b in ids[:-1]]
         parts.append(block_text(ids[-1], min(last, block_tokens)))  # the last block may be partial
         yield TraceRequest((row["timestamp"] - t0) / span * duration_s, "".join(parts),
-                           max(1, min(max_output, round(row["output_length"] * scale))))
+                           max(1, min(max_output, round(row["output_length"] * scale))),
+                           f"conv-{ids[1] if len(ids) > 1 else ids[0]}")

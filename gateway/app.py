@@ -32,6 +32,7 @@ from gateway.api import (
     partner_routes,
     plans_routes,
     responses_routes,
+    routing_routes,
     usage_routes,
     workers_routes,
 )
@@ -175,7 +176,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
     api = FastAPI(title="LLM gateway", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(api)
     for module in (docs_routes, health_routes, models_routes, metrics_routes, orgs_routes, keys_routes, plans_routes,
-                   workers_routes, partner_routes, billing_routes, usage_routes, dashboard_routes, responses_routes):
+                   workers_routes, partner_routes, billing_routes, usage_routes, dashboard_routes, responses_routes,
+                   routing_routes):
         api.include_router(module.router)
     install_openapi(api)
     gateway = GatewayApp(api)

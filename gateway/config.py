@@ -193,6 +193,11 @@ class Settings(BaseSettings):
     request_log: bool = True
     # Label request metrics by organisation (only where the number of organisations is bounded).
     metrics_org_labels: bool = False
+    # The per-partner cache SLO: cached share of prompt tokens over this sliding window (gauges at /metrics).
+    cache_slo_window_s: float = Field(default=3600.0, gt=0.0)
+    cache_slo_top_n: int = Field(default=10, ge=0)  # without org labels: the share of the N largest partners
+    cache_slo_min_prompt_tokens: int = Field(default=100_000, ge=0)  # below this in the window: not judged
+    cache_slo_refresh_s: float = Field(default=60.0, gt=0.0)  # how often the plans' SLOs are read from SQL
     metrics_token: str = Field(
         default="", description="When set, /metrics answers only 'Authorization: Bearer <token>' (401 otherwise).")
     metrics_address: str = Field(
@@ -279,6 +284,8 @@ class Settings(BaseSettings):
     responses_retention_s: float = Field(default=2_592_000.0, gt=0.0)  # 30 days, as OpenAI keeps them
     responses_local_max_bytes: int = Field(default=268_435_456, ge=0)  # 256 MiB
     responses_max_chain: int = Field(default=1000, ge=1)  # previous_response_id links followed at most
+    routing_explain: bool = False  # POST /admin/routing/explain (admin key): off unless set
+    routing_infer_sessions: bool = True  # no hint: a chat conversation is known by its opening messages
 
     @field_validator("routing_policy")
     @classmethod

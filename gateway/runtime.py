@@ -22,6 +22,7 @@ from gateway.front.responses import ResponsesStage
 from gateway.front.responses_store import ResponseStore
 from gateway.limits.limit_stage import RateLimitStage
 from gateway.metering.tasks import MeteringTasks
+from gateway.observability.cache_share import CacheShareCollector, CacheShareWindow
 from gateway.observability.prometheus import GatewayMetrics, StatsCollector
 from gateway.observability.requestlog import RequestLog
 from gateway.pipeline.contract import Stage
@@ -121,6 +122,10 @@ class Runtime:
             out.update(self.providers.stats())
         return out
 
+    async def refresh_cache_slos(self) -> None:
+        """Each organisation's cache SLO (its plan's) for the cache SLO gauges, off the request path."""
+        self.metrics.cache_share.slos = await self.plans.cache_slos()
+
     async def ready(self) -> dict[str, bool]:
         # With hosted fallbacks the replica serves while the whole fleet is down.
         checks = {"workers": self.pool.has_healthy() or self.providers is not None}
@@ -149,6 +154,7 @@ def router_config(settings: Settings) -> RouterConfig:
         inflight_ttl_ms=int(settings.routing_inflight_ttl_s * 1000),
         affinity_ttl_ms=int(settings.routing_affinity_ttl_s * 1000),
         index_ttl_ms=int(settings.routing_index_ttl_s * 1000),
+        infer_sessions=settings.routing_infer_sessions,
     )
 
 
@@ -216,7 +222,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                             pool, router, stages=stage_order(billing, limiter, ResponsesStage(responses)), state=state,
                             fallback=local_state, providers=providers),
         metrics=GatewayMetrics(pool, org_labels=settings.metrics_org_labels,
-                               hosted_models=providers.models() if providers is not None else frozenset()),
+                               hosted_models=providers.models() if providers is not None else frozenset(),
+                               cache_window=CacheShareWindow(settings.cache_slo_window_s)),
         request_log=RequestLog(settings.request_log),
         billing=billing, router=router, limiter=limiter, plans=PlanService(sessions),
         catalog=ModelCatalog(alias_table(settings.models), (m.name for m in settings.models if m.fallback)),
@@ -224,6 +231,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         usage_engine=usage_engine, providers=providers, responses=responses,
     )
     rt.metrics.add_collector(StatsCollector(rt.operational_stats))
+    rt.metrics.add_collector(CacheShareCollector(rt.metrics.cache_share, settings.metrics_org_labels,
+                                                 settings.cache_slo_top_n, settings.cache_slo_min_prompt_tokens))
     rt.failures.expected = billing.failures.expected = (*db.DB_ERRORS, RedisError, StoreUnavailable)
     try:
         await workers.sync()
@@ -233,6 +242,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt.tasks.append(asyncio.create_task(every(settings.health_interval_s, "health", pool.check_all, rt.stopping,
                                                   rt.failures)))
         rt.tasks.append(asyncio.create_task(every(settings.worker_sync_interval_s, "worker-sync", workers.sync,
+                                                  rt.stopping, rt.failures)))
+        rt.tasks.append(asyncio.create_task(every(settings.cache_slo_refresh_s, "cache-slos", rt.refresh_cache_slos,
                                                   rt.stopping, rt.failures)))
         rt.tasks.append(asyncio.create_task(every(1.0, "settle-later", rt.forwarder.settle_later, rt.stopping,
                                                   rt.failures)))

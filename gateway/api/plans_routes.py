@@ -28,6 +28,9 @@ class PlanIn(LimitFields):
     key_concurrency: ConcurrencyLimit | None = Field(default=None, description="default cap on each key")
     fail_open: bool = Field(default=True, description="while Redis is down: serve with each replica's share of "
                                                       "the limits (true) or answer 503 (false)")
+    cache_slo: float | None = Field(default=None, ge=0.0, le=1.0,
+                                    description="cache SLO: the cached share of prompt tokens each organisation on "
+                                                "the plan should reach (0..1, e.g. 0.85); null: none")
 
 
 class PlanPatch(BaseModel):
@@ -43,6 +46,7 @@ class PlanPatch(BaseModel):
     key_tpd: Limit | None = None
     key_concurrency: ConcurrencyLimit | None = None
     fail_open: bool | None = None
+    cache_slo: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class PlanOut(PlanIn):
@@ -54,7 +58,7 @@ class PlanOut(PlanIn):
     def of(cls, p: PlanView) -> PlanOut:
         return cls(id=p.id, name=p.name, rpm=p.rpm, tpm=p.tpm, tpd=p.tpd, concurrency=p.concurrency,
                    key_rpm=p.key_rpm, key_tpm=p.key_tpm, key_tpd=p.key_tpd, key_concurrency=p.key_concurrency,
-                   fail_open=p.fail_open, created_at=p.created_at)
+                   fail_open=p.fail_open, cache_slo=p.cache_slo, created_at=p.created_at)
 
 
 class PlanList(BaseModel):

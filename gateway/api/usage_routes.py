@@ -62,14 +62,20 @@ class UsageOut(BaseModel):
     data: list[UsageBucket]
     groups: list[UsageGroup]
     totals: UsageFigures
+    cache_slo: float | None = Field(default=None, description="the cache SLO of the organisation's plan: the cached "
+                                    "share of prompt tokens it should reach (null: none, or all organisations)")
+    cache_slo_met: bool | None = Field(default=None, description="totals.cached_share >= cache_slo (null: no SLO or "
+                                       "no prompt tokens)")
 
     @classmethod
-    def of(cls, report: UsageReport) -> UsageOut:
+    def of(cls, report: UsageReport, cache_slo: float | None = None) -> UsageOut:
         q = report.query
+        totals = UsageFigures.of(report.totals)
+        met = None if cache_slo is None or totals.cached_share is None else totals.cached_share >= cache_slo
         return cls(bucket=q.bucket, group_by=q.group_by, org_id=q.org_id, start=q.start, end=q.end,
                    data=[UsageBucket(start=start, **sums.view()) for start, sums in report.buckets],
                    groups=[UsageGroup(group=group, name=name, **sums.view()) for group, name, sums in report.groups],
-                   totals=UsageFigures.of(report.totals))
+                   totals=totals, cache_slo=cache_slo, cache_slo_met=met)
 
 
 class UsageMe(BaseModel):
@@ -90,7 +96,8 @@ async def _report(rt: Runtime, org_id: str | None, start: datetime | None, end: 
     start_, end_ = normalise_range(start, end, "hour" if bucket == "hour" else "day")  # RangeError: 400
     query = UsageQuery(start_, end_, "hour" if bucket == "hour" else "day",
                        "model" if group_by == "model" else "end_user" if group_by == "end_user" else "key", org_id)
-    return UsageOut.of(await UsageService(rt.usage_sessions).report(query))
+    slo = await rt.plans.org_cache_slo(org_id) if org_id else None
+    return UsageOut.of(await UsageService(rt.usage_sessions).report(query), slo)
 
 
 @router.get("/v1/usage", response_model=UsageOut)

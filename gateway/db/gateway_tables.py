@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -87,4 +87,6 @@ class Plan(Base):
     key_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # While Redis is unreachable: serve with each replica's share of the limits (True) or answer 503.
     fail_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Cache SLO: the cached share of prompt tokens (0..1) each organisation on the plan should reach; NULL: none.
+    cache_slo: Mapped[float | None] = mapped_column(Float, nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from gateway.observability.cache_share import CacheShareWindow
 from gateway.upstream.provider import PROVIDER_NOTE
 
 if TYPE_CHECKING:
@@ -72,8 +73,10 @@ class GatewayMetrics:
     Every label value is one the gateway knows: a model a worker serves (else ``other``), our route,
     status, outcome and token type names, and org ids only with ``org_labels``."""
 
-    def __init__(self, pool: WorkerPool, org_labels: bool = False, hosted_models: frozenset[str] = frozenset()) -> None:
+    def __init__(self, pool: WorkerPool, org_labels: bool = False, hosted_models: frozenset[str] = frozenset(),
+                 cache_window: CacheShareWindow | None = None) -> None:
         self._multiproc = multiprocess_dir()
+        self.cache_share = cache_window or CacheShareWindow()  # the per-partner cache SLO (cache_share.py)
         # In multiprocess mode values live in files; the registry here only serves exposition.
         self.registry = CollectorRegistry(auto_describe=True)
         metric_registry = None if self._multiproc else self.registry
@@ -155,6 +158,7 @@ class GatewayMetrics:
         reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
         self._child(self.tokens, model, "input").inc(prompt - cached)
         self._child(self.tokens, model, "cached_input").inc(cached)
+        self.cache_share.record(ex.principal.org_id, prompt, cached)
         self._child(self.tokens, model, "output").inc(output)
         if reasoning:
             self._child(self.tokens, model, "reasoning").inc(reasoning)

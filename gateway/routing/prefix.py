@@ -20,6 +20,7 @@ while the precision stays under 2% of the prompt where blocks are coarse.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,9 +94,16 @@ def _message(message: Any, parts: list[str]) -> None:
 
 def chat_bytes(body: dict[str, Any]) -> bytes:
     """Canonical bytes of a chat request (``messages`` already checked to be a non-empty list)."""
+    return chat_canonical(body)[0]
+
+
+def chat_canonical(body: Mapping[str, Any]) -> tuple[bytes, int]:
+    """The canonical bytes and the length of the conversation's opening in them: through the first
+    assistant message (before the first answer: through the first message after the system one);
+    0 when there is no message past the system one. Every later turn starts with the same opening."""
     messages = body.get("messages")
     if not isinstance(messages, list):
-        return b""
+        return b"", 0
     parts: list[str] = []
     start = 0
     if messages and isinstance(messages[0], dict) and messages[0].get("role") in _SYSTEM_ROLES:
@@ -105,12 +113,32 @@ def chat_bytes(body: dict[str, Any]) -> bytes:
     if tools:
         parts.append(_TOOLS)
         parts.append(orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode())
+    end = -1  # index of the opening's last message
+    if start < len(messages):
+        end = start
+        for i in range(start + 1, len(messages)):
+            m = messages[i]
+            if isinstance(m, dict) and m.get("role") == "assistant":
+                end = i
+                break
+    opening_parts = 0
     for i in range(start, len(messages)):
         _message(messages[i], parts)
-    return "".join(parts).encode("utf-8", "surrogatepass")
+        if i == end:
+            opening_parts = len(parts)
+    if not opening_parts:
+        return "".join(parts).encode("utf-8", "surrogatepass"), 0
+    head = "".join(parts[:opening_parts]).encode("utf-8", "surrogatepass")
+    return head + "".join(parts[opening_parts:]).encode("utf-8", "surrogatepass"), len(head)
 
 
-def completion_bytes(body: dict[str, Any]) -> bytes:
+def opening_bytes(body: Mapping[str, Any]) -> bytes | None:
+    """Canonical bytes of a chat conversation's opening (see ``chat_canonical``); None without one."""
+    data, n = chat_canonical(body)
+    return data[:n] if n else None
+
+
+def completion_bytes(body: Mapping[str, Any]) -> bytes:
     """Canonical bytes of a completions request: the text, or the first token-id list packed."""
     prompt = body.get("prompt")
     if isinstance(prompt, str):

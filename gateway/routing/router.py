@@ -16,19 +16,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xxhash import xxh3_64_hexdigest
 
 from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.principal import Principal
 from gateway.pipeline.request import CHAT
 from gateway.routing.choose import RuleParams
+from gateway.routing.explain import PEEK, Decision, decide
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.policies import Choice, PrefixAware, RouteNote, make_policy
 from gateway.routing.pool import WorkerPool
-from gateway.routing.prefix import PrefixKey, bytes_in_blocks, prefix_key
+from gateway.routing.prefix import (
+    PrefixKey,
+    block_hashes,
+    bytes_in_blocks,
+    chat_canonical,
+    completion_bytes,
+    opening_bytes,
+    root_hash,
+)
 from gateway.routing.stats import RoutingStats
 from gateway.routing.worker import Worker
 from gateway.state.base import RoundTrip, StateStore, StoreUnavailable
@@ -58,15 +68,21 @@ class RouterConfig:
     # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
     load_cost_tokens: float = 0.0
     load_cost_share: float = 0.2
+    # Without a hint, a chat conversation is known by its opening (prefix.opening_bytes) and keeps its
+    # worker like a hinted one (docs/routing.md has the figures).
+    infer_sessions: bool = True
 
 
 def conversation_hint(ex: Exchange) -> str | None:
     """The client's explicit conversation key: the headers first, then the body's fields."""
+    return hint_of(ex.headers, ex.request.body)
+
+
+def hint_of(headers: Mapping[str, str], body: Mapping[str, Any]) -> str | None:
     for name in _HINT_HEADERS:
-        value = ex.headers.get(name)
+        value = headers.get(name)
         if value:
             return value
-    body = ex.request.body
     for name in _HINT_FIELDS:
         value = body.get(name)
         if isinstance(value, str) and value:
@@ -260,23 +276,73 @@ class PrefixRouter:
 
     # --- internals ---------------------------------------------------------------------------------
     def _prepare(self, ex: Exchange) -> RouteNote:
-        body = ex.request.body
+        principal = ex.principal
+        note = self.note_for(principal, ex.request.body, ex.headers, ex.request.kind == CHAT, ex.request.model)
+        if principal.cache_isolation:
+            ex.set_fields({"cache_salt": note.salt})
+        return note
+
+    def note_for(self, principal: Principal, body: Mapping[str, Any], headers: Mapping[str, str], chat: bool,
+                 model: str) -> RouteNote:
+        """The request's salt, conversation hint and prefix key (the request path and ``explain``)."""
         client_salt = body.get("cache_salt")
         client_salt = client_salt if isinstance(client_salt, str) else ""
-        principal = ex.principal
         if principal.cache_isolation:
             salt = principal.cache_salt + (":" + client_salt if client_salt else "")
-            ex.set_fields({"cache_salt": salt})
         else:
             salt = client_salt
-        hint = conversation_hint(ex)
-        hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
+        hint = hint_of(headers, body)
         cfg = self.config
+        opening: bytes | memoryview | None = None
         if self.policy.prefix:
-            key = prefix_key(ex.request.kind == CHAT, body, ex.request.model, salt, cfg.block_bytes, cfg.max_blocks)
+            if chat:
+                data, opening_len = chat_canonical(body)
+                opening = memoryview(data)[:opening_len] if opening_len else None
+            else:
+                data = completion_bytes(body)
+            key = PrefixKey(block_hashes(data, root_hash(model, salt), cfg.block_bytes, cfg.max_blocks), len(data),
+                            cfg.block_bytes)
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
+            if hint is None and chat and cfg.infer_sessions:
+                opening = opening_bytes(body)
+        if hint is None and opening is not None and cfg.infer_sessions:
+            hint = "\x00opening " + xxh3_64_hexdigest(opening)
+        hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
         return RouteNote(key=key, salt=salt, hint=hint_key)
+
+    async def explain(self, principal: Principal, body: Mapping[str, Any], headers: Mapping[str, str], chat: bool,
+                      model: str) -> Decision:
+        """What the rule would decide for this request now, and why (read-only: ``explain.py``)."""
+        note = self.note_for(principal, body, headers, chat, model)
+        candidates = self._pool.candidates(model)
+        cfg = self.config
+        rule = replace(cfg.rule, load_cost=self._load_cost())
+        keys = [self._keys.affinity(model, note.hint or "-")]
+        for w in candidates:
+            keys.append(self._keys.prefix_index(model, w.id))
+            keys.append(self._keys.inflight(model, w.id))
+        n = len(candidates)
+        prefix = self.policy.prefix
+        bound_to: str | None = None
+        matches: Sequence[int] = [0] * n
+        flights: Sequence[int] = [0] * n
+        if candidates and self.policy.scripted:
+            store = self._local if self.stats.degraded else self._shared
+            out = await store.run(PEEK, keys, [note.key.hashes if prefix else b"", "1" if prefix else "0",
+                                               "1" if note.hint else "0"])
+            raw = out[0].decode() if isinstance(out[0], bytes) else str(out[0] or "")
+            bound_to = raw or None
+            matches = [int(m) for m in out[1:1 + n]]
+            flights = [int(f) for f in out[1 + n:1 + 2 * n]]
+        bound, rows, chosen, reason = decide(
+            [w.id for w in candidates], matches, flights, [w.metrics.get("waiting", 0.0) for w in candidates],
+            [w.metrics.get("kv", 0.0) for w in candidates],
+            [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix)
+        if not self.policy.scripted:
+            reason = f"policy {self.policy.name} does not use the shared index; " + reason
+        return Decision(self.policy.name, note.key.blocks, note.key.total_bytes, rule.load_cost, rule.load_factor,
+                        rule.load_slack, rule.kv_limit, bound, note.hint is not None, bound_to, chosen, reason, rows)
 
     def _load_cost(self) -> float:
         """Blocks of prefill one request in flight is worth (see RouterConfig.load_cost_tokens)."""

@@ -55,6 +55,7 @@ class PlanView:
     key_concurrency: int | None
     fail_open: bool
     created_at: datetime
+    cache_slo: float | None = None
 
 
 def _tighter(key: int | None, org: int | None) -> int | None:
@@ -103,19 +104,23 @@ def check_limit(name: str, value: object) -> None:
 def _check_limits(values: dict[str, Any]) -> None:
     for name in PLAN_LIMITS:
         check_limit(name, values.get(name))
+    slo = values.get("cache_slo")
+    if slo is not None and (isinstance(slo, bool) or not isinstance(slo, int | float) or not 0.0 <= slo <= 1.0):
+        raise InvalidInput("cache_slo must be a number from 0 to 1, or null", param="cache_slo")
 
 
 class PlanService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
 
-    async def create(self, name: str, *, fail_open: bool = True, **limits: int | None) -> PlanView:
+    async def create(self, name: str, *, fail_open: bool = True, cache_slo: float | None = None,
+                     **limits: int | None) -> PlanView:
         unknown = set(limits) - set(PLAN_LIMITS)
         if unknown:
             raise InvalidInput(f"unknown limits: {sorted(unknown)}")
-        _check_limits(limits)
+        _check_limits({**limits, "cache_slo": cache_slo})
         plan = Plan(id=f"plan_{uuid.uuid4().hex[:24]}", name=name, fail_open=fail_open, created_at=datetime.now(UTC),
-                    **limits)
+                    cache_slo=cache_slo, **limits)
         async with self._sessions() as s:
             s.add(plan)
             try:
@@ -136,7 +141,7 @@ class PlanService:
     async def update(self, plan_id: str, changes: dict[str, Any]) -> PlanView:
         """Change limits (a null clears one) or ``fail_open``; takes effect on every replica within the
         key cache TTL."""
-        unknown = set(changes) - {*PLAN_LIMITS, "fail_open", "name"}
+        unknown = set(changes) - {*PLAN_LIMITS, "fail_open", "name", "cache_slo"}
         if unknown:
             raise InvalidInput(f"unknown fields: {sorted(unknown)}")
         _check_limits(changes)
@@ -170,6 +175,20 @@ class PlanService:
             org.plan_id = plan.id if plan is not None else None
             await s.commit()
             return org.plan_id
+
+    async def cache_slos(self) -> dict[str, float]:
+        """Every organisation whose plan sets a cache SLO: {org id: SLO}."""
+        async with self._sessions() as s:
+            rows = await s.execute(select(Organization.id, Plan.cache_slo).join(Plan, Organization.plan_id == Plan.id)
+                                   .where(Plan.cache_slo.is_not(None)))
+            return {org_id: float(slo) for org_id, slo in rows.all() if slo is not None}
+
+    async def org_cache_slo(self, org_id: str) -> float | None:
+        """The cache SLO of the organisation's plan (None: no plan, or the plan sets none)."""
+        async with self._sessions() as s:
+            slo = (await s.execute(select(Plan.cache_slo).join(Organization, Organization.plan_id == Plan.id)
+                                   .where(Organization.id == org_id))).scalar_one_or_none()
+            return None if slo is None else float(slo)
 
     @staticmethod
     async def _find(s: AsyncSession, plan_id: str) -> Plan:

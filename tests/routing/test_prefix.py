@@ -90,3 +90,20 @@ def test_the_salt_is_spliced_into_the_forwarded_body() -> None:
         ex = Exchange("r", Principal("k", "o", "o", "s", True), request, "/v1/chat/completions", raw)
         ex.set_fields({"cache_salt": "s"})
         assert orjson.loads(ex.payload) == {**orjson.loads(raw), "cache_salt": "s"}
+
+
+def test_a_conversations_opening_is_the_same_every_turn_after_the_first_answer() -> None:
+    from gateway.routing.prefix import opening_bytes
+
+    def turn(task: str, n: int) -> dict[str, object]:
+        messages: list[dict[str, object]] = [{"role": "system", "content": "agent"}, {"role": "user", "content": task}]
+        for i in range(n):
+            messages += [{"role": "assistant", "content": f"answer {i} to {task}"},
+                         {"role": "tool", "tool_call_id": f"c{i}", "content": f"result {i}"}]
+        return {"messages": messages, "tools": [{"type": "function", "function": {"name": "read"}}]}
+
+    assert opening_bytes(turn("a", 1)) == opening_bytes(turn("a", 2)) == opening_bytes(turn("a", 9))
+    assert opening_bytes(turn("a", 0)) != opening_bytes(turn("a", 1))  # before the first answer
+    assert opening_bytes(turn("a", 3)) != opening_bytes(turn("b", 3))
+    assert opening_bytes({"messages": [{"role": "system", "content": "only"}]}) is None
+    assert opening_bytes({"messages": "nope"}) is None

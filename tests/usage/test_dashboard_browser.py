@@ -73,6 +73,7 @@ async def test_dashboard_shows_what_the_usage_api_returns(gateway: ServedGateway
             assert await _card(page, "Requests") == "6"
             assert await _card(page, "Output tokens") == str(output)
             assert await _card(page, "Rate-limited") == "1"
+            assert api["cache_slo"] is None and await _card(page, "Cache SLO") == "none"  # no plan sets one
             billed = float(totals["billed_cost_usd"])
             assert float((await _card(page, "Billed cost")).lstrip("$")) == pytest.approx(billed, rel=0.01)
             points = len(api["data"])

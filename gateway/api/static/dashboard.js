@@ -169,10 +169,16 @@ function label(iso) {
     : d.toISOString().slice(5, 10);
 }
 
-function cards(t) {
+function sloText(u) {
+  if (u.cache_slo === null || u.cache_slo === undefined) return "none";
+  const verdict = u.cache_slo_met === null || u.cache_slo_met === undefined ? "" : u.cache_slo_met ? " (met)" : " (missed)";
+  return pct(u.cache_slo) + verdict;
+}
+
+function cards(t, u) {
   const items = [["Requests", fmt(t.requests)], ["Errors", fmt(t.errors)], ["Input tokens", fmt(t.input_tokens)],
     ["Cached input tokens", fmt(t.cached_input_tokens)], ["Output tokens", fmt(t.output_tokens)],
-    ["Cached share", pct(t.cached_share)], ["List cost", usd(t.list_cost_usd)], ["Billed cost", usd(t.billed_cost_usd)],
+    ["Cached share", pct(t.cached_share)], ["Cache SLO", sloText(u)], ["List cost", usd(t.list_cost_usd)], ["Billed cost", usd(t.billed_cost_usd)],
     ["Rate-limited", fmt(t.rate_limited)], ["Output tokens/s", fmt(t.mean_output_tokens_per_second)]];
   $("totals").innerHTML = "";
   items.forEach(([k, v]) => {
@@ -191,7 +197,7 @@ async function load() {
     const [byKey, byUser] = await Promise.all([api(usagePath("key")), api(usagePath("end_user"))]);
     const rows = byKey.data;
     const labels = rows.map((r) => label(r.start));
-    cards(byKey.totals);
+    cards(byKey.totals, byKey);
     chart("chart-tokens", labels, [
       { name: "input", values: rows.map((r) => r.input_tokens) },
       { name: "cached input", values: rows.map((r) => r.cached_input_tokens) },
@@ -199,8 +205,11 @@ async function load() {
     chart("chart-cost", labels, [
       { name: "billed", values: rows.map((r) => Number(r.billed_cost_usd)) },
       { name: "list", values: rows.map((r) => Number(r.list_cost_usd)), dashed: true }], { line: true, format: usd });
-    chart("chart-cached", labels, [{ name: "cached share", values: rows.map((r) => r.cached_share) }],
-      { line: true, format: pct });
+    const cachedSeries = [{ name: "cached share", values: rows.map((r) => r.cached_share) }];
+    if (byKey.cache_slo !== null && byKey.cache_slo !== undefined) {
+      cachedSeries.push({ name: "SLO", values: rows.map(() => byKey.cache_slo), dashed: true });
+    }
+    chart("chart-cached", labels, cachedSeries, { line: true, format: pct });
     chart("chart-requests", labels, [
       { name: "requests", values: rows.map((r) => r.requests) },
       { name: "errors", values: rows.map((r) => r.errors) }], { integer: true });

@@ -1,0 +1,38 @@
+-- Read-only twin of prefix_route for the routing explain endpoint: for every candidate worker, the
+-- longest run of the request's leading blocks in its index and its requests in flight (deadlines not
+-- yet passed), and the worker the conversation hint is bound to. Changes nothing.
+-- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
+-- ARGV: packed 8-byte hashes, prefix(1/0), has_hint(1/0).
+-- Returns {bound worker id ('' none), match_1..match_n, inflight_1..inflight_n}.
+local hashes = ARGV[1]
+local use_prefix = ARGV[2] == '1'
+local has_hint = ARGV[3] == '1'
+local n = (#KEYS - 1) / 2
+local blocks = math.floor(#hashes / 8)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local matches, flights = {}, {}
+for i = 1, n do
+  flights[i] = redis.call('ZCOUNT', KEYS[2 * i + 1], '(' .. now, '+inf')
+  local m = 0
+  if use_prefix and blocks > 0 then
+    local idx = KEYS[2 * i]
+    local lo, hi = 0, blocks
+    while lo < hi do
+      local mid = math.floor((lo + hi + 1) / 2)
+      if redis.call('ZSCORE', idx, string.sub(hashes, (mid - 1) * 8 + 1, mid * 8)) then
+        lo = mid
+      else
+        hi = mid - 1
+      end
+    end
+    m = lo
+  end
+  matches[i] = m
+end
+local bound_to = ''
+if has_hint then bound_to = redis.call('GET', KEYS[1]) or '' end
+local out = {bound_to}
+for i = 1, n do out[#out + 1] = matches[i] end
+for i = 1, n do out[#out + 1] = flights[i] end
+return out
