@@ -56,9 +56,11 @@ async def send_response(
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def send_error(send: Send, exc: errors.GatewayError, extra: list[tuple[bytes, bytes]]) -> None:
+async def send_error(send: Send, exc: errors.GatewayError, extra: list[tuple[bytes, bytes]],
+                     body: bytes | None = None) -> None:
+    """``exc`` as a JSON response: ``body`` when the route's protocol shapes it, else OpenAI's shape."""
     hdrs = JSON_HEADERS + extra + [(k.encode(), v.encode()) for k, v in exc.headers.items()]
-    await send_response(send, exc.status, exc.body_bytes(), hdrs)
+    await send_response(send, exc.status, exc.body_bytes() if body is None else body, hdrs)
 
 
 async def _wait_disconnect(receive: Receive) -> None:

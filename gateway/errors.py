@@ -149,4 +149,6 @@ def insufficient_quota(scope: str, used_ticks: int, limit_ticks: int) -> Gateway
         "reserved). Raise the budget or wait for the next month.",
         "insufficient_quota",
         code="insufficient_quota",
+        # Retrying cannot help until the budget changes: the official SDKs honour this header.
+        headers={"x-should-retry": "false"},
     )

@@ -16,6 +16,9 @@ class ChatCompletions:
     def parse(self, raw: bytes) -> ParsedRequest:
         return parse_body(raw, CHAT, _check)
 
+    def error_body(self, exc: errors.GatewayError) -> bytes:
+        return exc.body_bytes()
+
 
 def _check(body: dict[str, Any]) -> None:
     _check_messages(body.get("messages"))

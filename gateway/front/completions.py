@@ -16,6 +16,9 @@ class Completions:
     def parse(self, raw: bytes) -> ParsedRequest:
         return parse_body(raw, COMPLETIONS, _check)
 
+    def error_body(self, exc: errors.GatewayError) -> bytes:
+        return exc.body_bytes()
+
 
 def _check(body: dict[str, Any]) -> None:
     _check_prompt(body.get("prompt"))

@@ -44,6 +44,10 @@ class FrontAdapter(Protocol):
         """Check the body; raise ``GatewayError`` (a 4xx) for anything the protocol does not allow."""
         ...
 
+    def error_body(self, exc: errors.GatewayError) -> bytes:
+        """Every error of this route, in the protocol's shape."""
+        ...
+
 
 def api_key_from(scope: Scope) -> str | None:
     auth = header(scope, b"authorization")
@@ -78,7 +82,7 @@ class HotPath:
                 status = ex.status or 200
         except errors.GatewayError as exc:
             status, error_code = exc.status, exc.code
-            await send_error(send, exc, [(b"x-request-id", request_id.encode())])
+            await send_error(send, exc, [(b"x-request-id", request_id.encode())], adapter.error_body(exc))
         except ClientGone:
             status, error_code = 499, "client_disconnected"
         elapsed = time.perf_counter() - started
@@ -99,7 +103,7 @@ class HotPath:
             principal = await self._keys.authenticate(api_key_from(scope))
             request = adapter.parse(raw)
             ex = Exchange(request_id=request_id, principal=principal, request=request, path=scope["path"],
-                          payload=raw,
+                          payload=raw if request.payload is None else request.payload,
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})
             user = ex.headers.get("x-end-user-id") or request.body.get("user")
             ex.end_user = user[:200] if isinstance(user, str) and user else None
@@ -124,7 +128,8 @@ class HotPath:
             if ex is not None:  # the failure is recorded with the exchange's details
                 ex.status = exc.status
                 # An error after admission still carries the stages' headers (x-ratelimit-*).
-                await send_error(send, exc, [(b"x-request-id", request_id.encode()), *ex.response_headers])
+                await send_error(send, exc, [(b"x-request-id", request_id.encode()), *ex.response_headers],
+                                 adapter.error_body(exc))
                 return ex
             raise
         return ex

@@ -143,6 +143,8 @@ class Metering:
         record = usage_record(ex, self._catalog) or refused_record(ex)
         if record is None:
             return
+        if not record.refused:
+            ex.billed_ticks = record.billed_ticks
         if not self._encode:
             trip.call(USAGE_APPEND, [self._stream], [record])
             return

@@ -51,6 +51,9 @@ class Exchange:
     # Of content_events, those carrying reasoning; the model the worker says served the request.
     reasoning_events: int = 0
     served_model: str | None = None
+    # What the request costs the organisation at its plan (the usage record's billed ticks), set by the
+    # metering stage when it settles; None when nothing was generated.
+    billed_ticks: int | None = None
     # Set once the post-request round trip ran (the Forwarder runs it before the last response byte).
     settled: bool = False
     # Set when the shared store was unreachable and local state answered instead.

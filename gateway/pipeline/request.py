@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.pipeline.shaping import OPENAI_SHAPE, ReplyShape
+
 # The shapes of request a front adapter builds; routing hashes a CHAT body's messages, a COMPLETIONS
 # body's prompt.
 CHAT = "chat"
@@ -17,4 +19,8 @@ class ParsedRequest:
     body: dict[str, Any]  # the OpenAI-shaped body sent to the upstream (parsed once)
     model: str
     stream: bool
-    include_usage: bool  # what the client asked for
+    include_usage: bool  # what the client asked for (a usage chunk at the end of its stream)
+    # How the answer goes back to the client (the front adapter's protocol).
+    shape: ReplyShape = OPENAI_SHAPE
+    # What is sent upstream when it is not the client's own bytes: a body translated to Chat Completions.
+    payload: bytes | None = None

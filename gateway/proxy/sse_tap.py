@@ -1,7 +1,9 @@
-"""A tap on a relayed SSE stream: find the usage chunk without re-encoding anything else.
+"""A tap on a relayed SSE stream: complete events out, the usage found without re-encoding the rest.
 
-Chunks pass through as the bytes that arrived, except the usage-only chunk when the gateway asked
-the worker for usage the client did not ask for: that event is dropped from the client's stream.
+The tap passes on whole events only (an event split across two network chunks goes out once its end
+has arrived), as the bytes that arrived. The usage-only event at the end of a chat stream, and
+whatever follows it (``[DONE]``), is held back: the relay settles the request first, then sends that
+event again with the request's cost added (or drops it, when the client did not ask for usage).
 """
 
 from __future__ import annotations
@@ -14,30 +16,38 @@ import orjson
 _USAGE = b'"usage":{'
 _USAGE_SPACED = b'"usage": {'
 _MODEL = b'"model":"'
+_SEP = b"\n\n"
+_MAX_PENDING = 1 << 20  # an "event" this long without its end is relayed as it is
 # Generated pieces: a field with a non-empty string value counts as one (about one token per event);
 # one pass in C over the completed events.
 _PIECE = re.compile(rb'"(content|text|arguments|reasoning_content|reasoning)": ?"(?!")')
 
 
 class SseTap:
-    __slots__ = ("_drop_usage_event", "_pending", "content_events", "model", "reasoning_events", "usage")
+    __slots__ = ("_held", "_pending", "content_events", "model", "reasoning_events", "usage", "usage_event")
 
-    def __init__(self, drop_usage_event: bool) -> None:
-        self._drop_usage_event = drop_usage_event
+    def __init__(self) -> None:
         self._pending = b""
+        self._held: list[bytes] = []  # the usage-only event's successors ([DONE]), sent after settling
         self.usage: dict[str, Any] | None = None
+        self.usage_event: dict[str, Any] | None = None  # the usage-only chunk, parsed (held back)
         self.content_events = 0  # non-empty content, reasoning or tool-argument pieces: ~ one per token
         self.reasoning_events = 0  # of which reasoning
         self.model: str | None = None  # the model the worker says served the request
 
     def feed(self, chunk: bytes) -> bytes:
-        """Return what to send to the client for this chunk (usually the chunk itself)."""
+        """The complete events this chunk ends, to relay now (often the chunk itself)."""
         data = self._pending + chunk if self._pending else chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:  # no complete event yet: relay now, inspect when complete
-            self._pending = data if len(data) < 1 << 20 else b""
-            return chunk
-        complete, self._pending = data[: end + 2], data[end + 2 :]
+        end = data.rfind(_SEP)
+        if end < 0:
+            if len(data) > _MAX_PENDING:  # not SSE as we know it: pass it on rather than hold it
+                self._pending = b""
+                return data
+            self._pending = data
+            return b""
+        end += 2
+        complete = data if end == len(data) else data[:end]
+        self._pending = b"" if end == len(data) else data[end:]
         found = _PIECE.findall(complete)
         if found:
             self.content_events += len(found)
@@ -45,39 +55,48 @@ class SseTap:
         if self.model is None:
             start = complete.find(_MODEL)
             if start >= 0:
-                end = complete.find(b'"', start + len(_MODEL))
-                self.model = complete[start + len(_MODEL):end].decode(errors="replace")[:200] or None
+                stop = complete.find(b'"', start + len(_MODEL))
+                self.model = complete[start + len(_MODEL):stop].decode(errors="replace")[:200] or None
+        if self._held:  # everything after the usage event waits with it
+            self._held.append(complete)
+            return b""
         if _USAGE not in complete and _USAGE_SPACED not in complete:
-            return chunk
+            return complete
+        return self._split_usage(complete)
+
+    def _split_usage(self, complete: bytes) -> bytes:
         kept: list[bytes] = []
-        dropped = False
-        for event in complete.split(b"\n\n"):
+        for event in complete.split(_SEP):
             if not event:
                 continue
+            if self._held:
+                self._held.append(event + _SEP)
+                continue
             if (_USAGE in event or _USAGE_SPACED in event) and event.startswith(b"data: {"):
-                usage, only_usage = self._usage_of(event[6:])
-                if usage is not None:
+                parsed = _object(event[6:])
+                usage = parsed.get("usage") if parsed is not None else None
+                if isinstance(usage, dict):
                     self.usage = usage
-                    if only_usage and self._drop_usage_event:
-                        dropped = True
+                    if not parsed.get("choices"):  # type: ignore[union-attr]
+                        self.usage_event = parsed
+                        self._held.append(b"")
                         continue
-            kept.append(event + b"\n\n")
-        if not dropped:
-            return chunk
-        # The dropped event may have started in an earlier chunk that was already relayed; only
-        # whole events inside this chunk's completed part are rewritten.
-        prefix_len = len(data) - len(chunk)
-        if prefix_len > 0:
-            return chunk  # event spanned chunks: relay as is (rare; usage still recorded)
-        return b"".join(kept) + self._pending
+            kept.append(event + _SEP)
+        return b"".join(kept)
 
-    @staticmethod
-    def _usage_of(payload: bytes) -> tuple[dict[str, Any] | None, bool]:
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return None, False
-        usage = obj.get("usage") if isinstance(obj, dict) else None
-        if not isinstance(usage, dict):
-            return None, False
-        return usage, not obj.get("choices")
+    def events(self, complete: bytes) -> list[bytes]:
+        """``complete`` (what ``feed`` returned) as the payloads of its ``data:`` events."""
+        return [event[6:] if event.startswith(b"data: ") else event[5:]
+                for event in complete.split(_SEP) if event.startswith(b"data:")]
+
+    def rest(self) -> bytes:
+        """What was held after the usage event, and an unfinished last event."""
+        return b"".join(self._held) + self._pending
+
+
+def _object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -173,6 +173,9 @@ async def test_over_budget_is_429_insufficient_quota_and_overshoot_is_bounded(ga
         assert refused[0]["error"]["type"] == refused[0]["error"]["code"] == "insufficient_quota"
         later = [await one() for _ in range(3)]
         assert all(s == 429 for s, _ in later)
+        async with http.post(gateway.url + "/v1/chat/completions", json=body) as resp:
+            # Not worth retrying until the budget changes: the official SDKs do not retry it.
+            assert resp.status == 429 and resp.headers["x-should-retry"] == "false"
     rows = await ledger_rows(gateway, org, statuses.count(200))
     spent = sum(r.billed_ticks for r in rows)
     assert len(rows) == statuses.count(200)

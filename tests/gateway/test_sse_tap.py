@@ -1,0 +1,40 @@
+"""The SSE tap passes on whole events only, as the bytes that came, and holds the usage-only event
+(and what follows it) for the relay to send after settling."""
+
+from __future__ import annotations
+
+from gateway.proxy.sse_tap import SseTap
+
+CONTENT = b'data: {"model":"m","choices":[{"delta":{"content":"hi"}}]}\n\n'
+USAGE = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+def test_an_event_split_across_chunks_goes_out_once_whole() -> None:
+    tap = SseTap()
+    assert tap.feed(CONTENT[:10]) == b""
+    assert tap.feed(CONTENT[10:] + CONTENT[:5]) == CONTENT
+    assert tap.feed(CONTENT[5:]) == CONTENT
+    assert tap.content_events == 2 and tap.model == "m"
+
+
+def test_the_usage_event_and_what_follows_are_held() -> None:
+    tap = SseTap()
+    assert tap.feed(CONTENT + USAGE[:20]) == CONTENT
+    assert tap.feed(USAGE[20:] + DONE[:4]) == b""
+    assert tap.feed(DONE[4:]) == b""
+    assert tap.usage == {"prompt_tokens": 3, "completion_tokens": 1}
+    assert tap.usage_event is not None and tap.usage_event["choices"] == []
+    assert tap.rest() == DONE
+
+
+def test_usage_inside_a_content_chunk_is_relayed() -> None:
+    tap = SseTap()
+    mixed = b'data: {"choices":[{"delta":{"content":"x"}}],"usage":{"prompt_tokens":1}}\n\n'
+    assert tap.feed(mixed + DONE) == mixed + DONE
+    assert tap.usage == {"prompt_tokens": 1} and tap.usage_event is None
+
+
+def test_translation_sees_each_data_payload() -> None:
+    tap = SseTap()
+    assert tap.events(CONTENT + b": keep-alive\n\n" + DONE) == [CONTENT[6:-2], b"[DONE]"]
