@@ -3,7 +3,8 @@
     python -m bench.compare [--quick] [--seconds 6] [--connections 32] [--sizes 1,32,128]
                             [--targets direct,gateway,litellm,vllm-router] [--modes json,stream,stream-new]
 
-One run measures every target one after the other on the same machine: each server alone on
+One run measures every target on the same machine, interleaved (for each body size and mode, every
+target in turn, so the machine's other load hits all alike): each server alone on
 ``--server-cpu`` (taskset), the instant upstream (``bench/instant_upstream.py``), a private
 redis-server, the gateway's ledger writer and the load generator (wrk, 1 thread, ``--connections``
 keep-alive connections) on ``--load-cpu``. Bodies are 1 KB chat requests and the turns of a growing
@@ -90,6 +91,7 @@ class Figures:
     loads: dict[tuple[int, str], Load] = field(default_factory=dict)
     cpu_us: dict[tuple[int, str], float] = field(default_factory=dict)
     cold_start_s: float = float("nan")
+    cold_start_cpu_s: float = float("nan")  # the server's own CPU time until that first 200
     rss_mib: float = float("nan")
     idle: dict[int, Load] = field(default_factory=dict)  # 1 connection, non-streaming, per size
     note: str = ""
@@ -174,6 +176,7 @@ class Server:
         self.popen: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.key: str | None = None
+        self.cold_cpu = float("nan")  # the server's CPU seconds from spawn to its first 200
         self.log = tempfile.NamedTemporaryFile(prefix=f"compare-{self.name}-", suffix=".log",  # noqa: SIM115
                                                delete=False)  # kept open for the server's life
 
@@ -185,7 +188,7 @@ class Server:
         """Start the server; returns seconds from spawn to the first 200 of a chat request."""
         raise NotImplementedError
 
-    def _wait_first_200(self, t0: float, timeout: float = 120.0) -> float:
+    def _wait_first_200(self, t0: float, timeout: float = 300.0) -> float:
         body = json.dumps({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}).encode()
         headers = {"Content-Type": "application/json"}
         if self.key:
@@ -197,7 +200,9 @@ class Server:
                 req = urllib.request.Request(self.url + "/v1/chat/completions", data=body, headers=headers)
                 with urllib.request.urlopen(req, timeout=2) as resp:
                     if resp.status == 200:
-                        return time.perf_counter() - t0
+                        elapsed = time.perf_counter() - t0
+                        self.cold_cpu = tree_cpu_s(self.popen.pid) if self.popen is not None else float("nan")
+                        return elapsed
             except (OSError, urllib.error.HTTPError):
                 time.sleep(0.005)
         raise RuntimeError(f"{self.name} gave no 200 within {timeout:.0f} s: see {self.log.name}")
@@ -292,6 +297,10 @@ class Gateway(Server):
 class LiteLLM(Server):
     name = "litellm"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.key = "sk-bench-" + os.urandom(8).hex()  # its proxy refuses to start without a master key
+
     def available(self) -> str:
         return "" if (PEERS_DIR / "litellm/bin/litellm").exists() else f"no {PEERS_DIR}/litellm (--install-peers)"
 
@@ -302,7 +311,8 @@ class LiteLLM(Server):
         config.write_text(json.dumps({
             "model_list": [{"model_name": MODEL, "litellm_params": {
                 "model": f"openai/{MODEL}", "api_base": upstream + "/v1", "api_key": "bench"}}],
-            "litellm_settings": {"telemetry": False}}))
+            "litellm_settings": {"telemetry": False},
+            "general_settings": {"master_key": self.key}}))
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "DISABLE_SCHEMA_UPDATE":
                "true"}
         env.pop("DATABASE_URL", None)
@@ -371,25 +381,38 @@ def install_peers() -> None:
 
 
 # --- the run ---------------------------------------------------------------------------------------
-def measure(server: Server, wrk: Wrk, args: argparse.Namespace, sizes: list[int], modes: list[str]) -> Figures:
-    fig = Figures()
+def measure_cell(server: Server, fig: Figures, wrk: Wrk, args: argparse.Namespace, size: int, mode: str) -> None:
+    """One size and mode on one target: a warm-up, then the measured run."""
+    wrk.run(server.url, "/v1/chat/completions", server.key, size, mode, args.warmup, args.connections)
+    pid = server.pid()
+    cpu0 = tree_cpu_s(pid) if pid > 0 else 0.0
+    load = wrk.run(server.url, "/v1/chat/completions", server.key, size, mode, args.seconds, args.connections)
+    fig.loads[(size, mode)] = load
+    if pid > 0 and load.requests:
+        fig.cpu_us[(size, mode)] = (tree_cpu_s(pid) - cpu0) / load.requests * 1e6
+    print(f"  {server.name:<12} {size:>4} KB {mode:<10} {load.rps:8.0f} req/s  p50 {load.p50_ms:7.2f} ms  "
+          f"p99 {load.p99_ms:7.2f} ms  cpu {fig.cpu_us.get((size, mode), float('nan')):6.0f} us/req  "
+          f"errors {load.errors}", flush=True)
+
+
+def measure(servers: dict[str, Server], wrk: Wrk, args: argparse.Namespace, sizes: list[int],
+            modes: list[str], results: dict[str, Figures]) -> None:
+    """Every size and mode, the targets one after the other within each (interleaved, so that a change
+    in the machine's other load hits every target alike), then RSS and the one-connection runs."""
     for size in sizes:
         for mode in modes:
-            wrk.run(server.url, "/v1/chat/completions", server.key, size, mode, args.warmup, args.connections)
-            pid = server.pid()
-            cpu0 = tree_cpu_s(pid) if pid > 0 else 0.0
-            load = wrk.run(server.url, "/v1/chat/completions", server.key, size, mode, args.seconds, args.connections)
-            fig.loads[(size, mode)] = load
-            if pid > 0 and load.requests:
-                fig.cpu_us[(size, mode)] = (tree_cpu_s(pid) - cpu0) / load.requests * 1e6
-            print(f"  {server.name:<12} {size:>4} KB {mode:<10} {load.rps:8.0f} req/s  p50 {load.p50_ms:7.2f} ms  "
-                  f"p99 {load.p99_ms:7.2f} ms  cpu {fig.cpu_us.get((size, mode), float('nan')):6.0f} us/req  "
-                  f"errors {load.errors}", flush=True)
-    if server.pid() > 0:
-        fig.rss_mib = tree_rss_mib(server.pid())
+            for name, server in servers.items():
+                try:
+                    measure_cell(server, results[name], wrk, args, size, mode)
+                except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                    print(f"  {name} {size} KB {mode}: failed ({exc})")
+    for name, server in servers.items():
+        if server.pid() > 0:
+            results[name].rss_mib = tree_rss_mib(server.pid())
     for size in sizes:
-        fig.idle[size] = wrk.run(server.url, "/v1/chat/completions", server.key, size, "json", args.idle_seconds, 1)
-    return fig
+        for name, server in servers.items():
+            results[name].idle[size] = wrk.run(server.url, "/v1/chat/completions", server.key, size, "json",
+                                               args.idle_seconds, 1)
 
 
 def fmt(value: float, digits: int = 0) -> str:
@@ -424,7 +447,8 @@ def report(results: dict[str, Figures], sizes: list[int], modes: list[str]) -> N
             if direct is not None and s in f.idle and s in direct.idle and n != "direct":
                 added.append(f"{s}KB +{f.idle[s].p50_ms - direct.idle[s].p50_ms:.2f}/+"
                              f"{f.idle[s].p99_ms - direct.idle[s].p99_ms:.2f}")
-        print(f"  {n:<12} cpu us/req [{cpu}]  RSS {fmt(f.rss_mib)} MiB  cold start {fmt(f.cold_start_s, 2)} s  "
+        print(f"  {n:<12} cpu us/req [{cpu}]  RSS {fmt(f.rss_mib)} MiB  cold start {fmt(f.cold_start_s, 2)} s "
+              f"({fmt(f.cold_start_cpu_s, 2)} s CPU)  "
               f"added {', '.join(added) or '-'} {f.note}")
     gw = results.get("gateway")
     peers = [n for n in names if n not in ("gateway", "direct")]
@@ -473,6 +497,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="compare-"))
     wrk = Wrk(args.load_cpu, workdir)
     results: dict[str, Figures] = {}
+    servers: dict[str, Server] = {}
     makers = {"direct": Direct, "gateway": lambda: Gateway(redis_url), "litellm": LiteLLM, "vllm-router": VllmRouter}
     print(f"load generator: wrk -t1 -c{args.connections}, {args.seconds:g} s per run on cpu {args.load_cpu}; "
           f"servers on cpu {args.server_cpu}", flush=True)
@@ -483,18 +508,21 @@ def main() -> None:
             if why:
                 print(f"  {name}: skipped ({why})")
                 continue
-            try:
+            try:  # one at a time, alone on the machine's load, for its cold start
                 if isinstance(server, Gateway):
                     server.prepare(args.load_cpu)
                 cold = server.spawn(args.server_cpu, upstream)
-                fig = measure(server, wrk, args, sizes, modes)
-                fig.cold_start_s = cold
-                results[name] = fig
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
-                print(f"  {name}: failed ({exc})")
-            finally:
+                print(f"  {name}: failed to start ({exc})")
                 server.stop()
+                continue
+            servers[name] = server
+            results[name] = Figures(cold_start_s=cold, cold_start_cpu_s=server.cold_cpu)
+            print(f"  {name}: first 200 after {cold:.2f} s ({server.cold_cpu:.2f} s CPU)", flush=True)
+        measure(servers, wrk, args, sizes, modes, results)
     finally:
+        for server in servers.values():
+            server.stop()
         upstream_proc.terminate()
         redis_proc.terminate()
         upstream_proc.wait(10)
