@@ -165,6 +165,8 @@ class Wrk:
         if line is None:
             raise RuntimeError("wrk gave no result: " + out[-500:])
         n, duration_us, p50, p99, *errs = (int(x) for x in line.split()[1:])
+        if n == 0:  # nothing completed within the run (a server slower than the run is long)
+            return Load(0.0, float("nan"), float("nan"), 0, sum(errs))
         return Load(n / (duration_us / 1e6), p50 / 1000, p99 / 1000, n, sum(errs))
 
 
