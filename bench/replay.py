@@ -346,7 +346,9 @@ POLICIES = ["round_robin", "least_loaded", "session_hash", "prefix_aware"]
 def sim_configs(n: int, kv_tokens: int, prefill: float, decode: float) -> list[SimConfig]:
     return [SimConfig(model=MODEL, kv_capacity_tokens=kv_tokens, prefill_tokens_per_s=prefill,
                       decode_tokens_per_s=decode, max_running=64, time_scale=1.0, seed=i, worker_id=f"bench-{i}",
-                      recent_requests_max=0, stream_interval_s=0.01) for i in range(n)]
+                      recent_requests_max=0, stream_interval_s=0.01,
+                      tool_call_rate=0.0)  # the sessions append the answer's text as the assistant's turn
+            for i in range(n)]
 
 
 def agentic(args: argparse.Namespace, base_env: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from gateway.asgi import Receive, Send
+from workersim import logprobs
 from workersim.kvcache import Allocation, PrefixCache
 from workersim.output import Plan, Planner, prompt_seed
 from workersim.prompt import PromptBuilder, PromptError
@@ -41,14 +42,17 @@ class Rejected(Exception):
 class _Request:
     """A validated request and its progress."""
 
-    __slots__ = ("chat", "created", "disconnected", "done", "drop_at", "generated", "include_usage", "plan",
-                 "prompt", "response_id", "salt", "stream")
+    __slots__ = ("chat", "created", "disconnected", "done", "drop_at", "generated", "include_usage", "logprobs",
+                 "plan", "plans", "prompt", "response_id", "salt", "seed", "stream")
 
-    def __init__(self, chat: bool, prompt: list[int], plan: Plan, salt: str, stream: bool,
+    def __init__(self, chat: bool, prompt: list[int], plans: list[Plan], salt: str, stream: bool,
                  include_usage: bool, response_id: bytes) -> None:
         self.chat = chat
         self.prompt = prompt
-        self.plan = plan
+        self.plans = plans  # one per choice (``n``)
+        self.plan = plans[0]  # the one whose tokens stay in the KV cache
+        self.logprobs: int | None = None  # top log-probabilities per token asked for (None: not asked)
+        self.seed = 0
         self.salt = salt
         self.stream = stream
         self.include_usage = include_usage
@@ -69,7 +73,8 @@ class Generator:
         self._stats = stats
         self._rng = rng
         self._prompts = PromptBuilder(tokenizer)
-        self._planner = Planner(tokenizer, self._prompts, OutputWords(tokenizer), config.reasoning_tokens)
+        self._planner = Planner(tokenizer, self._prompts, OutputWords(tokenizer), config.reasoning_tokens,
+                                config.tool_call_rate, config.parallel_tool_call_rate)
         self._json_headers: Headers = [JSON_TYPE, *headers]
         self._sse_start = {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *headers]}
         self._model_json = orjson.dumps(config.model)
@@ -92,7 +97,7 @@ class Generator:
             await send_response(send, 500, error_body(500, "simulated worker failure"), self._json_headers)
             return
         if req.stream and cfg.drop_rate and self._rng.random() < cfg.drop_rate:
-            req.drop_at = max(1, len(req.plan.ids) // 2)
+            req.drop_at = max(1, sum(len(p.ids) for p in req.plans) // 2)
         if not self._engine.sleeps:
             await self._run(req, send)
             return
@@ -127,8 +132,11 @@ class Generator:
         model = body.get("model")
         if model is not None and model != cfg.model:
             raise Rejected(404, f"The model `{model}` does not exist.", "model")
-        if body.get("n") not in (None, 1):
-            raise Rejected(400, "the simulator only supports n=1", "n")
+        n_choices = body.get("n", 1)
+        if n_choices is None:
+            n_choices = 1
+        if type(n_choices) is not int or not 1 <= n_choices <= _MAX_N:
+            raise Rejected(400, f"'n' must be an integer from 1 to {_MAX_N}", "n")
         raw_max = body.get("max_completion_tokens") if chat else None
         param = "max_completion_tokens"
         if raw_max is None:
@@ -138,6 +146,8 @@ class Generator:
         salt = body.get("cache_salt")
         if salt is not None and not isinstance(salt, str):
             raise Rejected(400, "'cache_salt' must be a string", "cache_salt")
+        stop = _stop_strings(body.get("stop"))
+        top = _logprobs_asked(body, chat)
         stream = body.get("stream") is True
         options = body.get("stream_options")
         include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
@@ -155,19 +165,38 @@ class Generator:
             seed = prompt_seed(prompt, body.get("seed"))
             n = next(self._ids)
             if chat:
-                reasoning = cfg.reasoning
-                kwargs = body.get("chat_template_kwargs")
-                if isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False:
-                    reasoning = False
+                reasoning = self._reasoning_tokens(body)
                 call_id = f"call_{self._id_prefix}{n:x}"
-                plan = self._planner.chat(body, length, raw_max is not None, seed, reasoning, call_id)
+                plans = [self._planner.chat(body, length, raw_max is not None, seed + i, reasoning,
+                                            call_id if i == 0 else f"{call_id}c{i}", stop)
+                         for i in range(n_choices)]
                 response_id = f"chatcmpl-{self._id_prefix}{n:x}".encode()
             else:
-                plan = self._planner.completion(length, raw_max is not None, seed)
+                plans = [self._planner.completion(length, raw_max is not None, seed + i, stop)
+                         for i in range(n_choices)]
                 response_id = f"cmpl-{self._id_prefix}{n:x}".encode()
         except PromptError as exc:
             raise Rejected(400, exc.message, exc.param) from exc
-        return _Request(chat, prompt, plan, salt or "", stream, include_usage, response_id)
+        req = _Request(chat, prompt, plans, salt or "", stream, include_usage, response_id)
+        req.logprobs = top
+        req.seed = seed
+        return req
+
+    def _reasoning_tokens(self, body: dict[str, Any]) -> int:
+        """How many reasoning tokens the answer starts with: the worker's reasoning mode, or the request's
+        ``reasoning_effort`` (low: half, high: twice the worker's count); ``enable_thinking`` false or an
+        effort of "none" turns it off."""
+        cfg = self._config
+        effort = body.get("reasoning_effort")
+        kwargs = body.get("chat_template_kwargs")
+        if (isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False) or effort == "none":
+            return 0
+        if effort is not None and effort not in _EFFORT:
+            raise PromptError("'reasoning_effort' must be 'none', 'minimal', 'low', 'medium' or 'high'",
+                              "reasoning_effort")
+        if effort is None:
+            return cfg.reasoning_tokens if cfg.reasoning else 0
+        return max(1, round(cfg.reasoning_tokens * _EFFORT[effort]))
 
     # -- the run ---------------------------------------------------------------------------------------
     async def _run(self, req: _Request, send: Send) -> None:
@@ -198,8 +227,8 @@ class Generator:
                 if not prefilled:
                     sequence: list[int] = []
                 elif total // cache.block_size > len(alloc.hashes):  # the output completed blocks
-                    sequence = cache.block_hashes(req.prompt + req.plan.ids[: req.generated], req.salt,
-                                                  alloc.hashes)
+                    kept = req.plan.ids[: min(req.generated, len(req.plan.ids))]
+                    sequence = cache.block_hashes(req.prompt + kept, req.salt, alloc.hashes)
                 else:
                     sequence = alloc.hashes
                 cache.finish(alloc, sequence)
@@ -208,31 +237,39 @@ class Generator:
     def _succeeded(self, plan: Plan) -> None:
         self._stats.success["length" if plan.finish_reason == "length" else "stop"] += 1
 
+    def _chat_logprobs(self, req: _Request, index: int, plan: Plan) -> dict[str, Any] | None:
+        if req.logprobs is None:
+            return None
+        return {"content": [logprobs.chat_entry(p, req.seed + index, i, req.logprobs)
+                            for i, p in enumerate(plan.pieces())]}
+
     async def _answer(self, req: _Request, alloc: Allocation, send: Send) -> None:
-        plan = req.plan
-        n = len(plan.ids)
-        if self._engine.sleeps and n > 1:
-            await asyncio.sleep(self._engine.token_interval() * (n - 1))
-        req.generated = n
+        longest = max(len(p.ids) for p in req.plans)
+        if self._engine.sleeps and longest > 1:  # the choices decode side by side
+            await asyncio.sleep(self._engine.token_interval() * (longest - 1))
+        req.generated = sum(len(p.ids) for p in req.plans)
         usage = self._usage(req, alloc)
-        if req.chat:
-            message: dict[str, Any] = {"role": "assistant", "content": plan.content,
-                                       "tool_calls": [plan.tool_call] if plan.tool_call else []}
-            if plan.reasoning_pieces is not None:
-                message["reasoning_content"] = plan.reasoning
-            choice: dict[str, Any] = {"index": 0, "message": message, "logprobs": None,
-                                      "finish_reason": plan.finish_reason, "stop_reason": None}
-            obj = "chat.completion"
-        else:
-            choice = {"index": 0, "text": plan.content, "logprobs": None, "finish_reason": plan.finish_reason,
-                      "stop_reason": None}
-            obj = "text_completion"
-        body = orjson.dumps({"id": req.response_id.decode(), "object": obj, "created": req.created,
-                             "model": self._config.model, "choices": [choice], "usage": usage,
-                             "system_fingerprint": self._config.worker_id})
+        choices: list[dict[str, Any]] = []
+        for index, plan in enumerate(req.plans):
+            if req.chat:
+                message: dict[str, Any] = {"role": "assistant", "content": plan.content,
+                                           "tool_calls": plan.tool_calls}
+                if plan.reasoning_pieces is not None:
+                    message["reasoning_content"] = plan.reasoning
+                choices.append({"index": index, "message": message, "logprobs": self._chat_logprobs(req, index, plan),
+                                "finish_reason": plan.finish_reason, "stop_reason": plan.stop_reason})
+            else:
+                lp = (None if req.logprobs is None
+                      else logprobs.completion_logprobs(plan.content_pieces, req.seed + index, req.logprobs))
+                choices.append({"index": index, "text": plan.content, "logprobs": lp,
+                                "finish_reason": plan.finish_reason, "stop_reason": plan.stop_reason})
+        body = orjson.dumps({"id": req.response_id.decode(), "object": "chat.completion" if req.chat else
+                             "text_completion", "created": req.created, "model": self._config.model,
+                             "choices": choices, "usage": usage, "system_fingerprint": self._config.worker_id})
         req.done = True
         await send_response(send, 200, body, self._json_headers)
-        self._succeeded(plan)
+        for plan in req.plans:
+            self._succeeded(plan)
 
     def _usage(self, req: _Request, alloc: Allocation) -> dict[str, Any]:
         prompt_tokens = len(req.prompt)
@@ -241,36 +278,82 @@ class Generator:
                                  "total_tokens": prompt_tokens + completion,
                                  "prompt_tokens_details": {"cached_tokens": alloc.cached_tokens}}
         if req.plan.reasoning_pieces is not None:
-            usage["completion_tokens_details"] = {"reasoning_tokens": req.plan.reasoning_tokens}
+            usage["completion_tokens_details"] = {"reasoning_tokens": sum(p.reasoning_tokens for p in req.plans)}
         return usage
 
     # -- streaming -------------------------------------------------------------------------------------
-    async def _stream(self, req: _Request, alloc: Allocation, send: Send) -> None:
-        plan = req.plan
+    def _stream_chunks(self, req: _Request) -> tuple[bytes, list[bytes | None], bytes]:
+        """The stream's first event, one event (or None: a token that shows nothing) per generated token,
+        and the closing events before the usage chunk. One choice without logprobs takes the fast path:
+        the events are a fixed head and tail around each delta."""
         usage_null = b',"usage":null' if req.include_usage else b""
+        dumps = orjson.dumps
         if req.chat:
             head = (b'data: {"id":"%s","object":"chat.completion.chunk","created":%d,"model":%s,'
-                    b'"system_fingerprint":%s,"choices":[{"index":0,"delta":'
-                    % (req.response_id, req.created, self._model_json, self._fingerprint_json))
-            tail = b',"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
-            first = head + b'{"role":"assistant","content":""}' + tail
-            final = (head + b'{},"logprobs":null,"finish_reason":"%s"}]' % plan.finish_reason.encode()
-                     + usage_null + b"}\n\n")
+                    b'"system_fingerprint":%s,"choices":[' % (req.response_id, req.created, self._model_json,
+                                                              self._fingerprint_json))
         else:
             head = (b'data: {"id":"%s","object":"text_completion","created":%d,"model":%s,'
-                    b'"system_fingerprint":%s,"choices":[{"index":0,"text":'
-                    % (req.response_id, req.created, self._model_json, self._fingerprint_json))
-            tail = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]' + usage_null + b"}\n\n"
-            first = b""
-            final = (head + b'"","logprobs":null,"finish_reason":"%s","stop_reason":null}]'
-                     % plan.finish_reason.encode() + usage_null + b"}\n\n")
-        deltas: list[Any] = plan.chat_deltas() if req.chat else plan.content_pieces
-        dumps = orjson.dumps
+                    b'"system_fingerprint":%s,"choices":[' % (req.response_id, req.created, self._model_json,
+                                                              self._fingerprint_json))
+        end = b"]" + usage_null + b"}\n\n"
+        if len(req.plans) == 1 and req.logprobs is None:
+            plan = req.plan
+            if req.chat:
+                open_ = head + b'{"index":0,"delta":'
+                tail = b',"logprobs":null,"finish_reason":null}' + end
+                first = open_ + b'{"role":"assistant","content":""}' + tail
+                events: list[bytes | None] = [None if d is None else open_ + dumps(d) + tail
+                                              for d in plan.chat_deltas()]
+            else:
+                open_ = head + b'{"index":0,"text":'
+                tail = b',"logprobs":null,"finish_reason":null,"stop_reason":null}' + end
+                first = b""
+                events = [open_ + dumps(p) + tail for p in plan.content_pieces]
+            return first, events, self._finals(req, head, end)
+        per_choice: list[list[bytes | None]] = []
+        first = b""
+        for index, plan in enumerate(req.plans):
+            choice_events: list[bytes | None] = []
+            if req.chat:
+                first += head + dumps({"index": index, "delta": {"role": "assistant", "content": ""},
+                                       "logprobs": None, "finish_reason": None}) + end
+                pieces = plan.pieces()
+                for i, delta in enumerate(plan.chat_deltas()):
+                    if delta is None:
+                        choice_events.append(None)
+                        continue
+                    lp = (None if req.logprobs is None else
+                          {"content": [logprobs.chat_entry(pieces[i], req.seed + index, i, req.logprobs)]})
+                    choice_events.append(head + dumps({"index": index, "delta": delta, "logprobs": lp,
+                                                       "finish_reason": None}) + end)
+            else:
+                for i, piece in enumerate(plan.content_pieces):
+                    lp = (None if req.logprobs is None else
+                          logprobs.completion_logprobs([piece], req.seed + index, req.logprobs, i))
+                    choice_events.append(head + dumps({"index": index, "text": piece, "logprobs": lp,
+                                                       "finish_reason": None, "stop_reason": None}) + end)
+            per_choice.append(choice_events)
+        # The choices decode side by side: their events interleave token by token, as vLLM streams them.
+        events = [e for group in itertools.zip_longest(*per_choice, fillvalue=_NO_EVENT) for e in group
+                  if e is not _NO_EVENT]
+        return first, events, self._finals(req, head, end)
+
+    def _finals(self, req: _Request, head: bytes, end: bytes) -> bytes:
+        out = b""
+        for index, plan in enumerate(req.plans):
+            choice: dict[str, Any] = ({"index": index, "delta": {}} if req.chat else {"index": index, "text": ""})
+            choice.update({"logprobs": None, "finish_reason": plan.finish_reason, "stop_reason": plan.stop_reason})
+            out += head + orjson.dumps(choice) + end
+        return out
+
+    async def _stream(self, req: _Request, alloc: Allocation, send: Send) -> None:
+        first, events, final = self._stream_chunks(req)
 
         def chunks(start: int, end: int) -> bytes:
-            return b"".join(head + dumps(d) + tail for d in deltas[start:end] if d is not None)
+            return b"".join([e for e in events[start:end] if e is not None])
 
-        n = len(plan.ids)
+        n = len(events)
         limit = n if req.drop_at is None else min(n, req.drop_at)
         engine = self._engine
         if not engine.sleeps:  # nothing happens between tokens: the whole stream is one write
@@ -284,7 +367,8 @@ class Generator:
             req.done = True
             await send({"type": "http.response.body", "body": body + self._closing(req, alloc, final),
                         "more_body": False})
-            self._succeeded(plan)
+            for plan in req.plans:
+                self._succeeded(plan)
             return
         loop = asyncio.get_running_loop()
         await send(self._sse_start)
@@ -292,9 +376,10 @@ class Generator:
         req.generated = 1
         due = loop.time()
         stream_interval = self._config.stream_interval_s
+        side_by_side = len(req.plans)
         i = 1
         while i < limit:
-            interval = engine.token_interval()
+            interval = engine.token_interval() / side_by_side
             batch = max(1, int(stream_interval / interval)) if interval > 0 else limit
             j = min(limit, i + batch)
             due += interval * (j - i)
@@ -310,7 +395,8 @@ class Generator:
             return  # the ASGI server closes the connection without the terminating chunk
         req.done = True
         await send({"type": "http.response.body", "body": self._closing(req, alloc, final), "more_body": False})
-        self._succeeded(plan)
+        for plan in req.plans:
+            self._succeeded(plan)
 
     def _closing(self, req: _Request, alloc: Allocation, final: bytes) -> bytes:
         if not req.include_usage:
@@ -323,3 +409,39 @@ class Generator:
             "choices": [], "usage": self._usage(req, alloc),
         })
         return final + b"data: " + usage_chunk + b"\n\n" + _DONE
+
+
+_NO_EVENT = b"\x00"  # zip_longest's filler: a choice that has ended
+_MAX_N = 16
+_EFFORT = {"minimal": 0.25, "low": 0.5, "medium": 1.0, "high": 2.0}
+
+
+def _stop_strings(stop: Any) -> list[str] | None:
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        return [stop] if stop else None
+    if isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        return [s for s in stop if s] or None
+    raise Rejected(400, "'stop' must be a string or a list of strings", "stop")
+
+
+def _logprobs_asked(body: dict[str, Any], chat: bool) -> int | None:
+    """How many top log-probabilities per token the request asks for (None: no logprobs)."""
+    value = body.get("logprobs")
+    if chat:
+        if value is None or value is False:
+            return None
+        if value is not True:
+            raise Rejected(400, "'logprobs' must be a boolean", "logprobs")
+        top = body.get("top_logprobs", 0)
+        if top is None:
+            top = 0
+        if type(top) is not int or not 0 <= top <= 20:
+            raise Rejected(400, "'top_logprobs' must be an integer from 0 to 20", "top_logprobs")
+        return top
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= 20:
+        raise Rejected(400, "'logprobs' must be an integer from 0 to 20", "logprobs")
+    return value

@@ -27,6 +27,10 @@ class SimConfig:
     max_tokens_default: int = 16
     reasoning: bool = False
     reasoning_tokens: int = 8
+    tool_call_rate: float = 0.5
+    """With tools and tool_choice "auto": the share of turns that call a tool (halved per tool round)."""
+    parallel_tool_call_rate: float = 0.25
+    """Of the turns that call a tool, the share that call two at once (unless parallel_tool_calls is false)."""
     error_rate: float = 0.0
     drop_rate: float = 0.0
     slow_start_s: float = 0.0
@@ -53,6 +57,8 @@ class SimConfig:
             problems.append("reasoning_tokens must be >= 0")
         if not (0.0 <= self.error_rate <= 1.0 and 0.0 <= self.drop_rate <= 1.0):
             problems.append("error_rate and drop_rate must be within [0, 1]")
+        if not (0.0 <= self.tool_call_rate <= 1.0 and 0.0 <= self.parallel_tool_call_rate <= 1.0):
+            problems.append("tool_call_rate and parallel_tool_call_rate must be within [0, 1]")
         if self.time_scale < 0 or self.slow_start_s < 0 or self.prefill_overhead_s < 0:
             problems.append("time_scale, slow_start_s and prefill_overhead_s must be >= 0")
         if self.itl_load_factor < 0 or self.stream_interval_s < 0:

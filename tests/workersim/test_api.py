@@ -119,7 +119,7 @@ WEATHER_TOOL = {
 
 
 async def test_tool_call_answer(make_sim: MakeSim, http: aiohttp.ClientSession) -> None:
-    sim = await make_sim()
+    sim = await make_sim(tool_call_rate=0.0)
     request = chat("Weather in Paris?", tools=[WEATHER_TOOL], tool_choice="required")
     _, body = await post(http, sim.url + "/v1/chat/completions", request)
     choice = body["choices"][0]
@@ -140,7 +140,7 @@ async def test_tool_call_answer(make_sim: MakeSim, http: aiohttp.ClientSession) 
     assert "".join(c["function"]["arguments"] for c in calls) == call["function"]["arguments"]
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
-    # A named function; "auto" answers with text.
+    # A named function; "auto" answers with text on a share of turns (never at a tool_call_rate of 0).
     named = chat("x", tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}})
     _, body = await post(http, sim.url + "/v1/chat/completions", named)
     assert body["choices"][0]["finish_reason"] == "tool_calls"
@@ -188,7 +188,7 @@ async def test_errors_have_openai_shape(make_sim: MakeSim, http: aiohttp.ClientS
     async with http.post(url, data=b"{not json", headers={"content-type": "application/json"}) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"]["code"] == 400
-    for bad in (chat("x", n=2), chat("x", max_tokens=0), chat("x", max_tokens="5"), {"model": MODEL},
+    for bad in (chat("x", n=17), chat("x", max_tokens=0), chat("x", max_tokens="5"), {"model": MODEL},
                 {"model": MODEL, "messages": [{"content": "no role"}]}, chat("x", cache_salt=5),
                 chat("x", max_tokens=2000), chat("x", tools=[WEATHER_TOOL], tool_choice="bogus")):
         status, body = await post(http, url, bad)
