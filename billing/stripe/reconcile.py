@@ -11,9 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import stripe
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,11 +20,16 @@ from billing.ledger.billing_queries import customers
 from billing.ledger.ledger_tables import MeterEventRow, UsageRow
 from billing.stripe.sync import METERS, MeterNames, window_expr
 
+if TYPE_CHECKING:  # imported where used (see billing/stripe/sync.py)
+    import stripe
+
 DAY_S = 86_400
 
 
 async def _patient(call: Callable[[], Awaitable[Any]], attempts: int = 6, backoff_s: float = 0.25) -> Any:
     """A read from Stripe, retried with backoff on 429, 5xx and connection errors."""
+    import stripe
+
     for attempt in range(attempts - 1):
         try:
             return await call()

@@ -20,15 +20,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import stripe
 from sqlalchemy import BigInteger, Integer, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.elements import ColumnElement
 
 from billing.ledger.billing_queries import aware, customers, utcnow
 from billing.ledger.ledger_tables import MeterEventRow, UsageRow
+
+if TYPE_CHECKING:  # the SDK is imported where it is used: it is a tenth of the gateway's start-up imports
+    import stripe
 
 log = logging.getLogger("billing.stripe")
 
@@ -71,6 +73,8 @@ class StripeConnection:
 def connect(api_key: str, base_url: str = "") -> StripeConnection:
     """``base_url`` points the SDK at another server (the local test server) through ``base_addresses``.
     The SDK's own retries are off: the sync backs off and retries itself, 429 included."""
+    import stripe  # only a gateway that syncs to Stripe pays for this import (see above)
+
     http = stripe.AIOHTTPClient()
     if base_url:
         base = base_url.rstrip("/")
@@ -190,6 +194,8 @@ class MeterSync:
         return report
 
     async def _deliver(self, event: MeterEventRow, report: SyncReport) -> tuple[bool, str | None]:
+        import stripe  # loaded by connect() already: a dictionary look-up
+
         now = self._clock()
         moment = max(aware(event.window_start), now - MAX_PAST)
         params: dict[str, Any] = {

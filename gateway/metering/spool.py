@@ -24,7 +24,10 @@ class Spool:
         self.replayed = 0
 
     def add(self, raw: bytes, shard: int = 0) -> None:
-        self._items.append((time.monotonic(), shard, raw))
+        # A compact copy: a bytes object from orjson.dumps keeps its whole output buffer allocated (4-8
+        # KB for a ~500-byte record), and the spool holds up to ``max_records`` of them. Measured by
+        # bench.soak: the gateway's RSS grew 0.6 MiB/s (7.5 KB per request) until the spool's horizon.
+        self._items.append((time.monotonic(), shard, bytes(memoryview(raw))))
 
     def recent(self, shard: int = 0) -> list[bytes]:
         horizon = time.monotonic() - self._seconds
