@@ -127,13 +127,15 @@ async def test_unhealthy_worker_gets_no_traffic_until_it_recovers(gateway: Any, 
     await gateway.app.runtime.pool.check_all()
     before = len(sick.app.recent_requests)
     client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0)
-    for _ in range(6):
-        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=1)
+    for i in range(6):  # six conversations (one would stay on its worker), spread by load
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"x {i}"}],
+                                             max_tokens=1)
     assert len(sick.app.recent_requests) == before
     sick.app.set_healthy(True)
     await gateway.app.runtime.pool.check_all()
-    for _ in range(6):
-        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=1)
+    for i in range(6):  # six new conversations (those above stay where they were served), spread by load
+        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"y {i}"}],
+                                             max_tokens=1)
     assert len(sick.app.recent_requests) > before
     await client.close()
 

@@ -26,14 +26,15 @@ async def test_worker_failing_before_first_byte_is_retried_elsewhere(backend: Ba
     served = await serve_gateway(gateway_settings(backend, [bad.url, good.url]))
     try:
         client = openai.AsyncOpenAI(base_url=served.url + "/v1", api_key=await _key(served), max_retries=0)
-        for stream in (False, True, False, True):
+        # Four conversations (one conversation would stay on its worker: routing infers sessions).
+        for i, stream in enumerate((False, True, False, True)):
+            messages = [{"role": "user", "content": f"hi {i}"}]
             if stream:
                 chunks = [c async for c in await client.chat.completions.create(
-                    model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2, stream=True)]
+                    model=MODEL, messages=messages, max_tokens=2, stream=True)]
                 assert chunks
             else:
-                r = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                                                         max_tokens=2)
+                r = await client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2)
                 assert r.choices[0].message.content
         assert len(bad.app.recent_requests) >= 1, "the failing worker was never tried"
         await client.close()
@@ -50,8 +51,8 @@ async def test_unreachable_worker_is_retried_and_taken_out(backend: Backend) -> 
     try:
         await doomed.stop()  # the gateway still believes it healthy: its next connect fails
         client = openai.AsyncOpenAI(base_url=served.url + "/v1", api_key=await _key(served), max_retries=0)
-        for _ in range(4):
-            r = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+        for i in range(4):  # four conversations, spread by load
+            r = await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"hi {i}"}],
                                                      max_tokens=2)
             assert r.choices[0].message.content
         doomed_worker = next(w for w in served.app.runtime.pool.all() if w.url == doomed.url)

@@ -136,10 +136,11 @@ async def test_a_large_body_is_parsed_once_hashed_once_forwarded_as_sent(
         for name, body in (("small", small), ("large", large)):
             stats = await _profiled(gw.url, key, body)
             loads = _calls(stats, "loads")
-            assert loads.get("parse_body") == 1, loads  # the request body: once
+            assert loads.get("load_object") == 1, loads  # the request body: once
             assert sum(loads.values()) == 2, loads  # and the worker's answer
-            assert _calls(stats, "chat_bytes") == {"prefix_key": 1}
-            assert _calls(stats, "block_hashes") == {"prefix_key": 1}
+            # The router builds the canonical bytes (and finds the conversation's opening in them) once.
+            assert _calls(stats, "chat_canonical") == {"note_for": 1}
+            assert _calls(stats, "block_hashes") == {"note_for": 1}
             hashes = _calls(stats, "xxh3_64_intdigest")
             blocks = blocks_in_bytes(len(chat_bytes(orjson.loads(body))), 512)
             assert hashes.get("block_hashes") == blocks, hashes  # each block hashed once
@@ -155,7 +156,7 @@ async def test_a_large_body_is_parsed_once_hashed_once_forwarded_as_sent(
         # A streamed request: its body gains stream_options by a splice before the closing brace.
         streamed = orjson.dumps({**orjson.loads(large), "stream": True})
         stats = await _profiled(gw.url, key, streamed)
-        assert _calls(stats, "loads").get("parse_body") == 1
+        assert _calls(stats, "loads").get("load_object") == 1
         sent = recorder.bodies[-1]
         assert sent.startswith(streamed[:-1] + b',"stream_options":{"include_usage":true}')
         assert _SALT.fullmatch(sent[len(streamed) - 1 + len(b',"stream_options":{"include_usage":true}'):])
