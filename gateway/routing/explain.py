@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.routing.choose import RuleParams
+from gateway.routing.index import matched_blocks
 from gateway.state.base import MemoryData, Script
 
 _H = 8
@@ -35,18 +36,7 @@ def _peek_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: i
     flights: list[int] = []
     for i in range(n):
         flights.append(sum(1 for deadline in store.zset(keys[2 + 2 * i]).values() if deadline > now))
-        m = 0
-        if use_prefix and blocks:
-            index: dict[Any, float] = store.zset(keys[1 + 2 * i])
-            lo, hi = 0, blocks
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if hashes[(mid - 1) * _H:mid * _H] in index:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            m = lo
-        matches.append(m)
+        matches.append(matched_blocks(store.zset(keys[1 + 2 * i]), hashes, blocks) if use_prefix and blocks else 0)
     bound_to = store.value(keys[0]).get("v", "") if has_hint else ""
     return [bound_to, *matches, *flights]
 

@@ -25,6 +25,19 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def matched_blocks(index: dict[Any, float], hashes: bytes, blocks: int) -> int:
+    """How many leading blocks of ``hashes`` ``index`` holds (a binary search: a block is only indexed with
+    every block before it). The Python twin of the search in prefix_route.lua and prefix_peek.lua."""
+    lo, hi = 0, blocks
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if hashes[(mid - 1) * _H:mid * _H] in index:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, ttl: int) -> int:
     """Record every block (scores as in the Lua files), evict down to ``cap``; returns the evicted count."""
     index: dict[Any, float] = store.zset(key)
@@ -67,18 +80,7 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
         flights.append(len(inflight))
         loads.append(len(inflight) + float(args[f + 4 * i + 1]))
         kv.append(float(args[f + 4 * i + 2]))
-        m = 0
-        if use_prefix and blocks:
-            index: dict[Any, float] = store.zset(keys[1 + 2 * i])
-            lo, hi = 0, blocks
-            while lo < hi:
-                mid = (lo + hi + 1) // 2
-                if hashes[(mid - 1) * _H:mid * _H] in index:
-                    lo = mid
-                else:
-                    hi = mid - 1
-            m = lo
-        matches.append(m)
+        matches.append(matched_blocks(store.zset(keys[1 + 2 * i]), hashes, blocks) if use_prefix and blocks else 0)
     affinity = -1
     if has_hint:
         bound_to = store.value(keys[0]).get("v")
