@@ -106,7 +106,10 @@ async def test_a_function_tool_round_trip(gateway: ServedGateway, make_openai: A
     async with client.responses.stream(model=MODEL, previous_response_id=asked.id, tools=TOOLS, input=[
             {"type": "function_call_output", "call_id": calls[0].call_id, "output": "print('hello')"}]) as stream:
         answered = await stream.get_final_response()
-    assert answered.status == "completed" and answered.output_text
+    # The model may answer or call the tool again (the simulator calls on a share of auto turns).
+    assert answered.status == "completed" and answered.output
+    again = [item for item in answered.output if item.type == "function_call"]
+    assert bool(answered.output_text) != bool(again)
     (sent,) = [b for s in sims for b in s.app.recent_requests if b["messages"][-1].get("role") == "tool"]
     assert sent["messages"][-2]["tool_calls"][0]["id"] == calls[0].call_id
     assert sent["messages"][-1] == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "print('hello')"}
