@@ -42,7 +42,7 @@ from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.redis_clients import AnyRedis, is_cluster, lean_client, redis_client
 from gateway.upstream.fleet_config import alias_table
-from gateway.upstream.openai_worker import OpenAIWorkers, make_session
+from gateway.upstream.openai_worker import OpenAIWorkers, make_pool, make_session
 from gateway.upstream.provider import HostedProviders
 from gateway.upstream.provider_fleet import ProviderFleet
 
@@ -193,6 +193,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     sessions = db.sessionmaker(engine)
     usage_engine = db.make_engine(settings.sqlalchemy_read_url) if settings.database_read_url else None
     http = make_session(settings)
+    worker_http = make_pool(settings)
     cluster = bool(settings.redis_url) and await is_cluster(settings.redis_url, settings.redis_cluster,
                                                             settings.redis_timeout_s)
     redis = redis_client(settings.redis_url, cluster, settings.redis_timeout_s) if settings.redis_url else None
@@ -217,7 +218,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s, settings.key_stale_grace_s), workers=workers,
-        forwarder=Forwarder(OpenAIWorkers(http, settings),
+        forwarder=Forwarder(OpenAIWorkers(worker_http, settings),
                             Relay(settings.upstream_max_response_bytes, settings.upstream_ttft_timeout_s),
                             pool, router, stages=stage_order(billing, limiter, ResponsesStage(responses)), state=state,
                             fallback=local_state, providers=providers),
@@ -259,6 +260,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await router.drain()
         await billing.close()  # before the engine goes: the ledger writer finishes its batch
         await http.close()
+        worker_http.close()
         if redis is not None:
             await redis.aclose()
         if lean is not None:

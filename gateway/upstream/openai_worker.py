@@ -1,5 +1,6 @@
-"""The back adapter for OpenAI-compatible workers (vLLM, SGLang): one pooled aiohttp session for all
-of them, built in the app's lifespan.
+"""The back adapter for OpenAI-compatible workers (vLLM, SGLang): one pool of keep-alive HTTP/1.1
+connections for all of them (``http1.Http1Pool``), built in the app's lifespan. (``make_session`` builds the
+aiohttp session that the health checks and other off-path calls use.)
 
 ``OpenAIWorkers.open`` posts the forwarded body and returns once the worker's response headers
 arrived. Failures that another worker may not share (it could not be reached, it dropped the
@@ -18,9 +19,20 @@ from gateway import errors
 from gateway.config import Settings
 from gateway.pipeline.contract import Misconfigured, Retryable
 from gateway.pipeline.exchange import Exchange
+from gateway.upstream.http1 import (
+    ConnectFailed,
+    ConnectTimeout,
+    Disconnected,
+    Http1Pool,
+    HttpError,
+    ReadTimeout,
+    Response,
+)
 
-# What counts as "the connection failed" while a body is read: the answer is cut.
+# What counts as "the connection failed" while a body is read: the answer is cut (a worker's, or a
+# hosted provider's stream, whose adapter raises aiohttp's payload error).
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    HttpError,
     aiohttp.ClientConnectionError,
     aiohttp.ClientPayloadError,
     TimeoutError,
@@ -86,53 +98,52 @@ def make_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+def make_pool(settings: Settings) -> Http1Pool:
+    tls = tls_context(settings)
+    return Http1Pool(tls if isinstance(tls, ssl.SSLContext) else None, settings.upstream_max_connections,
+                     settings.upstream_connect_timeout_s)
+
+
 class WorkerReply:
     """A worker's answer whose headers arrived (the ``UpstreamReply`` of this adapter)."""
 
     __slots__ = ("_resp", "content_type", "status")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: Response) -> None:
         self._resp = resp
         self.status = resp.status
-        self.content_type = resp.headers.get("Content-Type", "application/json")
+        self.content_type = resp.content_type
 
     async def body(self, limit: int) -> bytes:
         declared = self._resp.content_length
         if declared is not None and declared > limit:
             raise errors.upstream_failed(f"the worker's response is larger than {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
         try:
-            async for chunk in self._resp.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    raise errors.upstream_failed(f"the worker's response is larger than {limit} bytes")
-                chunks.append(chunk)
+            body = await self._resp.read(limit)
         except CONNECT_ERRORS as exc:
             raise errors.upstream_failed(f"connection lost ({exc.__class__.__name__})") from None
-        return b"".join(chunks)
+        if body is None:
+            raise errors.upstream_failed(f"the worker's response is larger than {limit} bytes")
+        return body
 
     def chunks(self) -> AsyncIterator[bytes]:
-        return self._resp.content.iter_any()  # aiohttp's own iterator: no generator frame per chunk
+        return self._resp  # the response is its own iterator: no generator frame per chunk
 
     def close(self, complete: bool) -> None:
         if complete:
             self._resp.release()
         else:
-            self._resp.close()  # drop the connection: the worker sees the cancel
+            self._resp.abort()  # drop the connection: the worker sees the cancel
 
 
 class OpenAIWorkers:
     """``Upstream`` for OpenAI-compatible workers."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
-        self._session = session
+    def __init__(self, pool: Http1Pool, settings: Settings) -> None:
+        self._pool = pool
         # Non-streaming: the whole answer is generated before the headers come; streams send them at once.
-        self._whole_timeout = aiohttp.ClientTimeout(total=settings.upstream_timeout_s,
-                                                    connect=settings.upstream_connect_timeout_s,
-                                                    sock_read=settings.upstream_read_timeout_s)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=settings.upstream_connect_timeout_s,
-                                                     sock_read=settings.upstream_read_timeout_s)
+        self._total = settings.upstream_timeout_s
+        self._read = settings.upstream_read_timeout_s
         self._forwarded = forwarded_header_names(settings)
 
     def request_headers(self, ex: Exchange, target: WorkerTarget) -> dict[str, str]:
@@ -148,22 +159,20 @@ class OpenAIWorkers:
 
     async def open(self, ex: Exchange, target: WorkerTarget) -> WorkerReply:
         headers = self.request_headers(ex, target)
-        timeout = self._stream_timeout if ex.request.stream else self._whole_timeout
         try:
-            resp = await self._session.post(target.url + ex.path, data=ex.payload, headers=headers, timeout=timeout)
-        except aiohttp.ConnectionTimeoutError:
+            resp = await self._pool.post(target.url, ex.path, headers, ex.payload, read_timeout=self._read,
+                                         total_timeout=None if ex.request.stream else self._total)
+        except ConnectTimeout:
             raise Retryable("connect timeout") from None
-        except (TimeoutError, aiohttp.ServerTimeoutError):
+        except ConnectFailed as exc:
+            raise Retryable(f"could not connect ({exc})") from None
+        except ReadTimeout:
             # Headers did not come in time: the worker is stuck (a non-stream request past its total).
             raise Retryable("no answer in time") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise Retryable(f"could not connect ({exc.__class__.__name__})") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        except Disconnected as exc:
             # Often a pooled keep-alive connection the worker had closed: not a sign the worker is down.
-            raise Retryable(f"connection dropped ({exc.__class__.__name__})", mark_failed=False) from None
-        except CONNECT_ERRORS as exc:
-            raise Retryable(f"could not connect ({exc.__class__.__name__})") from None
+            raise Retryable(f"connection dropped ({exc})", mark_failed=False) from None
         if resp.status in (401, 403):  # the worker refused our credentials: not the client's fault
-            resp.close()
+            resp.abort()
             raise Misconfigured(f"the worker answered {resp.status} to the gateway's credentials")
         return WorkerReply(resp)

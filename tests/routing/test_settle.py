@@ -22,7 +22,7 @@ from gateway.routing.router import PrefixRouter
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
-from gateway.upstream.openai_worker import OpenAIWorkers
+from gateway.upstream.openai_worker import OpenAIWorkers, make_pool
 from tests.conftest import MODEL
 from tests.routing.conftest import OwnRedis
 from workersim.run import start_sim_server
@@ -41,8 +41,8 @@ async def test_settling_is_not_cancelled_by_the_completed_response(own_redis: Ow
         await pool.check_all()
         local, shared = MemoryState(), RedisState(client)
         router = PrefixRouter(pool, keys, local, shared)
-        forwarder = Forwarder(OpenAIWorkers(http, Settings()), Relay(1 << 20, 10.0), pool, router, stages=[],
-                              state=shared, fallback=local)
+        forwarder = Forwarder(OpenAIWorkers(make_pool(Settings()), Settings()), Relay(1 << 20, 10.0), pool, router,
+                              stages=[], state=shared, fallback=local)
         try:
             for i in range(5):
                 raw = b'{"model": "%s", "max_tokens": 2, "messages": [{"role": "user", "content": "hi %d"}]}' % (
