@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -63,13 +62,6 @@ async def send_error(send: Send, exc: errors.GatewayError, extra: list[tuple[byt
     await send_response(send, exc.status, exc.body_bytes() if body is None else body, hdrs)
 
 
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 async def run_until_disconnect(work: Awaitable[None], receive: Receive,
                                responded: Callable[[], bool] | None = None,
                                gone: Callable[[], None] | None = None) -> bool:
@@ -83,27 +75,37 @@ async def run_until_disconnect(work: Awaitable[None], receive: Receive,
 
     With ``gone``, a disconnect does not cancel ``work`` either: ``gone()`` is called and ``work`` runs
     to its end (what it sends then is dropped by the server); returns False.
+
+    ``work`` runs in the caller's task; one watcher task waits for the disconnect and cancels the caller
+    (a task and an ``asyncio.wait`` fewer per request than running both as tasks).
     """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+    caller = asyncio.current_task()
+    assert caller is not None
+    left = False  # the client went away before the answer was complete
+    cancelled_here = False
+
+    async def watch() -> None:
+        nonlocal left, cancelled_here
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if responded is not None and responded():
+            return
+        left = True
+        if gone is not None:
+            gone()
+            return
+        cancelled_here = True
+        caller.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        await work
     except asyncio.CancelledError:
-        task.cancel()
-        watcher.cancel()
+        if cancelled_here and caller.uncancel() == 0:
+            return False  # our own cancel, nobody else's: the client left
         raise
-    if task.done():
+    finally:
         watcher.cancel()
-        task.result()
-        return True
-    if responded is not None and responded():
-        await task
-        return True
-    if gone is not None:
-        gone()
-        await task
-        return False
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    return False
+    if cancelled_here:  # ``work`` took the cancel and finished anyway: it is spent
+        caller.uncancel()
+    return not left
