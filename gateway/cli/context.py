@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.db import engine as db
+from gateway.observability.requestlog import REQUEST_LOGGER, RequestLineHandler
 from gateway.routing.pool import WorkerPool
 from gateway.services.billing import BillingService
 from gateway.services.keys import KeyService
@@ -66,6 +68,11 @@ def setup_logging(level: str = "INFO") -> None:
     # every start: noise for whoever reads the gateway's log (`gateway db upgrade` says where the schema is).
     for name in ("alembic.runtime.plugins", "alembic.runtime.migration"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The request log: its JSON lines as they are, written in batches (see RequestLineHandler).
+    requests = logging.getLogger(REQUEST_LOGGER)
+    if not any(isinstance(h, RequestLineHandler) for h in requests.handlers):
+        requests.addHandler(RequestLineHandler(sys.stderr))
+        requests.propagate = False
 
 
 @contextlib.asynccontextmanager

@@ -5,16 +5,18 @@ Never a key, never a prompt.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 if TYPE_CHECKING:
     from gateway.pipeline.exchange import Exchange
 
-log = logging.getLogger("gateway.requests")
+REQUEST_LOGGER = "gateway.requests"
+log = logging.getLogger(REQUEST_LOGGER)
 
 # A client names any model it likes: the line keeps this much of the name (served names are far shorter).
 MAX_MODEL_CHARS = 200
@@ -52,3 +54,49 @@ class RequestLog:
               error_code: str | None) -> None:
         if self.enabled and log.isEnabledFor(logging.INFO):
             log.info(orjson.dumps(request_record(request_id, route, status, elapsed, ex, error_code)).decode())
+
+
+class RequestLineHandler(logging.Handler):
+    """The request log's handler: each line as it is (it carries its own timestamp), written in batches,
+    one write per batch: ``flush_s`` after a batch's first line, at ``max_lines``, and at exit.
+
+    A ``StreamHandler`` formats a timestamp and writes and flushes the stream for every line: about a
+    tenth of the gateway's CPU per request at a thousand requests a second."""
+
+    def __init__(self, stream: IO[str], flush_s: float = 0.05, max_lines: int = 512) -> None:
+        super().__init__()
+        self._stream = stream
+        self._flush_s = flush_s
+        self._max_lines = max_lines
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._lines.append(record.getMessage())
+        if len(self._lines) >= self._max_lines:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no event loop (a CLI command): at once
+                self.flush()
+                return
+            self._timer = loop.call_later(self._flush_s, self.flush)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._lines:
+                lines, self._lines = self._lines, []
+                self._stream.write("\n".join(lines) + "\n")
+                self._stream.flush()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
