@@ -30,6 +30,26 @@ def month_of(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m")
 
 
+class MonthClock:
+    """``month_of`` for a stream of current times: the month's label is computed once per month (a
+    datetime and a strftime per request cost more than the rest of the budget's plan)."""
+
+    __slots__ = ("_end", "_label", "_start")
+
+    def __init__(self) -> None:
+        self._start = self._end = 0.0
+        self._label = ""
+
+    def month(self, epoch_s: float) -> str:
+        if not self._start <= epoch_s < self._end:
+            moment = datetime.fromtimestamp(epoch_s, UTC)
+            first = moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            following = first.replace(year=first.year + 1, month=1) if first.month == 12 else \
+                first.replace(month=first.month + 1)
+            self._start, self._end, self._label = first.timestamp(), following.timestamp(), first.strftime("%Y-%m")
+        return self._label
+
+
 def _purge(data: MemoryData, hash_key: str, res_key: str, now_ms: int) -> None:
     spend, res = data.hash(hash_key), data.zset(res_key)
     for member, expiry in list(res.items()):
@@ -88,6 +108,7 @@ class Budgets:
         self._default_output = default_output_tokens
         self._ttl_ms = int(reservation_ttl_s * 1000)
         self.rejections = 0  # requests refused over a budget (exported by the metrics collector)
+        self._clock = MonthClock()
 
     def estimate(self, ex: Exchange) -> int:
         body = ex.request.body
@@ -101,7 +122,7 @@ class Budgets:
         budget = ex.principal.budget
         if budget is None:
             return
-        month = month_of(ex.started_wall)
+        month = self._clock.month(ex.started_wall)
         org = ex.principal.org_id
         keys: list[str] = []
         limits: list[Any] = []

@@ -6,8 +6,10 @@ import asyncio
 import io
 import logging
 
+import orjson
+
 from gateway.cli.context import setup_logging
-from gateway.observability.requestlog import REQUEST_LOGGER, RequestLineHandler
+from gateway.observability.requestlog import REQUEST_LOGGER, RequestLineHandler, RequestLog
 
 
 class CountingStream(io.StringIO):
@@ -63,3 +65,20 @@ def test_setup_logging_gives_the_request_log_its_handler_once() -> None:
         assert [type(h) for h in logger.handlers] == [RequestLineHandler] and logger.propagate is False
     finally:
         logger.handlers, logger.propagate = saved
+
+
+def test_the_request_log_writes_straight_into_its_line_handler() -> None:
+    logger = logging.getLogger(REQUEST_LOGGER)
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    stream = CountingStream()
+    try:
+        logger.handlers, logger.propagate = [RequestLineHandler(stream)], False
+        logger.setLevel(logging.INFO)
+        direct = RequestLog(True)
+        direct.write("req_1", "chat", 200, 0.0125, None, None)
+        line = orjson.loads(stream.getvalue())
+        assert line["request_id"] == "req_1" and line["status"] == 200 and line["duration_ms"] == 12.5
+        logger.propagate = True  # another handler may see the records: through the logger
+        assert RequestLog(True)._direct is None
+    finally:
+        logger.handlers, logger.propagate, logger.level = saved
