@@ -65,14 +65,20 @@ class SseTap:
         return self._split_usage(complete)
 
     def _split_usage(self, complete: bytes) -> bytes:
+        """``complete`` up to the usage-only event, which is held with everything after it. Only the events
+        that mention usage are looked at; the bytes around them are sliced, not split into events."""
         kept: list[bytes] = []
-        for event in complete.split(_SEP):
-            if not event:
-                continue
-            if self._held:
-                self._held.append(event + _SEP)
-                continue
-            if (_USAGE in event or _USAGE_SPACED in event) and event.startswith(b"data: {"):
+        pos, size = 0, len(complete)
+        while pos < size:
+            hit = _find_usage(complete, pos)
+            if hit < 0:
+                break
+            start = complete.rfind(_SEP, pos, hit)
+            start = pos if start < 0 else start + 2
+            stop = complete.find(_SEP, hit)
+            stop = size if stop < 0 else stop + 2
+            event = complete[start:stop]
+            if event.startswith(b"data: {"):
                 parsed = _object(event[6:])
                 usage = parsed.get("usage") if parsed is not None else None
                 if isinstance(usage, dict):
@@ -80,8 +86,13 @@ class SseTap:
                     if not parsed.get("choices"):  # type: ignore[union-attr]
                         self.usage_event = parsed
                         self._held.append(b"")
-                        continue
-            kept.append(event + _SEP)
+                        if stop < size:
+                            self._held.append(complete[stop:])
+                        kept.append(complete[pos:start])
+                        return b"".join(kept)
+            kept.append(complete[pos:stop])
+            pos = stop
+        kept.append(complete[pos:])
         return b"".join(kept)
 
     def events(self, complete: bytes) -> list[bytes]:
@@ -92,6 +103,11 @@ class SseTap:
     def rest(self) -> bytes:
         """What was held after the usage event, and an unfinished last event."""
         return b"".join(self._held) + self._pending
+
+
+def _find_usage(data: bytes, pos: int) -> int:
+    hits = [i for i in (data.find(_USAGE, pos), data.find(_USAGE_SPACED, pos)) if i >= 0]
+    return min(hits) if hits else -1
 
 
 def _object(payload: bytes) -> dict[str, Any] | None:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.proxy.sse_tap import SseTap
 
 CONTENT = b'data: {"model":"m","choices":[{"delta":{"content":"hi"}}]}\n\n'
@@ -38,3 +41,21 @@ def test_usage_inside_a_content_chunk_is_relayed() -> None:
 def test_translation_sees_each_data_payload() -> None:
     tap = SseTap()
     assert tap.events(CONTENT + b": keep-alive\n\n" + DONE) == [CONTENT[6:-2], b"[DONE]"]
+
+
+@given(st.lists(st.sampled_from([CONTENT, b": ping\n\n", b'data: {"choices":[{"delta":{}}],"usage":{"a":1}}\n\n']),
+                max_size=12),
+       st.booleans(), st.lists(st.integers(min_value=1, max_value=200), max_size=30))
+def test_any_split_gives_the_same_bytes_with_the_usage_event_held(before: list[bytes], with_usage: bool,
+                                                                  cuts: list[int]) -> None:
+    stream = b"".join(before) + (USAGE + DONE if with_usage else DONE)
+    tap, out, pos = SseTap(), b"", 0
+    for cut in [*cuts, len(stream)]:
+        out += tap.feed(stream[pos:pos + cut])
+        pos += cut
+    out += tap.feed(stream[pos:])
+    if with_usage:
+        assert out == b"".join(before) and tap.rest() == DONE
+        assert tap.usage_event is not None and tap.usage == {"prompt_tokens": 3, "completion_tokens": 1}
+    else:
+        assert out + tap.rest() == stream and tap.usage_event is None
