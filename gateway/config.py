@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     database_read_url: str = Field(
         default="", description="Where the usage API and the dashboard read usage (a read replica, a role with "
                                 "only SELECT); empty: GATEWAY_DATABASE_URL.")
+    database_pgbouncer: bool = Field(
+        default=False, description="PostgreSQL is reached through PgBouncer in transaction (or statement) pool "
+                                   "mode: no prepared statement is cached or named (adds pgbouncer=true to both "
+                                   "database URLs; a URL may also carry it itself). Not needed in session mode.")
     # The embedded database (and the demo's data): one per user, whatever the working folder
     # (~/.local/share/llm-gateway on Linux, XDG_DATA_HOME respected).
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("llm-gateway", appauthor=False)))
@@ -356,5 +360,8 @@ class Settings(BaseSettings):
             ("sqlite://", "sqlite+aiosqlite://"),
         ):
             if url.startswith(plain):
-                return driver + url[len(plain):]
+                url = driver + url[len(plain):]
+                break
+        if self.database_pgbouncer and url.startswith("postgresql") and "pgbouncer=" not in url:
+            url += ("&" if "?" in url else "?") + "pgbouncer=true"  # read by gateway.db.engine
         return url
