@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     database_read_url: str = Field(
         default="", description="Where the usage API and the dashboard read usage (a read replica, a role with "
                                 "only SELECT); empty: GATEWAY_DATABASE_URL.")
+    database_pool_size: int = Field(
+        default=10, ge=1, description="PostgreSQL connections each engine keeps (one engine per process, two with "
+                                      "GATEWAY_DATABASE_READ_URL); see docs/operations.md for the sums.")
+    database_max_overflow: int = Field(
+        default=20, ge=0, description="More PostgreSQL connections each engine may open under a burst.")
     database_pgbouncer: bool = Field(
         default=False, description="PostgreSQL is reached through PgBouncer in transaction (or statement) pool "
                                    "mode: no prepared statement is cached or named (adds pgbouncer=true to both "
@@ -362,6 +367,11 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 url = driver + url[len(plain):]
                 break
-        if self.database_pgbouncer and url.startswith("postgresql") and "pgbouncer=" not in url:
-            url += ("&" if "?" in url else "?") + "pgbouncer=true"  # read by gateway.db.engine
-        return url
+        if not url.startswith("postgresql"):
+            return url
+        # Engine options ride on the URL (read and removed by gateway/db/connect_options.py), so every process
+        # and the migrations get them; those already on the URL win, defaults are left out.
+        extra = [f"{name}={value}" for name, value, default in (
+            ("pool_size", self.database_pool_size, 10), ("max_overflow", self.database_max_overflow, 20),
+            ("pgbouncer", "true" if self.database_pgbouncer else "", "")) if value != default and f"{name}=" not in url]
+        return url + ("&" if "?" in url else "?") + "&".join(extra) if extra else url

@@ -11,12 +11,13 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Engine, ExceptionContext, make_url
+from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 import migrations
+from gateway.db.connect_options import connect_options
 
 # What a query raises while the database cannot be answering: PostgreSQL down (a refused connect is a plain
 # OSError from asyncpg), a connection dropped mid-query (DBAPIError, connection invalidated), a server
@@ -48,15 +49,6 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"[:300]
 
 
-# Connections per engine (per process, and a second engine where the usage API has a read URL).
-POOL_SIZE = 10
-POOL_OVERFLOW = 20
-# The URL's query parameter saying a transaction-pooling proxy (PgBouncer, pool_mode=transaction) stands
-# between us and PostgreSQL; Settings.sqlalchemy_url adds it when GATEWAY_DATABASE_PGBOUNCER is set.
-PGBOUNCER_PARAMETER = "pgbouncer"
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-
 def make_engine(url: str) -> AsyncEngine:
     """The engine, with ``hide_parameters``: a failed statement's error (and SQLAlchemy's own log lines) shows
     the statement, never its values (an organisation's cache salt, a key's secret hash)."""
@@ -71,43 +63,14 @@ def make_engine(url: str) -> AsyncEngine:
         _sqlite_pragmas(engine.sync_engine)
         return engine
     # A connection attempt or a statement that hangs (a failover, a host dropping packets) fails in bounded
-    # time, so the background writers retry instead of waiting on it. Pool: POOL_SIZE kept, POOL_OVERFLOW
-    # more under a burst (docs/operations.md sizes them per process).
-    target, driver_args = connection_options(url)
-    engine = create_async_engine(target, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True,
-                                 hide_parameters=True,
-                                 connect_args={"timeout": 5, "command_timeout": 60, **driver_args})
+    # time, so the background writers retry instead of waiting on it. Pool sizes and the PgBouncer mode come
+    # on the URL (connect_options.py; docs/operations.md sizes them per process).
+    options = connect_options(url)
+    engine = create_async_engine(options.url, pool_size=options.pool_size, max_overflow=options.max_overflow,
+                                 pool_pre_ping=True, hide_parameters=True,
+                                 connect_args={"timeout": 5, "command_timeout": 60, **options.driver_args})
     event.listen(engine.sync_engine, "handle_error", _drop_row_values)
     return engine
-
-
-def connection_options(url: str) -> tuple[URL, dict[str, object]]:
-    """The URL to connect to (without our ``pgbouncer`` parameter) and the asyncpg arguments it asks for.
-
-    Behind a transaction-pooling proxy each transaction may run on another server connection, and one
-    server connection serves many clients in turn: a named prepared statement made on one is missing on the
-    next ("prepared statement __asyncpg_stmt_1__ does not exist") or already there from another client
-    ("... already exists"). With ``pgbouncer=true`` neither asyncpg nor SQLAlchemy caches statements, and
-    every statement is prepared unnamed, within the transaction that runs it (SQLAlchemy opens one before
-    the first statement, pings included), so nothing outlives the transaction on the server connection.
-    The gateway keeps no other session state (no session advisory locks, SET, LISTEN, temporary tables or
-    server-side cursors), so this is all a transaction pool needs."""
-    parsed = make_url(url)
-    flag = parsed.query.get(PGBOUNCER_PARAMETER)
-    if flag is None:
-        return parsed, {}
-    parsed = parsed.difference_update_query([PGBOUNCER_PARAMETER])
-    values = flag if isinstance(flag, tuple) else (flag,)
-    if not any(v.lower() in _TRUE for v in values):
-        return parsed, {}
-    return parsed, {"statement_cache_size": 0, "prepared_statement_cache_size": 0,
-                    "prepared_statement_name_func": _unnamed_statement}
-
-
-def _unnamed_statement() -> str:
-    """PostgreSQL's unnamed statement (asyncpg prepares ``""`` as such): replaced by the next one prepared on
-    the connection, so none piles up on a server connection the proxy shares."""
-    return ""
 
 
 _ARGUMENT_VALUE = re.compile(r"(invalid input for query argument \$\d+): .*", re.DOTALL)

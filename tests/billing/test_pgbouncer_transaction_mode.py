@@ -30,6 +30,7 @@ from billing.ledger.partitions import LedgerPartitions, add_months, month_start,
 from billing.ledger.writer import LedgerWriter
 from gateway.config import Settings
 from gateway.db import engine as db
+from gateway.db.connect_options import connect_options
 from tests.billing.conftest import make_record
 from tests.billing.stripe_fixtures import stripe_server
 from tests.billing.test_metering import ledger_rows
@@ -169,16 +170,55 @@ async def test_without_the_setting_the_shared_server_connections_break_named_sta
         await engine.dispose()
 
 
-def test_the_setting_marks_both_urls_and_the_engine_drops_the_mark() -> None:
+async def test_session_mode_needs_no_setting_but_a_server_connection_per_client_connection(
+        fresh_database: str) -> None:
+    """In session mode a client keeps its server connection: the named, cached statements work as they are,
+    but every pooled connection holds a server connection (size PgBouncer's pool for all of them)."""
+    if pgbouncer_binary() is None:
+        pytest.fail(f"pgbouncer is missing: {INSTALL}")
+    async with private_pgbouncer(PG_ADMIN_DSN, pool_mode="session", pool_size=40) as session_bouncer:
+        engine = db.make_engine(Settings(database_url=session_bouncer.url_for(fresh_database)).sqlalchemy_url)
+
+        async def query(i: int) -> int:
+            async with engine.connect() as conn:
+                first = int((await conn.execute(text("SELECT CAST(:i AS int)"), {"i": i})).scalar_one())
+                await conn.commit()
+                return first + int((await conn.execute(text("SELECT 1"))).scalar_one())
+
+        try:
+            for _ in range(5):
+                assert sum(await asyncio.gather(*(query(i) for i in range(25)))) == sum(range(25)) + 25
+        finally:
+            await engine.dispose()
+
+
+def test_the_settings_put_the_engine_options_on_both_urls_and_the_engine_takes_them_off() -> None:
     settings = Settings(database_url="postgresql://u@db:6432/gw?ssl=require",
-                        database_read_url="postgres://u@replica:6432/gw", database_pgbouncer=True)
-    assert settings.sqlalchemy_url == "postgresql+asyncpg://u@db:6432/gw?ssl=require&pgbouncer=true"
-    assert settings.sqlalchemy_read_url == "postgresql+asyncpg://u@replica:6432/gw?pgbouncer=true"
-    target, options = db.connection_options(settings.sqlalchemy_url)
-    assert target.render_as_string(hide_password=False) == "postgresql+asyncpg://u@db:6432/gw?ssl=require"
-    assert options["statement_cache_size"] == 0 and options["prepared_statement_cache_size"] == 0
-    name = options["prepared_statement_name_func"]
+                        database_read_url="postgres://u@replica:6432/gw", database_pgbouncer=True,
+                        database_pool_size=4, database_max_overflow=0)
+    assert settings.sqlalchemy_url == ("postgresql+asyncpg://u@db:6432/gw?ssl=require&pool_size=4&max_overflow=0"
+                                       "&pgbouncer=true")
+    assert settings.sqlalchemy_read_url == "postgresql+asyncpg://u@replica:6432/gw?pool_size=4&max_overflow=0&pgbouncer=true"
+    options = connect_options(settings.sqlalchemy_url)
+    assert options.url.render_as_string(hide_password=False) == "postgresql+asyncpg://u@db:6432/gw?ssl=require"
+    assert (options.pool_size, options.max_overflow) == (4, 0)
+    assert options.driver_args["statement_cache_size"] == 0
+    assert options.driver_args["prepared_statement_cache_size"] == 0
+    name = options.driver_args["prepared_statement_name_func"]
     assert callable(name) and name() == ""  # PostgreSQL's unnamed statement
-    assert db.connection_options("postgresql+asyncpg://u@db/gw?pgbouncer=false")[1] == {}
-    assert db.connection_options("postgresql+asyncpg://u@db/gw")[1] == {}
+    engine = db.make_engine(settings.sqlalchemy_url)
+    assert (engine.pool.size(), engine.pool._max_overflow) == (4, 0)  # type: ignore[attr-defined]
+    assert engine.url.query == {"ssl": "require"}
+
+    # The defaults add nothing; a URL may carry the options itself (and its own win).
+    plain = Settings(database_url="postgresql://u@db/gw")
+    assert plain.sqlalchemy_url == "postgresql+asyncpg://u@db/gw"
+    defaults = connect_options(plain.sqlalchemy_url)
+    assert (defaults.pool_size, defaults.max_overflow, defaults.driver_args) == (
+        plain.database_pool_size, plain.database_max_overflow, {})
+    assert connect_options("postgresql+asyncpg://u@db/gw?pgbouncer=false").driver_args == {}
+    assert Settings(database_url="postgresql://u@db/gw?pgbouncer=false&pool_size=3", database_pgbouncer=True,
+                    database_pool_size=5).sqlalchemy_url == "postgresql+asyncpg://u@db/gw?pgbouncer=false&pool_size=3"
+    with pytest.raises(ValueError, match="at least 1"):
+        connect_options("postgresql+asyncpg://u@db/gw?pool_size=0")
     assert Settings(database_url="sqlite:///x.db", database_pgbouncer=True).sqlalchemy_url == "sqlite+aiosqlite:///x.db"
