@@ -118,8 +118,8 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(
         default=20, ge=0, description="More PostgreSQL connections each engine may open under a burst.")
     database_pgbouncer: bool = Field(
-        default=False, description="PostgreSQL is reached through PgBouncer in transaction (or statement) pool "
-                                   "mode: no prepared statement is cached or named (adds pgbouncer=true to both "
+        default=False, description="PostgreSQL is reached through PgBouncer in transaction pool mode: "
+                                   "no prepared statement is cached or named (adds pgbouncer=true to both "
                                    "database URLs; a URL may also carry it itself). Not needed in session mode.")
     # The embedded database (and the demo's data): one per user, whatever the working folder
     # (~/.local/share/llm-gateway on Linux, XDG_DATA_HOME respected).

@@ -7,7 +7,7 @@ adds them from ``GATEWAY_DATABASE_POOL_SIZE``, ``GATEWAY_DATABASE_MAX_OVERFLOW``
 asyncpg would take them for server settings.
 
 - ``pool_size`` (default 10) connections kept per engine, ``max_overflow`` (default 20) more under a burst.
-- ``pgbouncer=true``: PgBouncer (or another proxy) in transaction or statement pool mode. Each transaction
+- ``pgbouncer=true``: PgBouncer (or another proxy) in transaction pool mode. Each transaction
   may run on another server connection, and one server connection serves many clients in turn: a named
   prepared statement made on one is missing on the next ("prepared statement __asyncpg_stmt_1__ does not
   exist") or already there from another client ("... already exists"). With it neither asyncpg nor
