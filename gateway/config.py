@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     database_read_url: str = Field(
         default="", description="Where the usage API and the dashboard read usage (a read replica, a role with "
                                 "only SELECT); empty: GATEWAY_DATABASE_URL.")
+    database_pool_size: int = Field(
+        default=10, ge=1, description="PostgreSQL connections each engine keeps (one engine per process, two with "
+                                      "GATEWAY_DATABASE_READ_URL); see docs/operations.md for the sums.")
+    database_max_overflow: int = Field(
+        default=20, ge=0, description="More PostgreSQL connections each engine may open under a burst.")
+    database_pgbouncer: bool = Field(
+        default=False, description="PostgreSQL is reached through PgBouncer in transaction pool mode: "
+                                   "no prepared statement is cached or named (adds pgbouncer=true to both "
+                                   "database URLs; a URL may also carry it itself). Not needed in session mode.")
     # The embedded database (and the demo's data): one per user, whatever the working folder
     # (~/.local/share/llm-gateway on Linux, XDG_DATA_HOME respected).
     data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir("llm-gateway", appauthor=False)))
@@ -356,5 +365,13 @@ class Settings(BaseSettings):
             ("sqlite://", "sqlite+aiosqlite://"),
         ):
             if url.startswith(plain):
-                return driver + url[len(plain):]
-        return url
+                url = driver + url[len(plain):]
+                break
+        if not url.startswith("postgresql"):
+            return url
+        # Engine options ride on the URL (read and removed by gateway/db/connect_options.py), so every process
+        # and the migrations get them; those already on the URL win, defaults are left out.
+        extra = [f"{name}={value}" for name, value, default in (
+            ("pool_size", self.database_pool_size, 10), ("max_overflow", self.database_max_overflow, 20),
+            ("pgbouncer", "true" if self.database_pgbouncer else "", "")) if value != default and f"{name}=" not in url]
+        return url + ("&" if "?" in url else "?") + "&".join(extra) if extra else url

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from billing.ledger.ledger_tables import LedgerBase
+from gateway.db.connect_options import connect_options
 from gateway.db.gateway_tables import Base
 
 target_metadata = [Base.metadata, LedgerBase.metadata]
@@ -22,7 +23,12 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    engine = create_async_engine(url, hide_parameters=True)  # a failed migration logs no values
+    # A failed migration logs no values; behind PgBouncer (?pgbouncer=true) no statement is named or cached.
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, hide_parameters=True)
+    else:
+        options = connect_options(url)
+        engine = create_async_engine(options.url, hide_parameters=True, connect_args=options.driver_args)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)

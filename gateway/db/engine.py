@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 import migrations
+from gateway.db.connect_options import connect_options
 
 # What a query raises while the database cannot be answering: PostgreSQL down (a refused connect is a plain
 # OSError from asyncpg), a connection dropped mid-query (DBAPIError, connection invalidated), a server
@@ -62,9 +63,12 @@ def make_engine(url: str) -> AsyncEngine:
         _sqlite_pragmas(engine.sync_engine)
         return engine
     # A connection attempt or a statement that hangs (a failover, a host dropping packets) fails in bounded
-    # time, so the background writers retry instead of waiting on it.
-    engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True,
-                                 connect_args={"timeout": 5, "command_timeout": 60})
+    # time, so the background writers retry instead of waiting on it. Pool sizes and the PgBouncer mode come
+    # on the URL (connect_options.py; docs/operations.md sizes them per process).
+    options = connect_options(url)
+    engine = create_async_engine(options.url, pool_size=options.pool_size, max_overflow=options.max_overflow,
+                                 pool_pre_ping=True, hide_parameters=True,
+                                 connect_args={"timeout": 5, "command_timeout": 60, **options.driver_args})
     event.listen(engine.sync_engine, "handle_error", _drop_row_values)
     return engine
 

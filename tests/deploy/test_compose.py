@@ -105,14 +105,44 @@ def test_grafana_provisions_the_shipped_dashboard(stack: dict[str, Any]) -> None
     assert [s["type"] for s in sources] == ["prometheus"] and sources[0]["url"] == "http://prometheus:9090"
 
 
+def _dockerfile_lines() -> list[str]:
+    """The Dockerfile's instructions, comments dropped and continued lines joined."""
+    joined = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def test_dockerfile_is_multi_stage_and_non_root() -> None:
-    lines = [line.strip() for line in (DEPLOY / "Dockerfile").read_text().splitlines()
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = _dockerfile_lines()
     stages = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
     assert len(stages) >= 2
     final = lines[stages[-1]:]
-    assert "-slim" in final[0]
     users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0") and users[-1].split(":")[0].isdigit()
     assert not any(line.startswith("RUN pip") for line in final)  # built in the first stage, copied over
-    assert (ROOT / ".dockerignore").exists()
+
+
+def test_dockerfile_base_is_slim_pinned_and_the_same_in_both_stages() -> None:
+    lines = _dockerfile_lines()
+    base = next(line.split("=", 1)[1] for line in lines if line.startswith("ARG PYTHON_IMAGE="))
+    # A Python minor and a Debian release (a bare "3.11-slim" moves to the next Debian on its own).
+    assert base.startswith("python:3.11-slim-") and base.rsplit("-", 1)[1] in ("bookworm", "trixie"), base
+    froms = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert set(froms) == {"${PYTHON_IMAGE}"}  # the wheels built in the first stage match the runtime's libc
+
+
+def test_dockerfile_installs_no_test_tools_and_caches_the_dependencies_apart() -> None:
+    lines = _dockerfile_lines()
+    installs = [line for line in lines if "pip install" in line]
+    assert installs and not any("[test]" in line or ".[" in line for line in installs)
+    first_code = next(i for i, line in enumerate(lines) if line.startswith("COPY gateway"))
+    dependencies = next(i for i, line in enumerate(lines) if "-r /tmp/requirements.txt" in line)
+    assert dependencies < first_code  # a code change does not reinstall the dependencies
+    assert any("--no-deps ." in line for line in lines[first_code:])
+
+
+def test_dockerignore_keeps_the_repository_and_secrets_out_of_the_context() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", "tests", ".env", ".env.*", "test-artifacts"} <= ignored
+    copied = {line.split()[1] for line in _dockerfile_lines() if line.startswith("COPY ") and "--from" not in line}
+    assert not {c.rstrip("/") for c in copied} & ignored  # nothing the Dockerfile copies is left out
