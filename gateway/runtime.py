@@ -188,7 +188,9 @@ def stage_order(billing: MeteringTasks, limiter: RateLimitStage,
 async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     url = settings.sqlalchemy_url
     if settings.auto_migrate:
-        await db.upgrade(url)
+        await db.upgrade(url)  # Alembic only runs when the schema is not at the head already
+    else:
+        await db.require_current(url)
     engine = db.make_engine(url)
     sessions = db.sessionmaker(engine)
     usage_engine = db.make_engine(settings.sqlalchemy_read_url) if settings.database_read_url else None

@@ -1,0 +1,130 @@
+"""Start-up: the schema is checked without Alembic when it is current, and a gateway that may not migrate
+refuses a schema behind its own."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import text
+
+from bench.common import free_port
+from gateway.config import Settings
+from gateway.db import engine as db
+from gateway.db.schema_version import Schema, classify, revision_chain
+from tests.conftest import PG_ADMIN_DSN
+
+ROOT = Path(__file__).resolve().parents[2]
+OLDER = "0008_providers"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The SQLAlchemy URL of an empty database of this test's own."""
+    if request.param == "sqlite":
+        yield Settings(database_url=f"sqlite:///{tmp_path / 'fresh.db'}").sqlalchemy_url
+        return
+    name = "gw_fresh_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield Settings(database_url=f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}").sqlalchemy_url
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def test_the_revision_chain_read_from_the_files_is_alembics() -> None:
+    script = ScriptDirectory.from_config(db.alembic_config("sqlite://"))
+    assert revision_chain() == [s.revision for s in reversed(list(script.walk_revisions()))]
+    assert (revision_chain() or [""])[-1] == script.get_current_head()
+
+
+def test_a_migration_chain_that_is_not_plain_is_left_to_alembic(tmp_path: Path) -> None:
+    for name, rev, down in (("a.py", "r1", "None"), ("b.py", "r2", '"r1"'), ("c.py", "r3", '"r1"')):
+        (tmp_path / name).write_text(f'revision = "{rev}"\ndown_revision = {down}\n')
+    assert revision_chain(tmp_path) is None  # two heads
+    (tmp_path / "c.py").write_text('revision = "r3"\ndown_revision = ("r1", "r2")\n')
+    assert revision_chain(tmp_path) is None  # a merge
+    (tmp_path / "c.py").write_text('revision = "r3"\ndown_revision = "r2"\n')
+    assert revision_chain(tmp_path) == ["r1", "r2", "r3"]
+    assert classify(["r3"], ["r1", "r2", "r3"]) is Schema.CURRENT
+    assert classify([], ["r1", "r2", "r3"]) is Schema.BEHIND
+    assert classify(["r1"], ["r1", "r2", "r3"]) is Schema.BEHIND
+    assert classify(["r9"], ["r1", "r2", "r3"]) is Schema.UNKNOWN
+    assert classify(["r1", "r3"], ["r1", "r2", "r3"]) is Schema.UNKNOWN
+    assert classify(["r3"], None) is Schema.UNKNOWN
+
+
+async def test_without_auto_migrate_a_schema_behind_is_refused(fresh_url: str,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    assert await db.schema_state(fresh_url) is Schema.BEHIND
+    with pytest.raises(db.SchemaNotCurrent, match="gateway db upgrade"):
+        await db.require_current(fresh_url)
+    await db.upgrade(fresh_url, OLDER)
+    assert await db.schema_state(fresh_url) is Schema.BEHIND
+    with pytest.raises(db.SchemaNotCurrent):
+        await db.require_current(fresh_url)
+
+    await db.upgrade(fresh_url)
+    assert await db.schema_state(fresh_url) is Schema.CURRENT
+    await db.require_current(fresh_url)
+
+    # A newer release's revision (a rolling upgrade): served with a warning; migrating from it is Alembic's
+    # refusal, as before.
+    engine = db.make_engine(fresh_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    finally:
+        await engine.dispose()
+    assert await db.schema_state(fresh_url) is Schema.UNKNOWN
+    await db.require_current(fresh_url)
+    assert "does not know" in caplog.text
+    with pytest.raises(CommandError, match="9999_from_the_future"):
+        await db.upgrade(fresh_url)
+
+
+def _python(code: str, **env: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_alembic_is_imported_only_for_a_schema_not_current(tmp_path: Path) -> None:
+    url = Settings(database_url=f"sqlite:///{tmp_path / 'gw.db'}").sqlalchemy_url
+    check = ("import asyncio, os, sys; from gateway.db import engine as db; url = os.environ['URL']; "
+             "asyncio.run(db.upgrade(url)); print('alembic' in sys.modules, asyncio.run(db.schema_state(url)).value)")
+    assert _python(check, URL=url) == "True current"  # a new database: migrated by Alembic
+    assert _python(check, URL=url) == "False current"  # already at the head: one query
+
+
+def test_serve_without_auto_migrate_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update({"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)})
+
+    def serve() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--port", str(free_port())], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    for revision in (None, OLDER):  # never migrated; migrated by an older release
+        if revision is not None:
+            done = subprocess.run([sys.executable, "-m", "gateway.cli", "db", "upgrade", revision], cwd=ROOT,
+                                  env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+        refused = serve()
+        assert refused.returncode == 3, refused.stderr
+        assert "SchemaNotCurrent" in refused.stderr and "gateway db upgrade" in refused.stderr, refused.stderr
