@@ -1,8 +1,10 @@
-"""Start-up: the schema is checked without Alembic when it is current, and a gateway that may not migrate
-refuses a schema behind its own."""
+"""Start-up: the schema is checked without Alembic when it is current, a gateway that may not migrate refuses
+a schema behind its own, and the FastAPI app (admin, health, models) is built off the hot path's way while
+every route of it keeps answering as before."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -11,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
@@ -20,7 +23,8 @@ from bench.common import free_port
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.db.schema_version import Schema, classify, revision_chain
-from tests.conftest import PG_ADMIN_DSN
+from tests.conftest import ADMIN_KEY, MODEL, PG_ADMIN_DSN, Backend, gateway_settings, serve_gateway
+from workersim.run import RunningSim
 
 ROOT = Path(__file__).resolve().parents[2]
 OLDER = "0008_providers"
@@ -112,6 +116,12 @@ def test_alembic_is_imported_only_for_a_schema_not_current(tmp_path: Path) -> No
     assert _python(check, URL=url) == "False current"  # already at the head: one query
 
 
+def test_the_hot_path_imports_neither_fastapi_nor_alembic() -> None:
+    imported = _python("import sys; from gateway.app import create_app; create_app(); "
+                       "print(sorted(m for m in ('fastapi', 'starlette', 'alembic') if m in sys.modules))")
+    assert imported == "[]"
+
+
 def test_serve_without_auto_migrate_refuses_an_unmigrated_database(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env.update({"GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_AUTO_MIGRATE": "false", "PYTHONPATH": str(ROOT)})
@@ -128,3 +138,30 @@ def test_serve_without_auto_migrate_refuses_an_unmigrated_database(tmp_path: Pat
         refused = serve()
         assert refused.returncode == 3, refused.stderr
         assert "SchemaNotCurrent" in refused.stderr and "gateway db upgrade" in refused.stderr, refused.stderr
+
+
+async def test_every_route_answers_as_soon_as_the_gateway_has_started(backend: Backend,
+                                                                      sims: list[RunningSim]) -> None:
+    served = await serve_gateway(gateway_settings(backend, [s.url for s in sims]))
+    try:
+        async with httpx.AsyncClient(base_url=served.url, timeout=30) as client:
+            # No wait after the start: the chat request, the probes and the admin API each answer.
+            rt = served.app.runtime
+            org = await rt.keys.get_or_create_org("org-" + secrets.token_hex(3))
+            key = (await rt.keys.create_key(org.id, "test")).key
+            chat = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                     json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user",
+                                                                                         "content": "hi"}]})
+            assert chat.status_code == 200, chat.text
+            ready = await client.get("/ready")
+            assert ready.status_code == 200 and ready.headers["content-type"] == "application/json"
+            assert ready.json()["status"] == "ready" and ready.json()["checks"]["workers"] is True
+            assert ready.headers["x-request-id"].startswith("req_")
+            orgs = await client.get("/admin/orgs", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            assert orgs.status_code == 200 and any(o["id"] == org.id for o in orgs.json()["data"]), orgs.text
+            assert (await client.get("/health")).json() == {"status": "ok"}
+            wrong = await client.post("/ready")
+            assert wrong.status_code == 405 and json.loads(wrong.text)["error"]["code"] == "method_not_allowed"
+            assert "/admin/orgs" in served.app.api.openapi()["paths"]
+    finally:
+        await served.stop()
