@@ -1,25 +1,32 @@
 """Start-up: the schema is checked without Alembic when it is current, a gateway that may not migrate refuses
-a schema behind its own, and the FastAPI app (admin, health, models) is built off the hot path's way while
-every route of it keeps answering as before."""
+a schema behind its own, the FastAPI app (admin, health, models) is built off the hot path's way while
+every route of it keeps answering as before, and the garbage collector, off for the start, is on once the
+command runs."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import json
 import os
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import text
 
 from bench.common import free_port
+from gateway.cli import serve_cmd
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.db.schema_version import Schema, classify, revision_chain
@@ -165,3 +172,40 @@ async def test_every_route_answers_as_soon_as_the_gateway_has_started(backend: B
             assert "/admin/orgs" in served.app.api.openapi()["paths"]
     finally:
         await served.stop()
+
+
+def test_a_verb_runs_with_the_garbage_collector_on(tmp_path: Path) -> None:
+    """``gateway.cli.main`` turns the collector off for the start (imports); every verb but serve turns it on
+    before it runs, serve once the server has started (next test): a long-lived verb never runs without it."""
+    code = ("import gc, sys\nfrom gateway.cli import main\nsys.argv = ['gateway', 'keys', 'list']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('collector on:', gc.isenabled())")
+    assert _python(code, GATEWAY_DATA_DIR=str(tmp_path)).splitlines()[-1] == "collector on: True"
+
+
+class _QuietAnnouncedServer(serve_cmd._AnnouncedServer):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def test_serve_turns_the_garbage_collector_on_once_started() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        await receive()
+        assert not gc.isenabled()  # still off through the lifespan's start
+        await send({"type": "lifespan.startup.complete"})
+        await receive()
+        await send({"type": "lifespan.shutdown.complete"})
+
+    server = _QuietAnnouncedServer(uvicorn.Config(app, host="127.0.0.1", port=0, loop="none", log_level="warning"))
+    gc.disable()
+    try:
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            assert not task.done(), "the server did not start"
+            await asyncio.sleep(0.01)
+        assert gc.isenabled()
+        server.should_exit = True
+        await task
+    finally:
+        gc.enable()
