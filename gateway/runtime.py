@@ -241,10 +241,12 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await pool.check_all()
         await billing.refresh_plans()
         billing.start()
+        # Both just ran: their loops start one interval on (not beside the first requests).
         rt.tasks.append(asyncio.create_task(every(settings.health_interval_s, "health", pool.check_all, rt.stopping,
-                                                  rt.failures)))
-        rt.tasks.append(asyncio.create_task(every(settings.worker_sync_interval_s, "worker-sync", workers.sync,
-                                                  rt.stopping, rt.failures)))
+                                                  rt.failures, first_after=settings.health_interval_s)))
+        sync_s = settings.worker_sync_interval_s
+        rt.tasks.append(asyncio.create_task(every(sync_s, "worker-sync", workers.sync, rt.stopping, rt.failures,
+                                                  first_after=sync_s)))
         rt.tasks.append(asyncio.create_task(every(settings.cache_slo_refresh_s, "cache-slos", rt.refresh_cache_slos,
                                                   rt.stopping, rt.failures)))
         rt.tasks.append(asyncio.create_task(every(1.0, "settle-later", rt.forwarder.settle_later, rt.stopping,

@@ -30,7 +30,7 @@ from gateway.cli import serve_cmd
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.db.schema_version import Schema, classify, revision_chain
-from tests.conftest import ADMIN_KEY, MODEL, PG_ADMIN_DSN, Backend, gateway_settings, serve_gateway
+from tests.conftest import ADMIN_KEY, MODEL, PG_ADMIN_DSN, Backend, gateway_settings, serve_gateway, served
 from workersim.run import RunningSim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -209,3 +209,25 @@ async def test_serve_turns_the_garbage_collector_on_once_started() -> None:
         await task
     finally:
         gc.enable()
+
+
+async def test_the_start_checks_each_worker_once_not_again_beside_the_first_requests(backend: Backend) -> None:
+    health: list[str] = []
+
+    async def worker(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/health":
+            health.append(scope["path"])
+        body = json.dumps({"object": "list", "data": [{"id": MODEL}]}).encode() if scope["path"] == "/v1/models" \
+            else b"ok"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async with served(worker, lifespan="off") as url:
+        gw = await serve_gateway(gateway_settings(backend, [url], health_interval_s=30.0, worker_sync_interval_s=30.0))
+        try:
+            await asyncio.sleep(0.5)
+            assert health == ["/health"]  # the lifespan's check, and no second one at once
+        finally:
+            await gw.stop()
