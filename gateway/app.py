@@ -2,10 +2,11 @@
 
 ``create_app(settings)`` returns a plain ASGI callable, which runs the lifespan itself. Requests to the hot
 path's routes (``/v1/chat/completions``, ``/v1/completions``, ``/v1/messages``, ``/v1/responses``...) go straight
-to :class:`HotPath` (no framework routing on the hot path); everything else goes to the FastAPI app
-(``gateway.api.rest_app``), whose every response gets an ``x-request-id``. That app (FastAPI, pydantic's
-schemas, the routes: about 300 ms) is built on a worker thread once the lifespan has started, so the hot path
-serves without waiting for it; a request for it meanwhile waits for the build.
+to :class:`HotPath` (no framework routing on the hot path); ``GET /health`` and ``GET /ready`` are
+answered here too; everything else goes to the FastAPI app (``gateway.api.rest_app``), whose every response
+gets an ``x-request-id``. That app (FastAPI, pydantic's schemas, the routes: about 300 ms) is built on a
+worker thread once the lifespan has started, so the hot path and the probes serve without waiting for it; a
+request for it meanwhile waits for the build.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import logging
+import os
 import threading
 import traceback
 from collections.abc import AsyncIterator
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
     from gateway.api.rest_app import RequestIdMiddleware
 
 log = logging.getLogger("gateway")
+
+_PROBES = frozenset({"/health", "/ready"})
 
 
 class GatewayApp:
@@ -110,11 +115,25 @@ class GatewayApp:
         if scope["type"] == "http" and self._count_tokens is not None and scope["path"] == COUNT_TOKENS_PATH:
             await self._count_tokens(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["path"] in _PROBES and scope["method"] == "GET" and self._runtime:
+            await self._probe(scope["path"], send)
+            return
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
         rest = await self._rest_app()
         await rest(scope, receive, send)
+
+    async def _probe(self, path: str, send: Send) -> None:
+        """``GET /health`` and ``GET /ready`` (gateway.api.health_routes documents them), answered here: the
+        probes say the hot path serves without waiting for the FastAPI app. Same bodies, same bytes as its
+        JSONResponse, an ``x-request-id`` as on every other response."""
+        status, body = (200, {"status": "ok"}) if path == "/health" else await self.runtime.readiness()
+        payload = json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-length", str(len(payload)).encode()), (b"content-type", b"application/json"),
+            (b"x-request-id", ("req_" + os.urandom(12).hex()).encode())]})
+        await send({"type": "http.response.body", "body": payload})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """The ASGI lifespan protocol, as Starlette's router runs it: a failed start is reported and raised."""

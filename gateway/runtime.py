@@ -126,6 +126,12 @@ class Runtime:
         """Each organisation's cache SLO (its plan's) for the cache SLO gauges, off the request path."""
         self.metrics.cache_share.slos = await self.plans.cache_slos()
 
+    async def readiness(self) -> tuple[int, dict[str, object]]:
+        """``GET /ready``'s status and body: 200 when every check passes, else 503."""
+        checks = await self.ready()
+        ok = all(checks.values())
+        return (200 if ok else 503), {"status": "ready" if ok else "not ready", "checks": checks}
+
     async def ready(self) -> dict[str, bool]:
         # With hosted fallbacks the replica serves while the whole fleet is down.
         checks = {"workers": self.pool.has_healthy() or self.providers is not None}
