@@ -55,9 +55,11 @@ class TaskFailures:
 
 
 async def every(interval: float, name: str, step: Callable[[], Awaitable[object]], stop: asyncio.Event,
-                failures: TaskFailures) -> None:
-    """Run ``step`` now and then every ``interval`` seconds until ``stop``; a failure is logged, counted
-    and retried at the next tick."""
+                failures: TaskFailures, first_after: float = 0.0) -> None:
+    """Run ``step`` after ``first_after`` seconds (now by default) and then every ``interval`` seconds until
+    ``stop``; a failure is logged, counted and retried at the next tick."""
+    if not await pause(stop, first_after):
+        return
     while not stop.is_set():
         try:
             await step()

@@ -126,6 +126,12 @@ class Runtime:
         """Each organisation's cache SLO (its plan's) for the cache SLO gauges, off the request path."""
         self.metrics.cache_share.slos = await self.plans.cache_slos()
 
+    async def readiness(self) -> tuple[int, dict[str, object]]:
+        """``GET /ready``'s status and body: 200 when every check passes, else 503."""
+        checks = await self.ready()
+        ok = all(checks.values())
+        return (200 if ok else 503), {"status": "ready" if ok else "not ready", "checks": checks}
+
     async def ready(self) -> dict[str, bool]:
         # With hosted fallbacks the replica serves while the whole fleet is down.
         checks = {"workers": self.pool.has_healthy() or self.providers is not None}
@@ -188,7 +194,9 @@ def stage_order(billing: MeteringTasks, limiter: RateLimitStage,
 async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     url = settings.sqlalchemy_url
     if settings.auto_migrate:
-        await db.upgrade(url)
+        await db.upgrade(url)  # Alembic only runs when the schema is not at the head already
+    else:
+        await db.require_current(url)
     engine = db.make_engine(url)
     sessions = db.sessionmaker(engine)
     usage_engine = db.make_engine(settings.sqlalchemy_read_url) if settings.database_read_url else None
@@ -240,10 +248,12 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await pool.check_all()
         await billing.refresh_plans()
         billing.start()
+        # Both just ran: their loops start one interval on (not beside the first requests).
         rt.tasks.append(asyncio.create_task(every(settings.health_interval_s, "health", pool.check_all, rt.stopping,
-                                                  rt.failures)))
-        rt.tasks.append(asyncio.create_task(every(settings.worker_sync_interval_s, "worker-sync", workers.sync,
-                                                  rt.stopping, rt.failures)))
+                                                  rt.failures, first_after=settings.health_interval_s)))
+        sync_s = settings.worker_sync_interval_s
+        rt.tasks.append(asyncio.create_task(every(sync_s, "worker-sync", workers.sync, rt.stopping, rt.failures,
+                                                  first_after=sync_s)))
         rt.tasks.append(asyncio.create_task(every(settings.cache_slo_refresh_s, "cache-slos", rt.refresh_cache_slos,
                                                   rt.stopping, rt.failures)))
         rt.tasks.append(asyncio.create_task(every(1.0, "settle-later", rt.forwarder.settle_later, rt.stopping,

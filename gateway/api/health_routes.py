@@ -1,4 +1,5 @@
-"""Liveness and readiness."""
+"""Liveness and readiness (documented here; ``gateway.app`` answers ``GET`` itself, with the same bodies,
+so that the probes never wait for this app to be built)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,5 @@ async def health() -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
-    checks = await rt.ready()
-    ok = all(checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+    status, body = await rt.readiness()
+    return JSONResponse(body, status_code=status)

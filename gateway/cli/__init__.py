@@ -1,55 +1,32 @@
 """The ``gateway`` command: thin verbs over the same services the HTTP API uses.
 
-``serve_cmd`` (serve, sim, db), ``keys_cmd``, ``plans_cmd`` (plans, orgs), ``workers_cmd``, ``billing_cmd``
-and ``demo_cmd`` hold the verbs; ``context`` builds the services they share."""
+``verbs`` holds the command tree (``gateway.cli.app``, imported on first use); ``serve_cmd`` (serve, sim, db),
+``keys_cmd``, ``plans_cmd`` (plans, orgs), ``workers_cmd``, ``billing_cmd`` and ``demo_cmd`` hold the verbs;
+``context`` builds the services they share."""
 
 from __future__ import annotations
 
-from importlib import metadata
-from typing import Annotated
-
-import typer
-
-from gateway.cli import serve_cmd
-from gateway.cli.billing_cmd import billing_app
-from gateway.cli.demo_cmd import demo
-from gateway.cli.keys_cmd import keys_app
-from gateway.cli.plain_help import plain_help
-from gateway.cli.plans_cmd import orgs_app, plans_app
-from gateway.cli.workers_cmd import workers_app
-
-app = typer.Typer(help="LLM API gateway", no_args_is_help=True, add_completion=False)
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        try:
-            version = metadata.version("llm-gateway")
-        except metadata.PackageNotFoundError:
-            version = "unknown (not installed)"
-        typer.echo(f"llm-gateway {version}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit", is_eager=True,
-                                          callback=_print_version)] = False,
-) -> None:
-    """LLM API gateway: OpenAI-compatible endpoints in front of vLLM / SGLang workers."""
-
-
-serve_cmd.register(app)
-app.add_typer(keys_app, name="keys")
-app.add_typer(plans_app, name="plans")
-app.add_typer(orgs_app, name="orgs")
-app.add_typer(workers_app, name="workers")
-app.add_typer(billing_app, name="billing")
-app.command()(demo)
+import gc
+from typing import Any
 
 
 def main() -> None:
-    plain_help(app)()
+    """The ``gateway`` command. The cyclic garbage collector is off while it starts: start-up builds some
+    200k objects that live as long as the process (modules, classes, the runtime) and frees few, and the
+    collector's passes over them were about 10% of a server's cold start. The verb turns it back on before
+    it runs, the server once it has started (after the lifespan froze what start-up built)."""
+    gc.disable()
+    from gateway.cli.verbs import run
+
+    run()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the typer app, for tests and embedding: its imports are the whole gateway's
+        from gateway.cli.verbs import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["app", "main"]

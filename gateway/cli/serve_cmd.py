@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import socket
 from typing import Annotated
@@ -42,10 +43,12 @@ def require_free_port(host: str, port: int, what: str = "the gateway") -> None:
 
 
 class _AnnouncedServer(uvicorn.Server):
-    """Logs one ``listening on HOST:PORT`` line once the socket is bound and the app has started."""
+    """Logs one ``listening on HOST:PORT`` line once the socket is bound and the app has started, and turns the
+    garbage collector back on (``gateway.cli.main`` turned it off for the start)."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        gc.enable()
         log.info("listening on %s:%d", self.config.host, self.config.port)
 
 
@@ -70,6 +73,7 @@ def serve(
             raise typer.Exit(3)  # uvicorn's start-up failure; it logged why
         return
     log.info("listening on %s:%d (%d processes)", host, port, processes)
+    gc.enable()  # the server processes are interpreters of their own; this one only supervises them
     serve_processes(settings, host, port, processes)
 
 

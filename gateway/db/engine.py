@@ -1,4 +1,5 @@
-"""The async SQL engine and schema migrations (Alembic), for PostgreSQL and SQLite."""
+"""The async SQL engine and schema migrations (Alembic, imported only when the schema is not current), for
+PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import asyncio
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -18,6 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 import migrations
 from gateway.db.connect_options import connect_options
+from gateway.db.schema_version import Schema, classify, database_revisions, revision_chain
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+log = logging.getLogger("gateway.db")
 
 # What a query raises while the database cannot be answering: PostgreSQL down (a refused connect is a plain
 # OSError from asyncpg), a connection dropped mid-query (DBAPIError, connection invalidated), a server
@@ -105,6 +111,8 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # about 170 ms of imports: only when a migration may have to run
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -113,6 +121,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_sync(url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``; blocking (call through ``asyncio.to_thread`` from async code)."""
+    from alembic import command
+
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
@@ -120,5 +130,49 @@ def upgrade_sync(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def _no_sqlite_file(url: str) -> bool:
+    if not url.startswith("sqlite"):
+        return False
+    path = url.split(":///", 1)[-1]
+    return not path or path == ":memory:" or not Path(path).exists()
+
+
+async def schema_state(url: str) -> Schema:
+    """Where the database's schema stands against this gateway's migrations (one query, no Alembic);
+    raises what the query raises (the database unreachable)."""
+    if _no_sqlite_file(url):
+        return Schema.BEHIND  # nothing there yet (and a new engine's memory database is always empty)
+    engine = make_engine(url)
+    try:
+        return classify(await database_revisions(engine), revision_chain())
+    finally:
+        await engine.dispose()
+
+
 async def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the schema to ``revision``: to the head, Alembic runs only when the schema is not already there
+    (a database it cannot read goes to Alembic too, which reports the failure as it always did)."""
+    if revision == "head":
+        try:
+            if await schema_state(url) is Schema.CURRENT:
+                return
+        except DB_ERRORS:
+            pass
     await asyncio.to_thread(upgrade_sync, url, revision)
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not migrated to this gateway's schema and the gateway may not migrate it."""
+
+
+async def require_current(url: str) -> None:
+    """With ``GATEWAY_AUTO_MIGRATE=false``: refuse a database that is behind this gateway's migrations (never
+    migrated, or at an older revision). One at a revision this gateway does not know (a newer release's, during
+    a rolling upgrade) is served, with a warning."""
+    state = await schema_state(url)
+    if state is Schema.BEHIND:
+        raise SchemaNotCurrent("the database schema is not at this gateway's revision (GATEWAY_AUTO_MIGRATE is "
+                               "false): apply the migrations with `gateway db upgrade`")
+    if state is Schema.UNKNOWN:
+        log.warning("the database schema is at a revision this gateway does not know (a newer release's?), "
+                    "or its migrations are not one plain chain: serving on it")

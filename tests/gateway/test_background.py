@@ -41,3 +41,23 @@ def test_backoff_doubles_up_to_its_ceiling_and_resets() -> None:
     assert [backoff.failed() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
     backoff.reset()
     assert backoff.failed() == 0.2
+
+
+async def test_a_job_may_start_one_interval_on() -> None:
+    runs: list[float] = []
+    loop = asyncio.get_running_loop()
+    started, twice = loop.time(), asyncio.Event()
+
+    async def step() -> None:
+        runs.append(loop.time() - started)
+        if len(runs) == 2:
+            twice.set()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(every(0.05, "job", step, stop, TaskFailures(), first_after=0.3))
+    await asyncio.sleep(0.2)
+    assert runs == []
+    await asyncio.wait_for(twice.wait(), 10)
+    stop.set()
+    await task
+    assert runs[0] >= 0.3
