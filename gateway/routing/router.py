@@ -64,6 +64,8 @@ class RouterConfig:
     inflight_ttl_ms: int = 300_000
     affinity_ttl_ms: int = 1_800_000
     index_ttl_ms: int = 86_400_000
+    # A matched prefix used less than this long ago keeps its scores (prefix_route writes only the new blocks).
+    index_refresh_ms: int = 1_000
     # Prefill tokens one request in flight is worth; 0: adaptive, load_cost_share x the running mean
     # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
     load_cost_tokens: float = 0.0
@@ -142,6 +144,7 @@ class PrefixRouter:
             cfg.affinity_ttl_ms,
             "1" if note.hint else "0",
             cfg.index_ttl_ms,
+            cfg.index_refresh_ms,
         ]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id))
