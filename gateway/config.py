@@ -286,6 +286,8 @@ class Settings(BaseSettings):
     responses_max_chain: int = Field(default=1000, ge=1)  # previous_response_id links followed at most
     routing_explain: bool = False  # POST /admin/routing/explain (admin key): off unless set
     routing_infer_sessions: bool = True  # no hint: a chat conversation is known by its opening messages
+    # Worker groups (own Redis hash tag each) a model's routing state is split over: 1 = one slot per model.
+    routing_groups: int = Field(default=1, ge=1, le=256)
 
     @field_validator("routing_policy")
     @classmethod
