@@ -38,8 +38,9 @@ from gateway.metering.usage_stage import Metering, PriceCatalog
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Budget, Principal, RateLimits
 from gateway.routing.pool import WorkerPool
-from gateway.routing.router import PrefixRouter
+from gateway.routing.router import PrefixRouter, RouterConfig
 from gateway.routing.worker import Worker
+from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
@@ -107,9 +108,9 @@ def _pool(http: aiohttp.ClientSession, workers: int) -> WorkerPool:
     return pool
 
 
-def routing_case(state: RedisState, pool: WorkerPool, raws: list[bytes],
-                 prefix: str) -> Callable[[int], Awaitable[None]]:
-    router = PrefixRouter(pool, KeySpace(prefix), MemoryState(), state)
+def routing_case(state: StateStore, pool: WorkerPool, raws: list[bytes], prefix: str,
+                 config: RouterConfig | None = None) -> Callable[[int], Awaitable[None]]:
+    router = PrefixRouter(pool, KeySpace(prefix), MemoryState(), state, config)
     requests = [ChatCompletions().parse(raw) for raw in raws]  # parsed once: Redis's work is the figure here
 
     async def one(i: int) -> None:

@@ -155,6 +155,7 @@ def router_config(settings: Settings) -> RouterConfig:
         inflight_ttl_ms=int(settings.routing_inflight_ttl_s * 1000),
         affinity_ttl_ms=int(settings.routing_affinity_ttl_s * 1000),
         index_ttl_ms=int(settings.routing_index_ttl_s * 1000),
+        index_refresh_ms=int(settings.routing_index_refresh_s * 1000),
         infer_sessions=settings.routing_infer_sessions, groups=settings.routing_groups,
     )
 
