@@ -359,6 +359,8 @@ class PrefixRouter:
             [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix)
         if not self.policy.scripted:
             reason = f"policy {self.policy.name} does not use the shared index; " + reason
+        if self.groups.count > 1:
+            reason = f"worker group {group} of {self.groups.count} ({n} of its workers serve the model); " + reason
         return Decision(self.policy.name, note.key.blocks, note.key.total_bytes, rule.load_cost, rule.load_factor,
                         rule.load_slack, rule.kv_limit, bound, note.hint is not None, bound_to, chosen, reason, rows)
 

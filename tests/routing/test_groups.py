@@ -252,3 +252,18 @@ def _count_py(store: Any, keys: Any, args: Any, now: int) -> int:
 
 
 _COUNT = Script("zcard", "return redis.call('ZCARD', KEYS[1])", _count_py)
+
+
+async def test_explain_peeks_into_the_group_the_request_would_go_to() -> None:
+    st = MemoryState()
+    pool = await _pool(12)
+    router = PrefixRouter(pool, KeySpace("gwtest-grp-x"), MemoryState(), st, RouterConfig(groups=3))
+    raw = conversation(2, 1)
+    worker, _ = await route_one(router, st, pool, raw, "r1")
+    body = orjson.loads(raw)
+    decision = await router.explain(Principal("k", "o", "o", "salt", True), body, {}, True, MODEL)
+    group = router.groups.of(worker.id)
+    assert decision.reason.startswith(f"worker group {group} of 3")
+    members = {w.id for w in pool.candidates(MODEL) if router.groups.of(w.id) == group}
+    assert {c.worker for c in decision.candidates} == members
+    assert decision.chosen == worker.id  # the prefix it just recorded there
