@@ -11,7 +11,8 @@ routing case: plan into the pre-request round trip, execute, choose, finish, exe
 its previous one plus a turn (an answer and a tool result), starting at ``--tokens`` (``--fixed``: the
 same 8 prompts over and over, as ``bench.redis_cpu`` sends them). Figures, per routed request of the
 fleet: the Redis CPU (``used_cpu_sys + used_cpu_user``) of all the servers together and of the busiest one, the busiest
-group's share of the requests, and what follows: the routed requests/s the fleet carries with one master
+group's share of the requests (each server's idle CPU, measured for a second before the run, is
+subtracted), and what follows: the routed requests/s the fleet carries with one master
 per group (1e6 / the busiest server's us per fleet request) and what one group's shard carries of its own
 requests (1e6 / that server's us per request of its group).
 """
@@ -23,6 +24,7 @@ import asyncio
 import os
 import re
 import shutil
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -38,6 +40,7 @@ from gateway.state.redis import RedisState
 from gateway.state.resp import RespClient
 
 WARM = 50
+IDLE_S = 1.0
 _GROUP = re.compile(r"\{rt#(\d+):")
 
 
@@ -120,14 +123,20 @@ async def measure(urls: list[str], state: GroupedState, n: int, concurrency: int
     servers = [ServerCpu(url) for url in urls]
     try:
         await _spread(WARM, concurrency, one)  # warm: scripts loaded
-        before = [(await s.read())[0] for s in servers]
+        idle0 = [(await s.read())[0] for s in servers]
+        t0 = time.monotonic()
+        await asyncio.sleep(IDLE_S)  # what each server burns doing nothing (cron, the INFO reads): subtracted
+        idle1 = [(await s.read())[0] for s in servers]
+        idle_rate = [(b - a) / (time.monotonic() - t0) for a, b in zip(idle0, idle1, strict=True)]
         routed0 = list(state.routed)
+        t1 = time.monotonic()
         await _spread(n, concurrency, lambda i: one(WARM + i))  # requests after the warm ones
         after = [(await s.read())[0] for s in servers]
+        busy = time.monotonic() - t1
     finally:
         for s in servers:
             await s.close()
-    cpu = [(b - a) * 1e6 for a, b in zip(before, after, strict=True)]  # us per server
+    cpu = [max(0.0, (b - a - r * busy)) * 1e6 for a, b, r in zip(idle1, after, idle_rate, strict=True)]  # us
     routed = [b - a for a, b in zip(routed0, state.routed, strict=True)]
     busiest = max(range(len(cpu)), key=lambda g: cpu[g])
     return {"all_us": sum(cpu) / n, "busiest_us": cpu[busiest] / n, "share": max(routed) / n,

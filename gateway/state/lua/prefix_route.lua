@@ -117,7 +117,7 @@ if chosen > 0 then
       local cap = tonumber(ARGV[F + 4 * chosen])
       local args = {}
       for b = from, blocks do
-        args[#args + 1] = string.format('%.0f', base + 4095 - math.min(b - 1, 4095))
+        args[#args + 1] = base + 4095 - math.min(b - 1, 4095)  -- a number: Redis formats it (exactly, < 2^53)
         args[#args + 1] = string.sub(hashes, (b - 1) * 8 + 1, b * 8)
       end
       for j = 1, #args, 1000 do
