@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -38,8 +39,9 @@ from gateway.metering.usage_stage import Metering, PriceCatalog
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Budget, Principal, RateLimits
 from gateway.routing.pool import WorkerPool
-from gateway.routing.router import PrefixRouter
+from gateway.routing.router import PrefixRouter, RouterConfig
 from gateway.routing.worker import Worker
+from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
@@ -107,15 +109,18 @@ def _pool(http: aiohttp.ClientSession, workers: int) -> WorkerPool:
     return pool
 
 
-def routing_case(state: RedisState, pool: WorkerPool, raws: list[bytes],
-                 prefix: str) -> Callable[[int], Awaitable[None]]:
-    router = PrefixRouter(pool, KeySpace(prefix), MemoryState(), state)
+def routing_case(state: StateStore, pool: WorkerPool, raws: list[bytes], prefix: str,
+                 config: RouterConfig | None = None, cold: bool = False) -> Callable[[int], Awaitable[None]]:
+    """Route ``raws`` in turn; ``cold``: every request under a cache salt of its own (all its blocks new)."""
+    router = PrefixRouter(pool, KeySpace(prefix), MemoryState(), state, config)
     requests = [ChatCompletions().parse(raw) for raw in raws]  # parsed once: Redis's work is the figure here
 
     async def one(i: int) -> None:
         raw = raws[i % len(raws)]
-        ex = Exchange(request_id=f"r{i}", principal=Principal("k", f"o{i % 8}", "o", "salt", True),
-                      request=requests[i % len(raws)], path="/v1/chat/completions", payload=raw)
+        parsed = requests[i % len(raws)]  # the body copied: the router sets cache_salt on it
+        salt = f"salt{i}" if cold else "salt"
+        ex = Exchange(request_id=f"r{i}", principal=Principal("k", f"o{i % 8}", "o", salt, True),
+                      request=replace(parsed, body=dict(parsed.body)), path="/v1/chat/completions", payload=raw)
         trip = state.round_trip()
         router.plan(ex, trip)
         results = await trip.execute()
@@ -187,7 +192,8 @@ async def main(args: argparse.Namespace) -> None:
         state = RedisState(Redis.from_url(url), RespClient(url, reply_timeout=120.0))  # 256 workers: slow scripts
         async with aiohttp.ClientSession() as http:
             print(f"Redis CPU per routed request (one private redis-server, lean client, {args.concurrency} at a time, "
-                  f"{args.rounds} requests per case, 8 conversations)")
+                  f"{args.rounds} requests per case, "
+                  f"{'every one a new prompt' if args.cold else '8 conversations, each prompt sent again and again'})")
             print(f"{'workers':>7} {'tokens':>7} | {'redis cpu us/req':>16} {'EVAL us/call':>12} {'EVAL us/req':>11} "
                   f"{'calls/req':>9} | {'req/s one shard':>15}")
             for w in workers:
@@ -195,7 +201,8 @@ async def main(args: argparse.Namespace) -> None:
                 for t in tokens:
                     raws = [conversation(t, seed) for seed in range(8)]
                     f = await measure(url, args.rounds, args.concurrency,
-                                      routing_case(state, pool, raws, f"gwb-{w}-{t}-{os.urandom(2).hex()}"))
+                                      routing_case(state, pool, raws, f"gwb-{w}-{t}-{os.urandom(2).hex()}",
+                                                   cold=args.cold))
                     print(f"{w:>7} {t:>7} | {f['cpu_us']:>16.1f} {f['usec_call']:>12.1f} {f['usec_req']:>11.1f} "
                           f"{f['calls_req']:>9.1f} | {1e6 / f['cpu_us']:>15,.0f}")
             print()
@@ -271,5 +278,6 @@ if __name__ == "__main__":
     ap.add_argument("--tokens", default="1000,32000,128000")
     ap.add_argument("--cluster-rounds", type=int, default=5)
     ap.add_argument("--cluster-only", action="store_true", help="only the cluster vs single node table")
+    ap.add_argument("--cold", action="store_true", help="every routed request a new prompt (its own cache salt)")
     parsed = ap.parse_args()
     asyncio.run(only_cluster(parsed) if parsed.cluster_only else main(parsed))

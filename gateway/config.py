@@ -288,6 +288,8 @@ class Settings(BaseSettings):
     routing_inflight_ttl_s: float = Field(default=300.0, gt=0.0)  # a lost request stops counting after this
     routing_affinity_ttl_s: float = Field(default=1800.0, gt=0.0)  # a conversation hint's binding lives this long
     routing_index_ttl_s: float = Field(default=86_400.0, gt=0.0)  # an idle worker's index expires after this
+    # A matched prefix last scored less than this ago is not written again (only the request's new blocks).
+    routing_index_refresh_s: float = Field(default=1.0, ge=0.0)
     # Stored responses (POST /v1/responses, store=true): kept this long in Redis (or in process when
     # embedded, within responses_local_max_bytes, least recently used dropped first).
     responses_retention_s: float = Field(default=2_592_000.0, gt=0.0)  # 30 days, as OpenAI keeps them
@@ -295,6 +297,8 @@ class Settings(BaseSettings):
     responses_max_chain: int = Field(default=1000, ge=1)  # previous_response_id links followed at most
     routing_explain: bool = False  # POST /admin/routing/explain (admin key): off unless set
     routing_infer_sessions: bool = True  # no hint: a chat conversation is known by its opening messages
+    # Worker groups (own Redis hash tag each) a model's routing state is split over: 1 = one slot per model.
+    routing_groups: int = Field(default=1, ge=1, le=256)
 
     @field_validator("routing_policy")
     @classmethod

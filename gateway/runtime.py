@@ -93,6 +93,7 @@ class Runtime:
             "gateway_routing_feedback_corrections_total": [({}, r.feedback_corrections)],
             "gateway_routing_local_fallbacks_total": [({}, r.local_fallbacks)],
             "gateway_routing_worker_purges_total": [({}, r.worker_purges)],
+            "gateway_routing_group_spills_total": [({}, r.group_spills)],
             "gateway_usage_stream_backlog": [({}, led.backlog)],
             "gateway_usage_queue_pending": [({}, self.billing.queue_consumer.pending())],
             "gateway_ledger_batches_total": [({}, led.batches)],
@@ -160,7 +161,8 @@ def router_config(settings: Settings) -> RouterConfig:
         inflight_ttl_ms=int(settings.routing_inflight_ttl_s * 1000),
         affinity_ttl_ms=int(settings.routing_affinity_ttl_s * 1000),
         index_ttl_ms=int(settings.routing_index_ttl_s * 1000),
-        infer_sessions=settings.routing_infer_sessions,
+        index_refresh_ms=int(settings.routing_index_refresh_s * 1000),
+        infer_sessions=settings.routing_infer_sessions, groups=settings.routing_groups,
     )
 
 

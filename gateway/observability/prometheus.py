@@ -189,6 +189,7 @@ class StatsCollector(Collector):
         "gateway_routing_feedback_corrections_total": "Requests whose worker reported far less cache than predicted",
         "gateway_routing_local_fallbacks_total": "Requests routed on the local index while Redis was unreachable",
         "gateway_routing_worker_purges_total": "Workers whose index entries were dropped (removed, restarted)",
+        "gateway_routing_group_spills_total": "Requests routed outside their saturated home worker group",
         "gateway_rate_limit_rejections_total": "Requests refused by a rate limit, by limit",
         "gateway_rate_limit_local_fallbacks_total": "Limit checks answered locally while Redis was unreachable",
         "gateway_rate_limit_leases_renewed_total": "Concurrency leases of long requests extended by the renewal task",

@@ -41,7 +41,7 @@ def _peek_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: i
     return [bound_to, *matches, *flights]
 
 
-PEEK = Script.load("prefix_peek", _peek_py)
+PEEK = Script.load("prefix_peek", _peek_py, ("prefix_match",))
 
 
 @dataclass(slots=True)

@@ -26,9 +26,12 @@ def _s(value: Any) -> str:
 
 
 def matched_blocks(index: dict[Any, float], hashes: bytes, blocks: int) -> int:
-    """How many leading blocks of ``hashes`` ``index`` holds (a binary search: a block is only indexed with
-    every block before it). The Python twin of the search in prefix_route.lua and prefix_peek.lua."""
-    lo, hi = 0, blocks
+    """How many leading blocks of ``hashes`` ``index`` holds (a block is only indexed with every block
+    before it: the first block decides a miss, then a binary search). The Python twin of
+    ``matched_blocks`` in prefix_match.lua (put before prefix_route.lua and prefix_peek.lua)."""
+    if blocks == 0 or hashes[:_H] not in index:
+        return 0
+    lo, hi = 1, blocks
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if hashes[(mid - 1) * _H:mid * _H] in index:
@@ -38,11 +41,13 @@ def matched_blocks(index: dict[Any, float], hashes: bytes, blocks: int) -> int:
     return lo
 
 
-def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, ttl: int) -> int:
-    """Record every block (scores as in the Lua files), evict down to ``cap``; returns the evicted count."""
+def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, ttl: int, first: int = 0,
+                used: int | None = None) -> int:
+    """Record the blocks from ``first`` on (scores as in the Lua files, at the millisecond ``used``, else
+    ``now``), evict down to ``cap``; returns the evicted count."""
     index: dict[Any, float] = store.zset(key)
-    base = now * 4096
-    for i in range(len(hashes) // _H):
+    base = (now if used is None else used) * 4096
+    for i in range(first, len(hashes) // _H):
         index[hashes[i * _H:(i + 1) * _H]] = float(base + 4095 - min(i, 4095))
     evicted = 0
     size = len(index)
@@ -64,7 +69,8 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     affinity_ttl = int(args[9])
     has_hint = _s(args[10]) == "1"
     index_ttl = int(args[11])
-    f = 12
+    refresh = int(args[12])
+    f = 13
     n = (len(keys) - 1) // 2
     blocks = len(hashes) // _H
     ids: list[str] = []
@@ -74,11 +80,9 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     flights: list[int] = []
     for i in range(n):
         ids.append(_s(args[f + 4 * i]))
-        inflight = store.zset(keys[2 + 2 * i])
-        for member in [m for m, deadline in inflight.items() if deadline <= now]:
-            del inflight[member]
-        flights.append(len(inflight))
-        loads.append(len(inflight) + float(args[f + 4 * i + 1]))
+        live = sum(1 for deadline in store.zset(keys[2 + 2 * i]).values() if deadline > now)
+        flights.append(live)
+        loads.append(live + float(args[f + 4 * i + 1]))
         kv.append(float(args[f + 4 * i + 2]))
         matches.append(matched_blocks(store.zset(keys[1 + 2 * i]), hashes, blocks) if use_prefix and blocks else 0)
     affinity = -1
@@ -91,6 +95,8 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     last_use: Any = ""
     if chosen >= 0:
         inflight = store.zset(keys[2 + 2 * chosen])
+        for member in [m for m, deadline in inflight.items() if deadline <= now]:
+            del inflight[member]
         inflight[rid] = now + inflight_ttl
         store.expire(keys[2 + 2 * chosen], now + inflight_ttl)
         if has_hint:
@@ -98,10 +104,16 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
             store.expire(keys[0], now + affinity_ttl)
         if use_prefix and blocks:
             m = matches[chosen]
+            first, used = 0, None
             if m:
                 found = store.zset(keys[1 + 2 * chosen]).get(hashes[(m - 1) * _H:m * _H])  # type: ignore[call-overload]
                 last_use = "" if found is None else repr(found)
-            evicted = _add_blocks(store, keys[1 + 2 * chosen], hashes, int(args[f + 4 * chosen + 3]), now, index_ttl)
+                if found is not None and int(found) // 4096 >= now - refresh:  # recent: write only the new
+                    first, used = m, int(found) // 4096
+                    last_use = repr(float(used * 4096 + 4095 - min(blocks - 1, 4095) - 1))
+            if first < blocks:
+                evicted = _add_blocks(store, keys[1 + 2 * chosen], hashes, int(args[f + 4 * chosen + 3]), now,
+                                      index_ttl, first, used)
     return [chosen, int(by_affinity), evicted, last_use, *matches, *flights]
 
 
@@ -134,6 +146,6 @@ def _purge_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     return dropped
 
 
-ROUTE = Script.load("prefix_route", _route_py)
+ROUTE = Script.load("prefix_route", _route_py, ("prefix_match",))
 RECORD = Script.load("prefix_record", _record_py)
 PURGE = Script.load("prefix_purge", _purge_py)

@@ -27,6 +27,7 @@ from gateway.pipeline.principal import Principal
 from gateway.pipeline.request import CHAT
 from gateway.routing.choose import RuleParams
 from gateway.routing.explain import PEEK, Decision, decide
+from gateway.routing.groups import RoutingGroups
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.routing.policies import Choice, PrefixAware, RouteNote, make_policy
 from gateway.routing.pool import WorkerPool
@@ -64,6 +65,8 @@ class RouterConfig:
     inflight_ttl_ms: int = 300_000
     affinity_ttl_ms: int = 1_800_000
     index_ttl_ms: int = 86_400_000
+    # A matched prefix used less than this long ago keeps its scores (prefix_route writes only the new blocks).
+    index_refresh_ms: int = 1_000
     # Prefill tokens one request in flight is worth; 0: adaptive, load_cost_share x the running mean
     # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
     load_cost_tokens: float = 0.0
@@ -71,6 +74,9 @@ class RouterConfig:
     # Without a hint, a chat conversation is known by its opening (prefix.opening_bytes) and keeps its
     # worker like a hinted one (docs/routing.md has the figures).
     infer_sessions: bool = True
+    # Worker groups a model's routing state is split over (routing/groups.py); 1: one slot per model.
+    groups: int = 1
+    group_fresh_ms: float = 2000.0  # a group's load figures older than this no longer count
 
 
 def conversation_hint(ex: Exchange) -> str | None:
@@ -112,6 +118,7 @@ class PrefixRouter:
         self._turn = 0
         self._mean_prompt = 5000.0  # running mean of reported prompt tokens (adaptive load cost)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.groups = RoutingGroups(self.config.groups, self.config.rule, self.config.group_fresh_ms)
         pool.listeners.append(self._on_worker_event)
 
     # --- the Router protocol -----------------------------------------------------------------------
@@ -126,8 +133,9 @@ class PrefixRouter:
             return
         cfg = self.config
         model = ex.request.model
+        group, candidates = self._group(note, candidates)
         note.ids = [w.id for w in candidates]
-        keys = [self._keys.affinity(model, note.hint or "-")]
+        keys = [self._keys.affinity(model, note.hint or "-", group)]
         prefix = self.policy.prefix
         args: list[Any] = [
             note.key.hashes if prefix else b"",
@@ -142,10 +150,11 @@ class PrefixRouter:
             cfg.affinity_ttl_ms,
             "1" if note.hint else "0",
             cfg.index_ttl_ms,
+            cfg.index_refresh_ms,
         ]
         for w in candidates:
-            keys.append(self._keys.prefix_index(model, w.id))
-            keys.append(self._keys.inflight(model, w.id))
+            keys.append(self._keys.prefix_index(model, w.id, group))
+            keys.append(self._keys.inflight(model, w.id, group))
             args.extend((w.id, w.metrics.get("waiting", 0.0), w.metrics.get("kv", 0.0), self.index_bound(w)))
         note.result = trip.call(ROUTE, keys, args)
 
@@ -155,9 +164,13 @@ class PrefixRouter:
         note: RouteNote | None = ex.notes.get(_NOTE)
         if note is None or note.result < 0 or note.reserved is not None or note.result >= len(results):
             return
-        chosen = int(results[note.result][0])
+        row = results[note.result]
+        chosen = int(row[0])
         if 0 <= chosen < len(note.ids):
             note.reserved = note.ids[chosen]
+        if self.groups.count > 1:
+            n = len(note.ids)
+            self.groups.saw(note.ids, [int(f) for f in row[4 + n:4 + 2 * n]], chosen)
 
     def choose(
         self, ex: Exchange, results: list[Any], candidates: list[Worker], exclude: Collection[str]
@@ -192,7 +205,7 @@ class PrefixRouter:
             if note.reserved is not None:
                 note.settle_result = trip.call(
                     RECORD,
-                    [self._keys.prefix_index(model, note.reserved), self._keys.inflight(model, note.reserved)],
+                    [self._index(model, note.reserved), self._inflight(model, note.reserved)],
                     [b"", 0, ex.request_id, "", "0", self.config.index_ttl_ms],
                 )
             return
@@ -218,9 +231,14 @@ class PrefixRouter:
         record = ex.status == 200 and self.policy.prefix and note.reserved != worker.id
         if note.reserved is None and not record:
             return
+        holder = note.reserved or worker.id
+        if self.groups.of(holder) != self.groups.of(worker.id):  # a retry outside the group: two slots
+            trip.call(RECORD, [self._index(model, holder), self._inflight(model, holder)],
+                      [b"", 0, ex.request_id, "", "0", self.config.index_ttl_ms])
+            holder = worker.id
         note.settle_result = trip.call(
             RECORD,
-            [self._keys.prefix_index(model, worker.id), self._keys.inflight(model, note.reserved or worker.id)],
+            [self._index(model, worker.id), self._inflight(model, holder)],
             [
                 key.hashes,
                 self.index_bound(worker),
@@ -248,7 +266,7 @@ class PrefixRouter:
         """Drop the worker's index and in-flight entries for every model it served, shared and local."""
         dropped = 0
         for model in worker.models:
-            keys = [self._keys.prefix_index(model, worker.id), self._keys.inflight(model, worker.id)]
+            keys = [self._index(model, worker.id), self._inflight(model, worker.id)]
             dropped += int(await self._local.run(PURGE, keys, []))
             if self._shared is not self._local:
                 try:
@@ -315,13 +333,13 @@ class PrefixRouter:
                       model: str) -> Decision:
         """What the rule would decide for this request now, and why (read-only: ``explain.py``)."""
         note = self.note_for(principal, body, headers, chat, model)
-        candidates = self._pool.candidates(model)
+        group, candidates = self._group(note, self._pool.candidates(model), turn=self._turn)
         cfg = self.config
         rule = replace(cfg.rule, load_cost=self._load_cost())
-        keys = [self._keys.affinity(model, note.hint or "-")]
+        keys = [self._keys.affinity(model, note.hint or "-", group)]
         for w in candidates:
-            keys.append(self._keys.prefix_index(model, w.id))
-            keys.append(self._keys.inflight(model, w.id))
+            keys.append(self._keys.prefix_index(model, w.id, group))
+            keys.append(self._keys.inflight(model, w.id, group))
         n = len(candidates)
         prefix = self.policy.prefix
         bound_to: str | None = None
@@ -341,8 +359,27 @@ class PrefixRouter:
             [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix)
         if not self.policy.scripted:
             reason = f"policy {self.policy.name} does not use the shared index; " + reason
+        if self.groups.count > 1:
+            reason = f"worker group {group} of {self.groups.count} ({n} of its workers serve the model); " + reason
         return Decision(self.policy.name, note.key.blocks, note.key.total_bytes, rule.load_cost, rule.load_factor,
                         rule.load_slack, rule.kv_limit, bound, note.hint is not None, bound_to, chosen, reason, rows)
+
+    def _group(self, note: RouteNote, candidates: list[Worker], turn: int | None = None) -> tuple[int, list[Worker]]:
+        """The worker group this request is routed in and its candidates (all of them with one group)."""
+        if self.groups.count == 1:
+            return 0, candidates
+        key = note.key
+        seed = key.block(0) if key.blocks else note.hint.encode() if note.hint else None
+        choice = self.groups.choose(candidates, seed, self._next_turn() if turn is None else turn)
+        if choice.spilled and turn is None:
+            self.stats.group_spills += 1
+        return choice.group, choice.workers
+
+    def _index(self, model: str, worker_id: str) -> str:
+        return self._keys.prefix_index(model, worker_id, self.groups.of(worker_id))
+
+    def _inflight(self, model: str, worker_id: str) -> str:
+        return self._keys.inflight(model, worker_id, self.groups.of(worker_id))
 
     def _load_cost(self) -> float:
         """Blocks of prefill one request in flight is worth (see RouterConfig.load_cost_tokens)."""

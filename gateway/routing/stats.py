@@ -22,6 +22,7 @@ class RoutingStats:
     index_evictions: int = 0  # index entries evicted by the per-worker bound
     worker_purges: int = 0  # workers forgotten (removed, restarted)
     purged_entries: int = 0
+    group_spills: int = 0  # routed outside their home worker group, which was saturated (routing/groups.py)
     load_cost_tokens: float = 0.0  # what one request in flight weighs in the choice now
 
     def as_dict(self) -> dict[str, object]:

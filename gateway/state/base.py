@@ -37,8 +37,11 @@ class Script:
     python: PyScript
 
     @classmethod
-    def load(cls, name: str, python: PyScript) -> Script:
-        return cls(name, (LUA_DIR / f"{name}.lua").read_text(), python)
+    def load(cls, name: str, python: PyScript, fragments: Sequence[str] = ()) -> Script:
+        """The script ``lua/NAME.lua``, after the shared fragments ``lua/FRAGMENT.lua`` it uses (local
+        functions defined once for several scripts), in the order given."""
+        parts = [(LUA_DIR / f"{part}.lua").read_text() for part in (*fragments, name)]
+        return cls(name, "\n".join(parts), python)
 
 
 class StoreUnavailable(Exception):

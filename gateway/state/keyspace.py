@@ -13,15 +13,20 @@ hash tag               keys                                            one scrip
 ``{budget:ORG}``       an organisation's and its keys' monthly spend   ``budget_reserve``, ``budget_settle``
                        and reservations, settled markers
 ``{rt:MODEL}``         one model's prefix index (per worker),          ``prefix_route``, ``prefix_record``,
-                       in-flight sets (per worker), affinity hints     ``prefix_purge``
+                       in-flight sets (per worker), affinity hints     ``prefix_purge``, ``prefix_peek``
+                       (worker group 0: all of them with one group)
+``{rt#G:MODEL}``       the same for worker group G > 0                 (GATEWAY_ROUTING_GROUPS)
 ``{usage}``            usage stream shard 0 and its epoch              ``usage_append``; the ledger group
 ``{usage:I}``          usage stream shard I > 0 and its epoch          (GATEWAY_USAGE_STREAM_SHARDS)
 ``{billing}``          the Stripe sync lock                            SET NX / compare-and-delete
 ``{probe}``            reachability probe                              —
 =====================  ==============================================  ===================================
 
-A model's routing state is one slot, so one master carries all of that model's routing scripts;
-see docs/redis-cluster.md for what that costs per request and how far one master goes.
+With one worker group (the default) a model's routing state is one slot, so one master carries all of
+that model's routing scripts; GATEWAY_ROUTING_GROUPS=G splits it over G tags (``routing/groups.py``). The
+group number goes before the model name (``rt#3:MODEL``, not ``rt:MODEL:3``) so that no model name can
+spell another model's group. See docs/redis-cluster.md for what a routed request costs and how far one
+master goes.
 """
 
 from __future__ import annotations
@@ -96,23 +101,25 @@ class KeySpace:
         """The in-process twin's one holder of every stored response (bounded in bytes)."""
         return f"{self.prefix}:{{resp}}:local"
 
-    # --- prefix-aware routing: every key of one model shares the hash tag {rt:MODEL} -------------
-    def route_tag(self, model: str) -> str:
+    # --- prefix-aware routing: every key of one model's worker group shares a hash tag, {rt:MODEL} for
+    # group 0 (the only one by default), {rt#G:MODEL} for group G > 0 ------------------------------------
+    def route_tag(self, model: str, group: int = 0) -> str:
         safe = model.replace("{", "(").replace("}", ")")
-        return f"{self.prefix}:{{rt:{safe}}}"
+        return f"{self.prefix}:{{rt:{safe}}}" if group == 0 else f"{self.prefix}:{{rt#{group}:{safe}}}"
 
     def routing_prefix(self) -> str:
-        """What every routing key starts with (to clear the local fallback's routing state)."""
-        return f"{self.prefix}:{{rt:"
+        """What every routing key starts with, of every group (to clear the local fallback's routing state)."""
+        return f"{self.prefix}:{{rt"
 
-    def prefix_index(self, model: str, worker_id: str) -> str:
+    def prefix_index(self, model: str, worker_id: str, group: int = 0) -> str:
         """ZSET: block hash (8 raw bytes) -> last use (ms x 4096 + position order), one per worker."""
-        return f"{self.route_tag(model)}:idx:{worker_id}"
+        return f"{self.route_tag(model, group)}:idx:{worker_id}"
 
-    def inflight(self, model: str, worker_id: str) -> str:
+    def inflight(self, model: str, worker_id: str, group: int = 0) -> str:
         """ZSET: request id -> deadline (ms); the worker's requests in flight from every replica."""
-        return f"{self.route_tag(model)}:inf:{worker_id}"
+        return f"{self.route_tag(model, group)}:inf:{worker_id}"
 
-    def affinity(self, model: str, hint: str) -> str:
-        """STRING: the worker a conversation hint (hashed with the tenant) was last routed to."""
-        return f"{self.route_tag(model)}:aff:{hint}"
+    def affinity(self, model: str, hint: str, group: int = 0) -> str:
+        """STRING: the worker a conversation hint (hashed with the tenant) was last routed to, in the group
+        the request was routed in."""
+        return f"{self.route_tag(model, group)}:aff:{hint}"

@@ -143,13 +143,15 @@ async def _requests(client: AsyncOpenAI, n: int, stream: bool) -> None:
             assert reply.usage is not None
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
-async def test_one_round_trip_before_and_one_after_and_no_sql(pg_database: str, sims: Any, stream: bool) -> None:
+@pytest.mark.parametrize(("stream", "groups"), [(False, 1), (True, 1), (False, 4)],
+                         ids=["json", "stream", "json-4-worker-groups"])
+async def test_one_round_trip_before_and_one_after_and_no_sql(pg_database: str, sims: Any, stream: bool,
+                                                              groups: int) -> None:
     async with private_redis() as redis_server:
         relay = CountingRelay(redis_server.port)
         await relay.start()
         backend = Backend("shared", pg_database, relay.url, "gwtest-shape-" + secrets.token_hex(3))
-        gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims], **QUIET))
+        gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims], routing_groups=groups, **QUIET))
         sql = SqlCounter()
         try:
             key = await _principal_with_every_stage(gw)

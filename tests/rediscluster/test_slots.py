@@ -24,7 +24,8 @@ async def test_the_slots_of_every_key_family_match_the_cluster(redis_cluster: Pr
     keys = [space.limit_buckets("org1"), space.limit_leases("org1", "key1"), space.limit_settled("org1", "r"),
             *space.budget("org1", "2026-12", "key1"), space.budget_settled("org1", "r"), space.usage_stream(3),
             space.usage_epoch(3), space.billing_sync_lock(), space.prefix_index("m{x}", "w1"),
-            space.inflight("m", "w1"), space.affinity("m", "h"), space.probe()]
+            space.inflight("m", "w1"), space.affinity("m", "h"), space.inflight("m", "w1", 3),
+            space.affinity("m{x}", "h", 2), space.probe()]
     client = Redis.from_url(redis_cluster.url)
     try:
         for key in keys:

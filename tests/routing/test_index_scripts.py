@@ -51,10 +51,10 @@ def chain(tag: str, n: int, after: bytes = b"") -> bytes:
 
 async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str | None = None,
                 waiting: tuple[float, ...] = (0, 0, 0), kv: tuple[float, ...] = (0, 0, 0), start: int = 0,
-                prefix: bool = True, cap: int = 1000) -> dict[str, Any]:
+                prefix: bool = True, cap: int = 1000, refresh: int = 1000) -> dict[str, Any]:
     keys = [ks.affinity(MODEL, hint or "-")]
     args: list[Any] = [hashes, "1" if prefix else "0", 1.25, 2.0, 0.95, 4.0, start, rid, 60_000, 60_000,
-                       "1" if hint else "0", 60_000]
+                       "1" if hint else "0", 60_000, refresh]
     for i, w in enumerate(WORKERS):
         keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
         args += [w, waiting[i], kv[i], cap]

@@ -1,6 +1,7 @@
 -- Read-only twin of prefix_route for the routing explain endpoint: for every candidate worker, the
 -- longest run of the request's leading blocks in its index and its requests in flight (deadlines not
--- yet passed), and the worker the conversation hint is bound to. Changes nothing.
+-- yet passed), and the worker the conversation hint is bound to. Changes nothing. The search is
+-- prefix_match.lua's matched_blocks, put before this file by the loader.
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
 -- ARGV: packed 8-byte hashes, prefix(1/0), has_hint(1/0).
 -- Returns {bound worker id ('' none), match_1..match_n, inflight_1..inflight_n}.
@@ -14,21 +15,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local matches, flights = {}, {}
 for i = 1, n do
   flights[i] = redis.call('ZCOUNT', KEYS[2 * i + 1], '(' .. now, '+inf')
-  local m = 0
-  if use_prefix and blocks > 0 then
-    local idx = KEYS[2 * i]
-    local lo, hi = 0, blocks
-    while lo < hi do
-      local mid = math.floor((lo + hi + 1) / 2)
-      if redis.call('ZSCORE', idx, string.sub(hashes, (mid - 1) * 8 + 1, mid * 8)) then
-        lo = mid
-      else
-        hi = mid - 1
-      end
-    end
-    m = lo
-  end
-  matches[i] = m
+  matches[i] = use_prefix and matched_blocks(KEYS[2 * i], hashes, blocks) or 0
 end
 local bound_to = ''
 if has_hint then bound_to = redis.call('GET', KEYS[1]) or '' end

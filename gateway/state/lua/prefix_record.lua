@@ -27,7 +27,7 @@ if record and blocks > 0 then
   local base = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * 4096
   local args = {}
   for i = 1, blocks do
-    args[#args + 1] = string.format('%.0f', base + 4095 - math.min(i - 1, 4095))
+    args[#args + 1] = base + 4095 - math.min(i - 1, 4095)  -- a number: Redis formats it (exactly, < 2^53)
     args[#args + 1] = string.sub(hashes, (i - 1) * 8 + 1, i * 8)
   end
   for j = 1, #args, 1000 do

@@ -5,10 +5,16 @@
 -- before this one ends already sees where its prefix is going).
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
 -- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
---       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms,
+--       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms, refresh ms,
 --       then per candidate: id, waiting, kv usage, index bound (entries).
 -- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
--- is left of a chain after eviction is always a prefix of it (the binary search below relies on this).
+-- is left of a chain after eviction is always a prefix of it (prefix_match.lua's search, put before this
+-- file by the loader, relies on this).
+-- Recording writes only what changes: when the chosen worker's deepest matched block was used less than
+-- `refresh ms` ago, its matched blocks keep their scores and only the blocks after them are written,
+-- scored as if recorded at that block's millisecond (so the chain's scores still fall with the position).
+-- In-flight sets: only the chosen worker's is cleaned of passed deadlines (the one that grows); the
+-- others are counted by deadline.
 -- Returns {chosen (0-based, -1 none), affinity used (1/0), entries evicted, the chosen worker's
 --          score of its deepest matched block before this request ('' if none; prefix_record's
 --          feedback threshold), match_1..match_n, inflight_1..inflight_n}.
@@ -24,7 +30,8 @@ local inflight_ttl = tonumber(ARGV[9])
 local affinity_ttl = tonumber(ARGV[10])
 local has_hint = ARGV[11] == '1'
 local index_ttl = tonumber(ARGV[12])
-local F = 12
+local refresh = tonumber(ARGV[13])
+local F = 13
 local n = (#KEYS - 1) / 2
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
@@ -33,26 +40,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ids, loads, kv, matches, flights = {}, {}, {}, {}, {}
 for i = 1, n do
   ids[i] = ARGV[F + 4 * i - 3]
-  local inf = KEYS[2 * i + 1]
-  redis.call('ZREMRANGEBYSCORE', inf, '-inf', now)
-  flights[i] = redis.call('ZCARD', inf)
+  flights[i] = redis.call('ZCOUNT', KEYS[2 * i + 1], '(' .. now, '+inf')
   loads[i] = flights[i] + tonumber(ARGV[F + 4 * i - 2])
   kv[i] = tonumber(ARGV[F + 4 * i - 1])
-  local m = 0
-  if use_prefix and blocks > 0 then
-    local idx = KEYS[2 * i]
-    local lo, hi = 0, blocks
-    while lo < hi do
-      local mid = math.floor((lo + hi + 1) / 2)
-      if redis.call('ZSCORE', idx, string.sub(hashes, (mid - 1) * 8 + 1, mid * 8)) then
-        lo = mid
-      else
-        hi = mid - 1
-      end
-    end
-    m = lo
-  end
-  matches[i] = m
+  matches[i] = use_prefix and matched_blocks(KEYS[2 * i], hashes, blocks) or 0
 end
 
 -- eligibility (choose.eligible)
@@ -104,31 +95,41 @@ local evicted = 0
 local last_use = ''
 if chosen > 0 then
   local inf = KEYS[2 * chosen + 1]
+  redis.call('ZREMRANGEBYSCORE', inf, '-inf', now)
   redis.call('ZADD', inf, now + inflight_ttl, rid)
   redis.call('PEXPIRE', inf, inflight_ttl)
   if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
   if use_prefix and blocks > 0 then
     local idx = KEYS[2 * chosen]
     local m = matches[chosen]
+    local from, base = 1, now * 4096
     if m > 0 then
       last_use = redis.call('ZSCORE', idx, string.sub(hashes, (m - 1) * 8 + 1, m * 8))
+      local used = math.floor(tonumber(last_use) / 4096)
+      if used >= now - refresh then
+        -- recent: keep the matched blocks' scores; the new ones take that millisecond's, and the
+        -- feedback threshold goes just below the deepest of them (prefix_record drops <= it)
+        from, base = m + 1, used * 4096
+        last_use = string.format('%.0f', base + 4095 - math.min(blocks - 1, 4095) - 1)
+      end
     end
-    local cap = tonumber(ARGV[F + 4 * chosen])
-    local base = now * 4096
-    local args = {}
-    for b = 1, blocks do
-      args[#args + 1] = string.format('%.0f', base + 4095 - math.min(b - 1, 4095))
-      args[#args + 1] = string.sub(hashes, (b - 1) * 8 + 1, b * 8)
+    if from <= blocks then
+      local cap = tonumber(ARGV[F + 4 * chosen])
+      local args = {}
+      for b = from, blocks do
+        args[#args + 1] = base + 4095 - math.min(b - 1, 4095)  -- a number: Redis formats it (exactly, < 2^53)
+        args[#args + 1] = string.sub(hashes, (b - 1) * 8 + 1, b * 8)
+      end
+      for j = 1, #args, 1000 do
+        redis.call('ZADD', idx, unpack(args, j, math.min(j + 999, #args)))
+      end
+      local size = redis.call('ZCARD', idx)
+      if size > cap + math.floor(cap / 16) then
+        evicted = size - cap
+        redis.call('ZPOPMIN', idx, evicted)
+      end
+      redis.call('PEXPIRE', idx, index_ttl)
     end
-    for j = 1, #args, 1000 do
-      redis.call('ZADD', idx, unpack(args, j, math.min(j + 999, #args)))
-    end
-    local size = redis.call('ZCARD', idx)
-    if size > cap + math.floor(cap / 16) then
-      evicted = size - cap
-      redis.call('ZPOPMIN', idx, evicted)
-    end
-    redis.call('PEXPIRE', idx, index_ttl)
   end
 end
 
