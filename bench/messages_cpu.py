@@ -6,10 +6,8 @@ Side by side in one process, per request, in microseconds: the front adapter's p
 body; Messages: check and translate it, encode the chat payload) plus the answer's shaping (Chat: add
 the cost to the usage and re-encode; Messages: build the Message object). For streams, the per-request
 cost of ``--tokens`` content chunks: Chat relays the worker's bytes (nothing per chunk here); Messages
-parses each event and writes its Anthropic events, plus the opening and closing events; then the same
-stream through the byte path (``MessagesStream.chunk_bytes``: a plain text delta is read from the event's
-bytes, without parsing the chunk). The parse of the worker's whole answer and the SSE tap are the same
-for both and not counted.
+parses each event and writes its Anthropic events, plus the opening and closing events. The parse of the
+worker's whole answer and the SSE tap are the same for both and not counted.
 """
 
 from __future__ import annotations
@@ -82,32 +80,21 @@ def main() -> None:
     usage = orjson.loads(orjson.dumps({"id": "c", "choices": [], "usage": ANSWER["usage"]}))
     request = messages_adapter.parse(raw_messages)
 
-    def messages_stream() -> None:  # what the relay does today: parse each event, then translate it
+    def messages_stream() -> None:
         shaper = request.shape.stream()
         for payload in events:
             shaper.chunk(orjson.loads(payload))
         shaper.chunk(usage)
         shaper.finish(12345)
 
-    def messages_stream_bytes() -> None:  # the byte path (chunk_bytes) first, the parse only when it declines
-        shaper = request.shape.stream()
-        for payload in events:
-            if shaper.chunk_bytes(payload) is None:
-                shaper.chunk(orjson.loads(payload))
-        shaper.chunk(usage)
-        shaper.finish(12345)
-
     chat_us = per_call_us(chat_whole, args.rounds)
     messages_us = per_call_us(messages_whole, args.rounds)
     stream_us = per_call_us(messages_stream, max(args.rounds // args.tokens, 50))
-    bytes_us = per_call_us(messages_stream_bytes, max(args.rounds // args.tokens, 50))
     print(f"body {len(raw_messages)} B (messages) / {len(raw_chat)} B (chat); answer {len(raw_answer)} B")
     print(f"non-stream, parse + shape: chat {chat_us:.1f} us, messages {messages_us:.1f} us, "
           f"extra {messages_us - chat_us:.1f} us per request")
     print(f"stream of {args.tokens} chunks, Anthropic events: {stream_us:.1f} us per request "
           f"({stream_us / args.tokens:.2f} us per chunk; chat relays the bytes)")
-    print(f"  the same with the byte path for plain text deltas: {bytes_us:.1f} us per request "
-          f"({bytes_us / args.tokens:.2f} us per chunk)")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import orjson
 from billing.usage_record import estimate_prompt_tokens
 from gateway import errors
 from gateway.front import messages_errors
-from gateway.front.chat_text_delta import plain_text
 from gateway.front.messages_reply import anthropic_usage, reasoning_of, stop_reason
 
 
@@ -114,16 +113,6 @@ class MessagesStream:
             self._finish_reason = choice.get("finish_reason")
             self._matched = choice.get("stop_reason")
         return out
-
-    def chunk_bytes(self, payload: bytes) -> bytes | None:
-        """The events of one worker event given as its bytes, when it is a plain text delta of the open text
-        block (the hot case: no parse of the chunk, the same bytes as ``chunk``); None: parse it, ``chunk``."""
-        if self._open != "text":
-            return None
-        text = plain_text(payload)
-        if text is None:
-            return None
-        return self._delta_head + orjson.dumps(text) + _DELTA_END if text else b""
 
     def _tool_piece(self, call: dict[str, Any]) -> bytes:
         out = b""

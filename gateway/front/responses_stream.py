@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 
 from gateway.errors import GatewayError
-from gateway.front.chat_text_delta import plain_text
 from gateway.front.responses_output import (
     call_item,
     message_item,
@@ -75,8 +74,9 @@ class ResponsesStream:
 
     def _start(self, out: list[bytes]) -> None:
         self._started = True
-        self._event(out, "response.created", {"response": self._response("in_progress")})
-        self._event(out, "response.in_progress", {"response": self._response("in_progress")})
+        opening = self._response("in_progress")  # the same object in both events (encoded, never changed)
+        self._event(out, "response.created", {"response": opening})
+        self._event(out, "response.in_progress", {"response": opening})
 
     # --- the chat chunks ---------------------------------------------------------------------------
     def chunk(self, parsed: dict[str, Any]) -> bytes:
@@ -135,16 +135,6 @@ class ResponsesStream:
         seq = self._seq
         self._seq += 1
         return self._text_head + orjson.dumps(text) + _TEXT_DELTA_TAIL + str(seq).encode() + b"}\n\n"
-
-    def chunk_bytes(self, payload: bytes) -> bytes | None:
-        """The events of one worker event given as its bytes, when it is a plain text delta of the open text
-        item (no parse of the chunk, the same bytes as ``chunk``); None: parse it, ``chunk``."""
-        if self._open is None or self._open[0] != _TEXT or self.worker_error:
-            return None
-        text = plain_text(payload)
-        if text is None:
-            return None
-        return self._text_delta(text) if text else b""
 
     def _opened(self, out: list[bytes], kind: str) -> int:
         """The output index of the open item of ``kind``, opening it (and closing another) if needed."""
