@@ -15,6 +15,7 @@ and ``reasoning`` (kept in the conversation, not sent back: chat workers take no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from gateway import errors
@@ -42,52 +43,47 @@ def invalid(message: str, param: str, code: str = "invalid_value") -> errors.Gat
 
 def check_body(body: dict[str, Any]) -> list[dict[str, Any]]:
     """Check everything but ``model`` and ``stream`` (the shared checks); return the input as items."""
-    for name in body:
-        if name in _UNSUPPORTED:
-            raise invalid(f"'{name}' is not supported by this gateway ({_UNSUPPORTED[name]}); send 'input' "
-                          "and 'previous_response_id' instead.", name, "unsupported_parameter")
-        if name not in _FIELDS:
-            raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
-    if body.get("background"):
-        raise invalid("Background responses are not supported by this gateway.", "background",
-                      "unsupported_parameter")
-    _check_str(body, "instructions")
-    _check_str(body, "previous_response_id")
-    _check_str(body, "user")
-    _check_str(body, "prompt_cache_key")
-    for name in ("store", "parallel_tool_calls"):
-        if body.get(name) is not None and not isinstance(body[name], bool):
-            raise type_error(name, "a boolean")
-    _check_number(body, "max_output_tokens", integer=True, low=1)
-    _check_number(body, "temperature", low=0, high=2)
-    _check_number(body, "top_p", low=0, high=1)
-    _check_number(body, "top_logprobs", integer=True, low=0, high=20)
-    _check_metadata(body.get("metadata"))
-    _check_reasoning(body.get("reasoning"))
-    _check_text(body.get("text"))
-    _check_tools(body.get("tools"))
-    _check_tool_choice(body.get("tool_choice"))
+    if not _FIELDS.issuperset(body):
+        for name in body:
+            if name in _UNSUPPORTED:
+                raise invalid(f"'{name}' is not supported by this gateway ({_UNSUPPORTED[name]}); send 'input' "
+                              "and 'previous_response_id' instead.", name, "unsupported_parameter")
+            if name not in _FIELDS:
+                raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    for name, check in _CHECKS:  # in this order; a field that is absent or null is not checked
+        value = body.get(name)
+        if value is not None:
+            check(value, name)
     return input_items(body.get("input"))
 
 
-def _check_str(body: dict[str, Any], name: str) -> None:
-    if body.get(name) is not None and not isinstance(body[name], str):
+def _check_background(value: Any, name: str) -> None:
+    if value:
+        raise invalid("Background responses are not supported by this gateway.", name, "unsupported_parameter")
+
+
+def _check_str(value: Any, name: str) -> None:
+    if not isinstance(value, str):
         raise type_error(name, "a string")
 
 
-def _check_number(body: dict[str, Any], name: str, integer: bool = False, low: float | None = None,
-                  high: float | None = None) -> None:
-    value = body.get(name)
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
-        raise type_error(name, "an integer" if integer else "a number")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise invalid(f"Invalid value for '{name}': must be {bounds}.", name)
+def _check_bool(value: Any, name: str) -> None:
+    if not isinstance(value, bool):
+        raise type_error(name, "a boolean")
 
 
-def _check_metadata(metadata: Any) -> None:
+def _number_check(integer: bool = False, low: float | None = None,
+                  high: float | None = None) -> Callable[[Any, str], None]:
+    def check(value: Any, name: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+            raise type_error(name, "an integer" if integer else "a number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise invalid(f"Invalid value for '{name}': must be {bounds}.", name)
+    return check
+
+
+def _check_metadata(metadata: Any, name: str = "") -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
@@ -100,7 +96,7 @@ def _check_metadata(metadata: Any) -> None:
                           f"metadata.{key[:64]}")
 
 
-def _check_reasoning(reasoning: Any) -> None:
+def _check_reasoning(reasoning: Any, name: str = "") -> None:
     if reasoning is None:
         return
     if not isinstance(reasoning, dict):
@@ -111,7 +107,7 @@ def _check_reasoning(reasoning: Any) -> None:
                       "reasoning.effort")
 
 
-def _check_text(text: Any) -> None:
+def _check_text(text: Any, name: str = "") -> None:
     if text is None:
         return
     if not isinstance(text, dict):
@@ -135,7 +131,7 @@ def _check_text(text: Any) -> None:
                       "'json_schema'.", "text.format.type")
 
 
-def _check_tools(tools: Any) -> None:
+def _check_tools(tools: Any, name: str = "") -> None:
     if tools is None:
         return
     if not isinstance(tools, list):
@@ -157,7 +153,7 @@ def _check_tools(tools: Any) -> None:
             raise type_error(f"tools[{i}].strict", "a boolean")
 
 
-def _check_tool_choice(choice: Any) -> None:
+def _check_tool_choice(choice: Any, name: str = "") -> None:
     if choice is None or choice in ("auto", "none", "required"):
         return
     if isinstance(choice, dict) and choice.get("type") == "function":
@@ -167,6 +163,17 @@ def _check_tool_choice(choice: Any) -> None:
         return
     raise invalid("Invalid value for 'tool_choice': 'auto', 'none', 'required' or "
                   "{\"type\": \"function\", \"name\": ...}.", "tool_choice")
+
+
+_CHECKS: tuple[tuple[str, Callable[[Any, str], None]], ...] = (
+    ("background", _check_background), ("instructions", _check_str), ("previous_response_id", _check_str),
+    ("user", _check_str), ("prompt_cache_key", _check_str), ("store", _check_bool),
+    ("parallel_tool_calls", _check_bool), ("max_output_tokens", _number_check(integer=True, low=1)),
+    ("temperature", _number_check(low=0, high=2)), ("top_p", _number_check(low=0, high=1)),
+    ("top_logprobs", _number_check(integer=True, low=0, high=20)), ("metadata", _check_metadata),
+    ("reasoning", _check_reasoning), ("text", _check_text), ("tools", _check_tools),
+    ("tool_choice", _check_tool_choice),
+)
 
 
 # --- input items -------------------------------------------------------------------------------------

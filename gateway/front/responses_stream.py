@@ -30,13 +30,14 @@ from gateway.front.responses_output import (
 
 _REASONING = "reasoning"
 _TEXT = "text"
+_TEXT_DELTA_TAIL = b',"logprobs":[],"type":"response.output_text.delta","sequence_number":'
 
 
 class ResponsesStream:
     """The events of one streamed response; ``output`` holds its items as they stand."""
 
     __slots__ = ("_arguments", "_body", "_calls", "_closed", "_created_at", "_model", "_open", "_pieces", "_seq",
-                 "_started",
+                 "_started", "_text_head",
                  "finish_reason", "output", "response_id", "usage", "worker_error")
     passthrough = False
 
@@ -51,6 +52,7 @@ class ResponsesStream:
         self._open: tuple[str, int] | None = None  # (kind, output index) of the open reasoning/text item
         self._calls: dict[int, int] = {}  # the chat chunk's tool-call index -> output index
         self._pieces: list[str] = []  # the open item's text so far (joined once, when it closes)
+        self._text_head = b""  # the open text item's output_text.delta event up to its delta (once an item)
         self._arguments: dict[int, list[str]] = {}  # output index -> a call's argument pieces so far
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -72,8 +74,9 @@ class ResponsesStream:
 
     def _start(self, out: list[bytes]) -> None:
         self._started = True
-        self._event(out, "response.created", {"response": self._response("in_progress")})
-        self._event(out, "response.in_progress", {"response": self._response("in_progress")})
+        opening = self._response("in_progress")  # the same object in both events (encoded, never changed)
+        self._event(out, "response.created", {"response": opening})
+        self._event(out, "response.in_progress", {"response": opening})
 
     # --- the chat chunks ---------------------------------------------------------------------------
     def chunk(self, parsed: dict[str, Any]) -> bytes:
@@ -117,16 +120,21 @@ class ResponsesStream:
                                                                "delta": reasoning})
         content = delta.get("content")
         if isinstance(content, str) and content:
-            index = self._opened(out, _TEXT)
-            self._pieces.append(content)
-            self._event(out, "response.output_text.delta", {"item_id": self.output[index]["id"],
-                                                            "output_index": index, "content_index": 0,
-                                                            "delta": content, "logprobs": []})
+            self._opened(out, _TEXT)
+            out.append(self._text_delta(content))
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for call in calls:
                 if isinstance(call, dict):
                     self._call_delta(out, call)
+
+    def _text_delta(self, text: str) -> bytes:
+        """``response.output_text.delta`` of the open text item, from its template (the hot case: no dict per
+        chunk; the same bytes as ``_event``)."""
+        self._pieces.append(text)
+        seq = self._seq
+        self._seq += 1
+        return self._text_head + orjson.dumps(text) + _TEXT_DELTA_TAIL + str(seq).encode() + b"}\n\n"
 
     def _opened(self, out: list[bytes], kind: str) -> int:
         """The output index of the open item of ``kind``, opening it (and closing another) if needed."""
@@ -140,6 +148,8 @@ class ResponsesStream:
         else:
             item = message_item(new_id("msg"), "", "in_progress")
             part = text_part("")
+            self._text_head = (b'event: response.output_text.delta\ndata: {"item_id":' + orjson.dumps(item["id"])
+                               + b',"output_index":' + str(index).encode() + b',"content_index":0,"delta":')
         self.output.append(item)
         self._pieces = []
         self._event(out, "response.output_item.added", {"output_index": index, "item": _copy(item, [])})

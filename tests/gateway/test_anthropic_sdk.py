@@ -168,6 +168,12 @@ async def test_count_tokens_and_bearer_auth(gateway: ServedGateway, make_anthrop
     assert len(await ledger_rows(gateway, org, 1)) == 1  # the create only: counting is not billed
     with pytest.raises(anthropic.BadRequestError):
         await client.messages.count_tokens(model=MODEL, messages=[])
+    # max_tokens is no field of count_tokens: refused as Anthropic refuses it, never silently ignored.
+    with pytest.raises(anthropic.BadRequestError) as extra:
+        await client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                           extra_body={"max_tokens": 100})
+    assert extra.value.body == {"type": "error", "error": {"type": "invalid_request_error",
+                                                           "message": "max_tokens: Extra inputs are not permitted"}}
     with pytest.raises(anthropic.AuthenticationError):
         await make_anthropic("sk-wrong").messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "x"}])
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from gateway import errors
+from gateway.front.messages_count import GENERATION_ONLY, check_count_body
 from gateway.front.messages_reply import anthropic_usage, message
 from gateway.front.messages_request import check_max_tokens, to_chat
 from gateway.front.messages_stream import MessagesStream
@@ -176,3 +177,13 @@ def test_stream_events_in_order() -> None:
     assert got[9][1]["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
     assert got[9][1]["usage"] == {"input_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
                                   "output_tokens": 4, "cost_in_usd_ticks": 99}
+
+
+@pytest.mark.parametrize("name", GENERATION_ONLY)
+def test_count_tokens_refuses_generation_settings_as_anthropic_does(name: str) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert check_count_body(body) == "m"
+    with pytest.raises(errors.GatewayError) as refused:
+        check_count_body({**body, name: 1})
+    assert (refused.value.status, refused.value.param) == (400, name)
+    assert refused.value.message == f"{name}: Extra inputs are not permitted"
