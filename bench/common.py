@@ -82,15 +82,18 @@ def start_gateway(cpu: str | None, workers: list[str], env: dict[str, str], read
     full_env = {**os.environ, "GATEWAY_WORKERS": ",".join(workers), "GATEWAY_PORT": str(port), **env}
     cmd = pinned([sys.executable, "-m", "gateway.cli", "serve"], cpu)
     full_env.setdefault("GATEWAY_REQUEST_LOG", "false")
-    popen = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Its log goes to a file: a pipe nobody reads fills up on a long run and blocks the gateway.
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (open for the gateway's life)
+    popen = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=log)
     # uvicorn runs in this process itself (no reloader, one worker): /proc/<pid> is the server.
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/ready", ready_timeout)
     except RuntimeError as exc:
         popen.kill()
-        detail = popen.stderr.read().decode()[-2000:] if popen.stderr else ""
-        raise RuntimeError("gateway failed: " + detail) from exc
+        popen.wait(10)
+        log.seek(0)
+        raise RuntimeError("gateway failed: " + log.read().decode(errors="replace")[-2000:]) from exc
     return Proc(popen, url)
 
 
