@@ -5,14 +5,18 @@ orjson parses up to 1,024 levels but encodes only 254, and the gateway re-encode
 Bodies deeper than :data:`MAX_DEPTH` are refused at parse time instead.
 
 The walk visits containers and their items only, never the bytes of strings, so a chat body costs
-what its number of messages, parts and tool calls costs (tens of microseconds for a 160 KB agent
-conversation), not what its size costs; scanning the raw bytes, even with bytes methods, costs more
-than orjson's parse of them.
+what its number of messages, parts and tool calls costs, not what its size costs; scanning the raw
+bytes, even with bytes methods, costs more than orjson's parse of them. For a large body orjson's
+encoder answers the same question faster (:func:`exceeds_encoded`: ~23 us instead of ~70 for a 120 KB
+agent conversation): wrapped in ``254 - limit`` lists, the body encodes iff it nests at most ``limit``
+deep. For a small one the ~8 us of wrapping cost more than the walk (~1 us for a 1 KB body).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
 
 # Deeper than any real request (tools' JSON schemas nest a few dozen levels at most), well below
 # orjson's encoder limit of 254.
@@ -35,3 +39,24 @@ def exceeds(body: Any, limit: int = MAX_DEPTH) -> bool:
             if kind is dict or kind is list:
                 push((item, depth + 1))
     return False
+
+
+ORJSON_MAX_DEPTH = 254  # the deepest value orjson.dumps encodes ("Recursion limit reached" beyond)
+WALK_BELOW_BYTES = 16 * 1024  # bodies smaller than this are walked; larger ones are encoded
+
+
+def exceeds_encoded(body: Any, limit: int = MAX_DEPTH) -> bool:
+    """``exceeds(body, limit)``, answered by orjson's encoder (its depth limit is exact)."""
+    wrapped = body
+    for _ in range(ORJSON_MAX_DEPTH - limit):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError:  # parsed by orjson, a body fails to encode only past the depth limit
+        return True
+    return False
+
+
+def too_deep(body: Any, size: int, limit: int = MAX_DEPTH) -> bool:
+    """Whether a body of ``size`` bytes nests more than ``limit`` deep, by the cheaper of the two ways."""
+    return exceeds(body, limit) if size < WALK_BELOW_BYTES else exceeds_encoded(body, limit)

@@ -39,7 +39,7 @@ def load_object(raw: bytes) -> dict[str, Any]:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise errors.invalid_json(str(exc)) from None
-    if json_depth.exceeds(body):  # a body the gateway could not re-encode (orjson encodes 254 levels)
+    if json_depth.too_deep(body, len(raw)):  # a body the gateway could not re-encode (orjson encodes 254 levels)
         raise errors.too_deep(json_depth.MAX_DEPTH)
     if not isinstance(body, dict):
         raise errors.invalid_request("The request body must be a JSON object.")

@@ -28,6 +28,14 @@ def test_depth_is_measured_exactly(depth: int) -> None:
     assert nesting.exceeds(body, depth - 1) is True
 
 
+@pytest.mark.parametrize("depth", [1, 2, 127, 128, 129, 200, 254, 255, 1000])
+@pytest.mark.parametrize("limit", [1, 64, 128, 253])
+def test_the_encoder_answers_as_the_walk_does(depth: int, limit: int) -> None:
+    body = {"model": MODEL, "deep": nested(depth - 1), "wide": [[], {"a": 1}, "x"] * 50}
+    assert nesting.exceeds_encoded(body, limit) is nesting.exceeds(body, limit)
+    assert nesting.too_deep(body, 1 << 20, limit) is nesting.too_deep(body, 10, limit) is nesting.exceeds(body, limit)
+
+
 def test_strings_and_scalars_do_not_count() -> None:
     assert nesting.exceeds({"a": "[[[[{{{{" * 100, "b": 1, "c": None}, 1) is False
     assert nesting.exceeds("[[[", 0) is False
@@ -78,8 +86,10 @@ def _chat(**extra: Any) -> dict[str, Any]:
         _chat(messages=[{"role": "assistant", "content": None, "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "f", "arguments": Deep(1000)}}]},
             {"role": "user", "content": "x"}]),
+        # a large body (checked by the encoder, not the walk), 129 levels
+        _chat(padding="x" * 40_000, metadata_deep=Deep(128)),
     ],
-    ids=["tools-300-stream", "content-parts-200", "tool-call-arguments-1000"],
+    ids=["tools-300-stream", "content-parts-200", "tool-call-arguments-1000", "large-129"],
 )
 async def test_deep_bodies_are_400(gateway: Any, api_key: str, body: dict[str, Any]) -> None:
     async with aiohttp.ClientSession() as http, http.post(
@@ -92,8 +102,9 @@ async def test_deep_bodies_are_400(gateway: Any, api_key: str, body: dict[str, A
         assert "128 levels" in err["message"]
 
 
-async def test_nesting_within_the_bound_is_served(gateway: Any, api_key: str) -> None:
-    body = _chat(metadata_deep=Deep(120), stream=True, stream_options={"include_usage": False})
+@pytest.mark.parametrize("padding", [0, 40_000], ids=["small", "large"])
+async def test_nesting_within_the_bound_is_served(gateway: Any, api_key: str, padding: int) -> None:
+    body = _chat(metadata_deep=Deep(127), stream=True, stream_options={"include_usage": False}, padding="x" * padding)
     async with aiohttp.ClientSession() as http, http.post(
         gateway.url + "/v1/chat/completions", data=_json(body),
         headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
