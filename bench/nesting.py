@@ -1,4 +1,4 @@
-"""CPU of the parse-time nesting check (gateway/proxy/nesting.py) next to orjson's parse of the same body.
+"""CPU of the parse-time nesting check (gateway/front/json_depth.py) next to orjson's parse of the same body.
 
     python -m bench.nesting [--tokens 32000]
 
@@ -28,7 +28,8 @@ def main() -> None:
     raw = conversation(args.tokens)
     body = orjson.loads(raw)
     print(f"body {len(raw) / 1024:.0f} KB, {len(body['messages'])} messages")
-    print(f"nesting.exceeds  {per_call_us(lambda: nesting.exceeds(body)):8.1f} us")
+    print(f"nesting.exceeds  {per_call_us(lambda: nesting.exceeds(body)):8.1f} us (the walk)")
+    print(f"exceeds_encoded  {per_call_us(lambda: nesting.exceeds_encoded(body)):8.1f} us (orjson's encoder)")
     print(f"orjson.loads     {per_call_us(lambda: orjson.loads(raw)):8.1f} us")
     print(f"parse (all)      {per_call_us(lambda: ChatCompletions().parse(raw)):8.1f} us")
 
