@@ -23,6 +23,7 @@ class RoutingStats:
     worker_purges: int = 0  # workers forgotten (removed, restarted)
     purged_entries: int = 0
     load_cost_tokens: float = 0.0  # what one request in flight weighs in the choice now
+    bytes_per_token: float = 0.0  # canonical prompt bytes per token the index is sized with now
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
