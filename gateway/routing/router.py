@@ -116,6 +116,7 @@ class PrefixRouter:
         self._turn = 0
         self._mean_prompt = 5000.0  # running mean of reported prompt tokens (adaptive load cost)
         self._bytes_per_token = self.config.bytes_per_token or 4.0  # measured when the setting is 0
+        self.stats.bytes_per_token = self._bytes_per_token
         self._tasks: set[asyncio.Task[None]] = set()
         pool.listeners.append(self._on_worker_event)
 
@@ -213,6 +214,7 @@ class PrefixRouter:
             self._mean_prompt += (prompt_tokens - self._mean_prompt) / 64
             if self.config.bytes_per_token <= 0:
                 self._bytes_per_token += (key.total_bytes / prompt_tokens - self._bytes_per_token) / 64
+                self.stats.bytes_per_token = self._bytes_per_token
             predicted_tokens = int(bytes_in_blocks(predicted, key.block_bytes) * per_byte)
             self.stats.predicted_cached_tokens += min(prompt_tokens, predicted_tokens)
             if isinstance(cached, int):
