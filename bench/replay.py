@@ -474,7 +474,7 @@ def selected_rows(args: argparse.Namespace, workload: str) -> list[tuple[str, st
     if workload == "mooncake_pressure":  # completions: there is no conversation opening to infer from
         rows = [r for r in rows if "GATEWAY_ROUTING_INFER_SESSIONS" not in r[3]]
     if args.rows:
-        rows = [r for r in rows if any(part in r[0] for part in args.rows.split(","))]
+        rows = [r for r in rows if any(part.strip() == r[0].strip() for part in args.rows.split(";"))]
     return rows
 
 
@@ -549,8 +549,8 @@ def main() -> None:
     ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a gateway setting for every run, e.g. routing_load_factor=1.5")
-    ap.add_argument("--rows", default="", help="harder workloads: only the rows whose label contains one of "
-                    "these comma-separated parts")
+    ap.add_argument("--rows", default="", help="harder workloads: only the rows of these labels, separated by "
+                    "';' (e.g. 'prefix_aware, no hints;no hints, 4 bytes/token')")
     ap.add_argument("--row", action="append", default=[], metavar="LABEL|HINTS|NAME=VALUE,...",
                     help="harder workloads: one more prefix_aware row with these gateway settings, e.g. "
                     "'index x1.5|0|routing_bytes_per_token=6'")
