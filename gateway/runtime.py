@@ -150,7 +150,6 @@ def router_config(settings: Settings) -> RouterConfig:
         rule=RuleParams(settings.routing_load_factor, settings.routing_load_slack, settings.routing_kv_limit),
         load_cost_tokens=settings.routing_load_cost_tokens, load_cost_share=settings.routing_load_cost_share,
         default_kv_tokens=settings.routing_kv_tokens, bytes_per_token=settings.routing_bytes_per_token,
-        index_headroom=settings.routing_index_headroom,
         feedback_ratio=settings.routing_feedback_ratio,
         inflight_ttl_ms=int(settings.routing_inflight_ttl_s * 1000),
         affinity_ttl_ms=int(settings.routing_affinity_ttl_s * 1000),

@@ -64,9 +64,6 @@ class RouterConfig:
     # the responses (4 until the first arrives). A fixed guess that is too small makes the index forget
     # what the worker still holds (docs/routing.md, "Index sized from measured bytes per token").
     bytes_per_token: float = 0.0
-    # The index holds this x the worker's capacity: too large costs a miss that feedback corrects, too
-    # small forgets what the worker holds with nothing to correct it.
-    index_headroom: float = 1.0
     feedback_ratio: float = 0.5
     inflight_ttl_ms: int = 300_000
     affinity_ttl_ms: int = 1_800_000
@@ -374,7 +371,7 @@ class PrefixRouter:
     def index_bound(self, worker: Worker) -> int:
         cfg = self.config
         kv_tokens = worker.metrics.get("kv_tokens") or cfg.default_kv_tokens
-        return max(16, int(kv_tokens * cfg.index_headroom * self._bytes_per_token / cfg.block_bytes))
+        return max(16, int(kv_tokens * self._bytes_per_token / cfg.block_bytes))
 
     def _track_degraded(self, degraded: bool) -> None:
         if degraded == self.stats.degraded:
