@@ -11,8 +11,12 @@ prefill work, i.e. uncached prompt tokens, per worker), and mean / p99 time to f
 
 The harder workloads (``hard``, ``mooncake_pressure``) print, per workload: the session-pinning
 client (a hash of the session id over the workers), prefix_aware with and without session hints
-(``x-grok-conv-id``; Mooncake: ``prompt_cache_key`` = its conversation), and the one-worker
-unbounded-cache ceiling with the working set, caches at 30-50% of it.
+(``x-grok-conv-id``; Mooncake: ``prompt_cache_key`` = its conversation), rows with one lever off
+(``LEVER_ROWS``), and the one-worker unbounded-cache ceiling with the working set, caches at 30-50% of
+it; then the fleet as ONE cache of its total size, with LRU eviction (a reference: what a balanced
+spread lands about) and with Belady's optimal eviction (a bound no router beats), both replayed
+offline from the first row's requests (``bench/cache_bounds.py``). ``--rows`` picks rows by label,
+``--row`` adds a prefix_aware row with other gateway settings (the levers of docs/routing.md).
 
 Workloads: ``agentic`` (synthetic coding agents: sessions of tens of turns, each turn appending the
 answer and a tool result, sessions of a partner sharing a long system prompt and tool list; each
