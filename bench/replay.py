@@ -11,7 +11,7 @@ prefill work, i.e. uncached prompt tokens, per worker), and mean / p99 time to f
 
 The harder workloads (``hard``, ``mooncake_pressure``) print, per workload: the session-pinning
 client (a hash of the session id over the workers), prefix_aware with and without session hints
-(``x-grok-conv-id``; Mooncake: ``prompt_cache_key`` = its conversation), rows with one lever off
+(``x-grok-conv-id``; Mooncake: ``prompt_cache_key`` = its conversation), rows with one setting changed
 (``LEVER_ROWS``), and the one-worker unbounded-cache ceiling with the working set, caches at 30-50% of
 it; then the fleet as ONE cache of its total size, with LRU eviction (a reference: what a balanced
 spread lands about) and with Belady's optimal eviction (a bound no router beats), both replayed
@@ -457,9 +457,9 @@ HARD_ROWS: list[tuple[str, str, bool, dict[str, str]]] = [
     # the same without the session inference lever (on by default; docs/routing.md), for comparison
     ("  no hints, no inference", "prefix_aware", False, {"GATEWAY_ROUTING_INFER_SESSIONS": "false"}),
 ]
-# the levers of docs/routing.md, each row the default with one lever off, for comparison
+# the levers of docs/routing.md, each row the default with one setting changed, for comparison
 LEVER_ROWS: list[tuple[str, str, bool, dict[str, str]]] = [
-    ("  no hints, 4 bytes/token", "prefix_aware", False, {"GATEWAY_ROUTING_BYTES_PER_TOKEN": "4"}),
+    ("  no hints, measured bytes/token", "prefix_aware", False, {"GATEWAY_ROUTING_BYTES_PER_TOKEN": "0"}),
 ]
 
 

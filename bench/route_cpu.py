@@ -13,7 +13,7 @@ read from ``INFO commandstats``).
 ``--levers``: the in-process routing work per request with the session-inference lever on and off,
 side by side, for prompts of about 1 KB, 10 KB, 100 KB and 500 KB (is it unchanged at 1 KB, and at
 most linear in the prompt's length?). ``--lever bytes_per_token``: the same with the index sized at a
-fixed 4 bytes per token (off) against the measured bytes per token (on, the default).
+fixed 4 bytes per token (off, the default) against the measured bytes per token (on, routing_bytes_per_token 0).
 """
 
 from __future__ import annotations

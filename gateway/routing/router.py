@@ -61,9 +61,9 @@ class RouterConfig:
     default_kv_tokens: int = 500_000
     # Canonical prompt bytes per token, to size a worker's index from its KV tokens and to turn the load
     # cost into blocks; 0: measured, the running mean of canonical bytes / reported prompt tokens over
-    # the responses (4 until the first arrives). A fixed guess that is too small makes the index forget
-    # what the worker still holds (docs/routing.md, "Index sized from measured bytes per token").
-    bytes_per_token: float = 0.0
+    # the responses (4 until the first arrives). A guess that is too small makes the index forget what
+    # the worker still holds (docs/routing.md, "Index sized from measured bytes per token").
+    bytes_per_token: float = 4.0
     feedback_ratio: float = 0.5
     inflight_ttl_ms: int = 300_000
     affinity_ttl_ms: int = 1_800_000

@@ -1,6 +1,6 @@
-"""The index is sized from the worker's KV tokens x the canonical bytes per token measured on the
-responses (``routing_bytes_per_token`` 0, the default), so that it holds about as much as the worker
-does; a fixed setting pins it. Both backends, real gateways, simulated workers."""
+"""With ``routing_bytes_per_token`` 0 the index is sized from the worker's KV tokens x the canonical
+bytes per token measured on the responses, so that it holds about as much as the worker does; a fixed
+setting (4 by default) pins it. Both backends, real gateways, simulated workers."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def bytes_per_token(system: str, user: str, prompt_tokens: int) -> float:
 
 async def test_the_index_holds_what_the_worker_holds_at_the_measured_bytes_per_token(backend: Backend) -> None:
     sim = await start_sim_server(SimConfig(worker_id="only", time_scale=0.0, kv_capacity_tokens=KV_TOKENS))
-    served = await serve_gateway(gateway_settings(backend, [sim.url], routing_block_bytes=BLOCK_BYTES))
+    served = await serve_gateway(gateway_settings(backend, [sim.url], routing_block_bytes=BLOCK_BYTES,
+                                                  routing_bytes_per_token=0.0))
     try:
         key = await new_key(served)
         router = served.app.runtime.router
