@@ -11,8 +11,12 @@ prefill work, i.e. uncached prompt tokens, per worker), and mean / p99 time to f
 
 The harder workloads (``hard``, ``mooncake_pressure``) print, per workload: the session-pinning
 client (a hash of the session id over the workers), prefix_aware with and without session hints
-(``x-grok-conv-id``; Mooncake: ``prompt_cache_key`` = its conversation), and the one-worker
-unbounded-cache ceiling with the working set, caches at 30-50% of it.
+(``x-grok-conv-id``; Mooncake: ``prompt_cache_key`` = its conversation), rows with one setting changed
+(``LEVER_ROWS``), and the one-worker unbounded-cache ceiling with the working set, caches at 30-50% of
+it; then the fleet as ONE cache of its total size, with LRU eviction (a reference: what a balanced
+spread lands about) and with Belady's optimal eviction (a bound no router beats), both replayed
+offline from the first row's requests (``bench/cache_bounds.py``). ``--rows`` picks rows by label,
+``--row`` adds a prefix_aware row with other gateway settings (the levers of docs/routing.md).
 
 Workloads: ``agentic`` (synthetic coding agents: sessions of tens of turns, each turn appending the
 answer and a tool result, sessions of a partner sharing a long system prompt and tool list; each
@@ -41,12 +45,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench.cache_bounds import Access, Bounds, accesses, bounds, unbounded
 from bench.common import ROOT, Proc, free_port, pinned, wait_http
 from bench.workloads import AgenticConfig, Session, agentic_sessions, hard_agentic, mooncake, tool_result
-from workersim.kvcache import PrefixCache
-from workersim.prompt import PromptBuilder
 from workersim.sim_settings import SimConfig
-from workersim.tokens import Tokenizer
 
 MODEL = "grok-code-fast-1"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -219,33 +221,20 @@ async def run_mooncake(urls: list[str], key: str, requests: list[Any], hints: bo
 
 
 # --- figures ----------------------------------------------------------------------------------------
+def run_accesses(run: Run, block_size: int = 16) -> list[Access]:
+    """The run's successful requests, in send order, as the simulator's caches saw them."""
+    done = sorted((s for s in run.sent if s.rec.ok), key=lambda x: x.rec.sent)
+    return accesses(((s.body, s.rec.answer, f"tenant-{s.tenant}", s.chat) for s in done), MODEL, block_size)
+
+
 def ceiling(run: Run, block_size: int = 16) -> float:
     """Share of prompt tokens one infinitely large prefix cache would have served, in send order."""
-    return ceiling_and_working_set(run, block_size)[0]
+    return unbounded(run_accesses(run, block_size), block_size)[0]
 
 
-def ceiling_and_working_set(run: Run, block_size: int = 16) -> tuple[float, int]:
-    """The ceiling, and the working set: distinct tokens (full blocks) of every prompt and answer."""
-    tok = Tokenizer()
-    prompts = PromptBuilder(tok)
-    cache = PrefixCache(1, block_size, namespace=MODEL)
-    seen: set[int] = set()
-    total = hit = 0
-    for s in sorted(run.sent, key=lambda x: x.rec.sent):
-        if not s.rec.ok:
-            continue
-        ids = prompts.chat(s.body) if s.chat else prompts.completion(s.body)
-        salt = f"tenant-{s.tenant}"
-        hashes = cache.block_hashes(ids, salt)
-        matched = 0
-        for h in hashes:
-            if h not in seen:
-                break
-            matched += 1
-        total += len(ids)
-        hit += min(matched * block_size, ((len(ids) - 1) // block_size) * block_size)
-        seen.update(cache.block_hashes(ids + tok.encode(s.rec.answer), salt, hashes))
-    return (hit / total if total else 0.0), len(seen) * block_size
+def fleet_bounds(run: Run, workers: int, kv_tokens: int, block_size: int = 16) -> Bounds:
+    """The ceiling, the working set, and one pooled cache of the fleet's size (LRU and Belady)."""
+    return bounds(run_accesses(run, block_size), workers * (kv_tokens // block_size), block_size)
 
 
 @dataclass
@@ -293,6 +282,16 @@ def print_ceiling(ceil: float, working_set: int, workers: int, kv: int) -> None:
     print(f"{'ceiling (1 worker, unbounded cache)':<30} {'':>5} {'':>4} {ceil:7.3f} {ceil:8.3f} {1.0:8.3f} "
           f"{'':>6}  working set {working_set:,} tokens; caches {workers * kv / max(1, working_set):.0%} of it",
           flush=True)
+
+
+def print_bounds(b: Bounds, workers: int, kv: int) -> None:
+    """The ceiling row, then one pooled cache of the fleet's total size (bench/cache_bounds.py)."""
+    print_ceiling(b.ceiling, b.working_set_tokens, workers, kv)
+    for label, share, note in (("ref: fleet as 1 LRU cache", b.pooled_lru, "a balanced spread lands about here"),
+                               ("bound: fleet as 1 Belady cache", b.belady, "optimal eviction: no router beats it")):
+        of = share / b.ceiling if b.ceiling else 0.0
+        print(f"{label:<30} {'':>5} {'':>4} {share:7.3f} {b.ceiling:8.3f} {of:8.3f} {'':>6}  "
+              f"{workers} x {kv:,} KV tokens as one cache; {note}", flush=True)
 
 
 # --- gateways -----------------------------------------------------------------------------------------
@@ -458,16 +457,40 @@ HARD_ROWS: list[tuple[str, str, bool, dict[str, str]]] = [
     # the same without the session inference lever (on by default; docs/routing.md), for comparison
     ("  no hints, no inference", "prefix_aware", False, {"GATEWAY_ROUTING_INFER_SESSIONS": "false"}),
 ]
+# the levers of docs/routing.md, each row the default with one setting changed, for comparison
+LEVER_ROWS: list[tuple[str, str, bool, dict[str, str]]] = [
+    ("  no hints, measured bytes/token", "prefix_aware", False, {"GATEWAY_ROUTING_BYTES_PER_TOKEN": "0"}),
+]
+
+
+def parse_row(spec: str) -> tuple[str, str, bool, dict[str, str]]:
+    """``--row "label|hints|NAME=VALUE,..."``: one more prefix_aware row with these gateway settings."""
+    label, hints, settings = [*spec.split("|"), "", ""][:3]
+    env = {}
+    for item in filter(None, settings.split(",")):
+        name, _, value = item.partition("=")
+        env["GATEWAY_" + name.upper()] = value
+    return "  " + label, "prefix_aware", hints in ("1", "hints", "true", "yes"), env
+
+
+def selected_rows(args: argparse.Namespace, workload: str) -> list[tuple[str, str, bool, dict[str, str]]]:
+    rows = HARD_ROWS + LEVER_ROWS + [parse_row(spec) for spec in args.row]
+    if workload == "mooncake_pressure":  # completions: there is no conversation opening to infer from
+        rows = [r for r in rows if "GATEWAY_ROUTING_INFER_SESSIONS" not in r[3]]
+    if args.rows:
+        rows = [r for r in rows if any(part.strip() == r[0].strip() for part in args.rows.split(";"))]
+    return rows
 
 
 def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argparse.Namespace, kv: int,
-              job: Any) -> list[Row]:
-    """Every row of HARD_ROWS on one workload (``job(urls, hints)``), then the ceiling row."""
+              job: Any, workload: str) -> list[Row]:
+    """Every selected row (``selected_rows``) on one workload (``job(urls, hints)``), then the ceiling
+    row and the pooled-cache bounds."""
     print_header(title)
     out: list[Row] = []
     ceil: float | None = None
-    working_set = 0
-    for label, policy, hints, extra in HARD_ROWS:
+    ref: Bounds | None = None
+    for label, policy, hints, extra in selected_rows(args, workload):
         if policy not in args.policies:
             continue
         sims.reset()
@@ -478,12 +501,14 @@ def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argpars
             seconds = time.perf_counter() - t0
         finally:
             stop_all(gws)
-        if ceil is None:
-            ceil, working_set = ceiling_and_working_set(run)
-        row = figures(label, run, args.workers, seconds, ceil)
+        if ref is None:
+            ref = fleet_bounds(run, args.workers, kv)
+            ceil = ref.ceiling
+        row = figures(label, run, args.workers, seconds, ceil or 0.0)
         print_row(row)
         out.append(row)
-    print_ceiling(ceil or 0.0, working_set, args.workers, kv)
+    if ref is not None:
+        print_bounds(ref, args.workers, kv)
     return out
 
 
@@ -496,7 +521,7 @@ def hard_agentic_runs(args: argparse.Namespace, base_env: dict[str, str]) -> Non
         hard_rows(f"hard agentic: {cfg.sessions} sessions x {cfg.turns} turns in {cfg.bursts} bursts, "
                   f"{cfg.partners} partners, think {cfg.think_s[0]}-{cfg.think_s[1]} s, "
                   f"{args.workers} workers x {kv:,} KV tokens", sims, base_env, args, kv,
-                  lambda urls, hints: run_agentic(urls, keys, cfg, hints, "x-grok-conv-id"))
+                  lambda urls, hints: run_agentic(urls, keys, cfg, hints, "x-grok-conv-id"), "hard")
     finally:
         sims.stop()
 
@@ -511,7 +536,8 @@ def mooncake_pressure(args: argparse.Namespace, base_env: dict[str, str]) -> Non
     try:
         hard_rows(f"mooncake under cache pressure: {n} requests, blocks of 512 -> {block_tokens} tokens, "
                   f"{args.workers} workers x {kv:,} KV tokens (hint: prompt_cache_key = the conversation)",
-                  sims, base_env, args, kv, lambda urls, hints: run_mooncake(urls, key, requests, hints))
+                  sims, base_env, args, kv, lambda urls, hints: run_mooncake(urls, key, requests, hints),
+                  "mooncake_pressure")
     finally:
         sims.stop()
 
@@ -527,6 +553,11 @@ def main() -> None:
     ap.add_argument("--policies", default=",".join(POLICIES), help="comma-separated subset")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="a gateway setting for every run, e.g. routing_load_factor=1.5")
+    ap.add_argument("--rows", default="", help="harder workloads: only the rows of these labels, separated by "
+                    "';' (e.g. 'prefix_aware, no hints;no hints, 4 bytes/token')")
+    ap.add_argument("--row", action="append", default=[], metavar="LABEL|HINTS|NAME=VALUE,...",
+                    help="harder workloads: one more prefix_aware row with these gateway settings, e.g. "
+                    "'index x1.5|0|routing_bytes_per_token=6'")
     ap.add_argument("--logs", action="store_true", help="print the tail of every gateway log at the end")
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="do not pin processes to cores")
     args = ap.parse_args()

@@ -12,7 +12,8 @@ read from ``INFO commandstats``).
 
 ``--levers``: the in-process routing work per request with the session-inference lever on and off,
 side by side, for prompts of about 1 KB, 10 KB, 100 KB and 500 KB (is it unchanged at 1 KB, and at
-most linear in the prompt's length?).
+most linear in the prompt's length?). ``--lever bytes_per_token``: the same with the index sized at a
+fixed 4 bytes per token (off, the default) against the measured bytes per token (on, routing_bytes_per_token 0).
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ async def main() -> None:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    ap.add_argument("--levers", action="store_true", help="the session-inference lever on and off, by prompt size")
+    ap.add_argument("--levers", action="store_true", help="a lever on and off, by prompt size")
+    ap.add_argument("--lever", default="infer_sessions", choices=("infer_sessions", "bytes_per_token"),
+                    help="with --levers: which one")
     args = ap.parse_args()
     if args.levers:
         await levers(args)
@@ -136,17 +139,18 @@ async def levers(args: argparse.Namespace) -> None:
             w = pool.add(f"http://127.0.0.1:{20000 + i}", "config")
             w.healthy, w.models = True, frozenset({MODEL})
             w.metrics = {"kv_tokens": 500_000.0, "waiting": 0.0, "kv": 0.3}
-        print(f"{'tokens':>10} {'JSON bytes':>11} {'inference off us':>17} {'on us':>9} {'on/off':>7} "
+        print(f"{'tokens':>10} {'JSON bytes':>11} {args.lever + ' off us':>17} {'on us':>9} {'on/off':>7} "
               f"{'us per KB (on)':>15}")
         for tokens in (120, 2_500, 25_000, 125_000):
             raw = conversation(tokens)
             rounds = max(20, args.rounds * 250 // tokens) if tokens > 120 else args.rounds * 10
             rounds = min(rounds, 4000)
             figures = []
-            for infer in (False, True, False, True):  # interleaved: the machine's load drifts
+            for on in (False, True, False, True):  # interleaved: the machine's load drifts
                 memory = MemoryState()
-                router = PrefixRouter(pool, KeySpace("gwbench-cpu"), memory, memory,
-                                      RouterConfig(infer_sessions=infer))
+                config = (RouterConfig(infer_sessions=on) if args.lever == "infer_sessions"
+                          else RouterConfig(bytes_per_token=0.0 if on else 4.0))
+                router = PrefixRouter(pool, KeySpace("gwbench-cpu"), memory, memory, config)
                 for i in range(10):
                     await router_round(router, memory, raw, pool, i)
                 user, system = await _measure(router, memory, raw, pool, rounds)

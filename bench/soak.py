@@ -92,6 +92,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
     gw = Gateway(redis_url)
     gw.env["GATEWAY_ROUTING_KV_TOKENS"] = str(args.kv_tokens)
+    gw.env["GATEWAY_ROUTING_BYTES_PER_TOKEN"] = "4"  # the fixed index bound it checks against
     samples: list[tuple[float, float]] = []
     try:
         gw.prepare(args.load_cpu)

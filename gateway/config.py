@@ -282,7 +282,8 @@ class Settings(BaseSettings):
     routing_load_cost_share: float = Field(default=0.2, gt=0.0)
     # KV capacity (tokens) of a worker that does not report vllm:cache_config_info.
     routing_kv_tokens: int = Field(default=500_000, ge=1)
-    routing_bytes_per_token: float = Field(default=4.0, gt=0.0)  # to size the index from KV tokens
+    # Canonical bytes per token, to size the index from KV tokens; 0: measured from the responses.
+    routing_bytes_per_token: float = Field(default=4.0, ge=0.0)
     # Drop a worker's stale entries when it reports fewer cached tokens than this x predicted.
     routing_feedback_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
     routing_inflight_ttl_s: float = Field(default=300.0, gt=0.0)  # a lost request stops counting after this

@@ -60,6 +60,10 @@ class RouterConfig:
     max_blocks: int = 1024
     rule: RuleParams = field(default_factory=RuleParams)
     default_kv_tokens: int = 500_000
+    # Canonical prompt bytes per token, to size a worker's index from its KV tokens and to turn the load
+    # cost into blocks; 0: measured, the running mean of canonical bytes / reported prompt tokens over
+    # the responses (4 until the first arrives). A guess that is too small makes the index forget what
+    # the worker still holds (docs/routing.md, "Index sized from measured bytes per token").
     bytes_per_token: float = 4.0
     feedback_ratio: float = 0.5
     inflight_ttl_ms: int = 300_000
@@ -117,6 +121,8 @@ class PrefixRouter:
         self._rng = rng or random.Random()
         self._turn = 0
         self._mean_prompt = 5000.0  # running mean of reported prompt tokens (adaptive load cost)
+        self._bytes_per_token = self.config.bytes_per_token or 4.0  # measured when the setting is 0
+        self.stats.bytes_per_token = self._bytes_per_token
         self._tasks: set[asyncio.Task[None]] = set()
         self.groups = RoutingGroups(self.config.groups, self.config.rule, self.config.group_fresh_ms)
         pool.listeners.append(self._on_worker_event)
@@ -219,6 +225,9 @@ class PrefixRouter:
             per_byte = prompt_tokens / key.total_bytes  # tokens per canonical byte, for this request
             self.stats.prompt_tokens += prompt_tokens
             self._mean_prompt += (prompt_tokens - self._mean_prompt) / 64
+            if self.config.bytes_per_token <= 0:
+                self._bytes_per_token += (key.total_bytes / prompt_tokens - self._bytes_per_token) / 64
+                self.stats.bytes_per_token = self._bytes_per_token
             predicted_tokens = int(bytes_in_blocks(predicted, key.block_bytes) * per_byte)
             self.stats.predicted_cached_tokens += min(prompt_tokens, predicted_tokens)
             if isinstance(cached, int):
@@ -388,7 +397,8 @@ class PrefixRouter:
         if tokens <= 0:
             tokens = min(4000.0, max(16.0, cfg.load_cost_share * self._mean_prompt))
         self.stats.load_cost_tokens = tokens
-        return tokens * cfg.bytes_per_token / cfg.block_bytes
+        self.stats.bytes_per_token = self._bytes_per_token
+        return tokens * self._bytes_per_token / cfg.block_bytes
 
     def _next_turn(self) -> int:
         """Ties go to the first worker of a rotation that advances on every request."""
@@ -398,7 +408,7 @@ class PrefixRouter:
     def index_bound(self, worker: Worker) -> int:
         cfg = self.config
         kv_tokens = worker.metrics.get("kv_tokens") or cfg.default_kv_tokens
-        return max(16, int(kv_tokens * cfg.bytes_per_token / cfg.block_bytes))
+        return max(16, int(kv_tokens * self._bytes_per_token / cfg.block_bytes))
 
     def _track_degraded(self, degraded: bool) -> None:
         if degraded == self.stats.degraded:

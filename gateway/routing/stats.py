@@ -24,6 +24,7 @@ class RoutingStats:
     purged_entries: int = 0
     group_spills: int = 0  # routed outside their home worker group, which was saturated (routing/groups.py)
     load_cost_tokens: float = 0.0  # what one request in flight weighs in the choice now
+    bytes_per_token: float = 0.0  # canonical prompt bytes per token the index is sized with now
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
