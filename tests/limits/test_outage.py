@@ -84,7 +84,8 @@ async def test_one_script_call_before_the_upstream_call_and_one_after(pg_databas
             await gw.stop()
 
     # commandstats also counts what the scripts call inside Redis, and this probe's own HELLO and INFO.
-    inside_scripts = {"time", "hmget", "hset", "pexpire", "zremrangebyscore", "zcard", "zadd", "zrem", "set"}
+    inside_scripts = {"time", "hmget", "hset", "pexpire", "zremrangebyscore", "zcard", "zadd", "zrem", "set", "zcount",
+                      "zscore"}
     # The ledger loops work in the background, on their own connections: not the request path.
     inside_scripts |= {"xreadgroup", "xautoclaim", "xlen", "get", "xgroup|create", "xgroup"}
 

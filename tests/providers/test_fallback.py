@@ -4,6 +4,7 @@ providers tried in order; an organisation that forbids it never leaves the fleet
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -113,6 +114,7 @@ async def test_an_organisation_that_forbids_it_never_leaves_the_fleet(backend: B
         assert env.providers[0].requests == 0  # nothing reached the third party
         async with http.patch(url, json={"providers_allowed": None}, headers=admin) as resp:
             assert resp.status == 200 and (await resp.json())["providers_allowed"] is None
+        await asyncio.sleep(0.05)  # past the key cache's TTL (10 ms): the last refused request's lookup was cached
         answer = await client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=3)
         await client.close()
         assert answer.choices[0].message.content == "w0 w1 w2"  # the default: allowed
