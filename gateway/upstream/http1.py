@@ -13,6 +13,10 @@ left), :class:`Disconnected` (the connection closed, or sent something that is n
 answer was complete), :class:`ReadTimeout`. A response is handed back with ``release()`` when read to
 its end (its connection goes back to the pool if both sides keep it alive) or dropped with ``abort()``,
 which closes the connection: the worker sees the cancel.
+
+Not spoken, because no OpenAI-compatible worker sends them: ``100 Continue`` (no request carries
+``Expect``) and bodies delimited by the connection's close (an HTTP/1.0-style answer without a length or
+chunked encoding reads as :class:`Disconnected`).
 """
 
 from __future__ import annotations
