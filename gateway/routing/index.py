@@ -146,6 +146,6 @@ def _purge_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     return dropped
 
 
-ROUTE = Script.load("prefix_route", _route_py, ("prefix_match",))
-RECORD = Script.load("prefix_record", _record_py)
+ROUTE = Script.load("prefix_route", _route_py, ("prefix_match", "prefix_write"))
+RECORD = Script.load("prefix_record", _record_py, ("prefix_write",))
 PURGE = Script.load("prefix_purge", _purge_py)

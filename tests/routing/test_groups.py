@@ -4,11 +4,9 @@ group chosen per request from the prompt's first block, spilling when the home g
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 import redis.asyncio as aioredis
 
 from gateway.front.chat import ChatCompletions
@@ -120,21 +118,6 @@ def test_a_home_whose_kv_is_full_spills_while_another_group_has_room() -> None:
         w.metrics["kv"] = 0.97
     assert g.choose(fleet, root, 0).group == home
 
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[StateStore, KeySpace]]:
-    keys = KeySpace("gwtest-grp-" + secrets.token_hex(4))
-    if request.param == "memory":
-        yield MemoryState(), keys
-        return
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        yield RedisState(client), keys
-    finally:
-        found = [k async for k in client.scan_iter(match=f"{keys.prefix}*", count=1000)]
-        if found:
-            await client.delete(*found)
-        await client.aclose()
 
 
 def conversation(seed: int, turns: int) -> bytes:

@@ -4,39 +4,17 @@ and its Python twin in process."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-import redis.asyncio as aioredis
 from xxhash import xxh3_64_intdigest
 
 from gateway.routing.index import PURGE, RECORD, ROUTE
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
-from gateway.state.memory import MemoryState
-from gateway.state.redis import RedisState
-from tests.conftest import REDIS_URL
 
 MODEL = "m"
 WORKERS = ["w-a", "w-b", "w-c"]
 
-
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[tuple[StateStore, KeySpace]]:
-    keys = KeySpace("gwtest-idx-" + secrets.token_hex(4))
-    if request.param == "memory":
-        yield MemoryState(), keys
-        return
-    client = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        yield RedisState(client), keys
-    finally:
-        found = [k async for k in client.scan_iter(match=f"{keys.prefix}*", count=1000)]
-        if found:
-            await client.delete(*found)
-        await client.aclose()
 
 
 def chain(tag: str, n: int, after: bytes = b"") -> bytes:

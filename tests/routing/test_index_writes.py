@@ -13,9 +13,7 @@ from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
-from tests.routing.test_index_scripts import MODEL, WORKERS, chain, record, route, store
-
-__all__ = ["store"]
+from tests.routing.test_index_scripts import MODEL, WORKERS, chain, record, route
 
 
 def _b(member: Any) -> bytes:

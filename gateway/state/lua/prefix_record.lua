@@ -25,19 +25,6 @@ end
 if record and blocks > 0 then
   local t = redis.call('TIME')
   local base = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) * 4096
-  local args = {}
-  for i = 1, blocks do
-    args[#args + 1] = base + 4095 - math.min(i - 1, 4095)  -- a number: Redis formats it (exactly, < 2^53)
-    args[#args + 1] = string.sub(hashes, (i - 1) * 8 + 1, i * 8)
-  end
-  for j = 1, #args, 1000 do
-    redis.call('ZADD', idx, unpack(args, j, math.min(j + 999, #args)))
-  end
-  local size = redis.call('ZCARD', idx)
-  if size > cap + math.floor(cap / 16) then
-    evicted = size - cap
-    redis.call('ZPOPMIN', idx, evicted)
-  end
-  redis.call('PEXPIRE', idx, ttl)
+  evicted = write_blocks(idx, hashes, 1, blocks, base, cap, ttl)
 end
 return {stale, evicted}

@@ -114,21 +114,7 @@ if chosen > 0 then
       end
     end
     if from <= blocks then
-      local cap = tonumber(ARGV[F + 4 * chosen])
-      local args = {}
-      for b = from, blocks do
-        args[#args + 1] = base + 4095 - math.min(b - 1, 4095)  -- a number: Redis formats it (exactly, < 2^53)
-        args[#args + 1] = string.sub(hashes, (b - 1) * 8 + 1, b * 8)
-      end
-      for j = 1, #args, 1000 do
-        redis.call('ZADD', idx, unpack(args, j, math.min(j + 999, #args)))
-      end
-      local size = redis.call('ZCARD', idx)
-      if size > cap + math.floor(cap / 16) then
-        evicted = size - cap
-        redis.call('ZPOPMIN', idx, evicted)
-      end
-      redis.call('PEXPIRE', idx, index_ttl)
+      evicted = write_blocks(idx, hashes, from, blocks, base, tonumber(ARGV[F + 4 * chosen]), index_ttl)
     end
   end
 end
