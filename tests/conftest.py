@@ -41,21 +41,30 @@ class Backend:
     redis_prefix: str
 
 
-@pytest.fixture(scope="session")
-async def pg_database() -> AsyncIterator[str]:
-    name = "gw_test_" + secrets.token_hex(4)
+@contextlib.asynccontextmanager
+async def scratch_database(prefix: str) -> AsyncIterator[str]:
+    """An empty PostgreSQL database of its own on the shared server (``prefix`` + a random suffix), dropped
+    afterwards: its plain ``postgresql://`` URL."""
+    name = prefix + secrets.token_hex(4)
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
     finally:
-        await conn.close()
+        conn = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_database() -> AsyncIterator[str]:
+    async with scratch_database("gw_test_") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

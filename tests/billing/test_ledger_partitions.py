@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import pytest
 from alembic import command
 from sqlalchemy import text
@@ -27,7 +26,7 @@ from gateway.db import engine as db
 from gateway.metering.consume import LedgerStats
 from gateway.metering.writer_process import run_writer
 from tests.billing.conftest import make_record
-from tests.conftest import PG_ADMIN_DSN, REDIS_URL
+from tests.conftest import REDIS_URL, scratch_database
 
 NOW = datetime(2026, 12, 1, 23, 0, tzinfo=UTC)
 NOV_2025_MS = 1_764_000_000_000  # 2025-11-24 (make_record's default start)
@@ -37,18 +36,8 @@ OCT_2025_MS = int(datetime(2025, 10, 10, tzinfo=UTC).timestamp() * 1000)
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh, empty PostgreSQL database (plain postgresql:// URL)."""
-    name = "gw_part_" + secrets.token_hex(4)
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}"
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with scratch_database("gw_part_") as url:
+        yield url
 
 
 @pytest.fixture

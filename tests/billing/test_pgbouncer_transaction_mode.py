@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import asyncpg
 import openai
 import pytest
 from sqlalchemy import func, select, text
@@ -34,7 +33,7 @@ from gateway.db.connect_options import connect_options
 from tests.billing.conftest import make_record
 from tests.billing.stripe_fixtures import stripe_server
 from tests.billing.test_metering import ledger_rows
-from tests.conftest import MODEL, PG_ADMIN_DSN, REDIS_URL, Backend, gateway_settings, serve_gateway
+from tests.conftest import MODEL, PG_ADMIN_DSN, REDIS_URL, Backend, gateway_settings, scratch_database, serve_gateway
 from tests.private_pgbouncer import INSTALL, PrivatePgBouncer, pgbouncer_binary, private_pgbouncer
 from tests.usage.helpers import get
 from workersim.run import RunningSim
@@ -52,19 +51,9 @@ async def bouncer() -> AsyncIterator[PrivatePgBouncer]:
 
 @pytest.fixture
 async def fresh_database() -> AsyncIterator[str]:
-    """A database of its own on the shared server (the migrations run on it through PgBouncer)."""
-    name = "gw_pgbouncer_" + secrets.token_hex(4)
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield name
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    """A database of its own on the shared server (the migrations run on it through PgBouncer): its name."""
+    async with scratch_database("gw_pgbouncer_") as url:
+        yield url.rsplit("/", 1)[1]
 
 
 async def test_the_gateway_and_its_ledger_run_through_pgbouncer_in_transaction_mode(

@@ -10,7 +10,6 @@ from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 from alembic import command
 from sqlalchemy import DateTime, column, func, insert, inspect, select, table
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,7 +20,7 @@ from billing.ledger.writer import LedgerWriter, rollup
 from gateway.config import Settings
 from gateway.db import engine as db
 from tests.billing.conftest import make_record
-from tests.conftest import PG_ADMIN_DSN
+from tests.conftest import scratch_database
 
 HOUR = 3_600_000
 BASE = 1_764_000_000_000 // HOUR * HOUR
@@ -144,11 +143,5 @@ async def test_migration_adds_rollups_and_back_on_sqlite(tmp_path: Path) -> None
 
 
 async def test_migration_adds_rollups_and_back_on_postgresql() -> None:
-    name = "gw_test_mig_" + secrets.token_hex(4)
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        await _migration_roundtrip(Settings(database_url=PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name).sqlalchemy_url)
-    finally:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
+    async with scratch_database("gw_test_mig_") as url:
+        await _migration_roundtrip(Settings(database_url=url).sqlalchemy_url)

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import uvicorn
@@ -30,7 +29,15 @@ from gateway.cli import serve_cmd
 from gateway.config import Settings
 from gateway.db import engine as db
 from gateway.db.schema_version import Schema, classify, revision_chain
-from tests.conftest import ADMIN_KEY, MODEL, PG_ADMIN_DSN, Backend, gateway_settings, serve_gateway, served
+from tests.conftest import (
+    ADMIN_KEY,
+    MODEL,
+    Backend,
+    gateway_settings,
+    scratch_database,
+    serve_gateway,
+    served,
+)
 from workersim.run import RunningSim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,18 +50,8 @@ async def fresh_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield Settings(database_url=f"sqlite:///{tmp_path / 'fresh.db'}").sqlalchemy_url
         return
-    name = "gw_fresh_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield Settings(database_url=f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{name}").sqlalchemy_url
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with scratch_database("gw_fresh_") as url:
+        yield Settings(database_url=url).sqlalchemy_url
 
 
 def test_the_revision_chain_read_from_the_files_is_alembics() -> None:
