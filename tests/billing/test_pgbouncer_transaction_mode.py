@@ -22,6 +22,7 @@ import openai
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger import billing_queries
 from billing.ledger.ledger_tables import UsageRow
@@ -137,6 +138,14 @@ async def test_the_gateway_and_its_ledger_run_through_pgbouncer_in_transaction_m
                 await served.stop()
 
 
+async def _two_transactions(engine: AsyncEngine, i: int) -> int:
+    """Two statements in two transactions on one pooled connection: ``i + 1``."""
+    async with engine.connect() as conn:
+        first = int((await conn.execute(text("SELECT CAST(:i AS int)"), {"i": i})).scalar_one())
+        await conn.commit()
+        return first + int((await conn.execute(text("SELECT 1"))).scalar_one())
+
+
 async def test_without_the_setting_the_shared_server_connections_break_named_statements(
         bouncer: PrivatePgBouncer, fresh_database: str) -> None:
     """Why the setting exists, and proof that this PgBouncer really shares its server connections: asyncpg's
@@ -144,17 +153,10 @@ async def test_without_the_setting_the_shared_server_connections_break_named_sta
     plain = Settings(database_url=bouncer.url_for(fresh_database)).sqlalchemy_url
     assert "pgbouncer=" not in plain
     engine = db.make_engine(plain)
-
-    async def query(i: int) -> int:
-        async with engine.connect() as conn:
-            first = int((await conn.execute(text("SELECT CAST(:i AS int)"), {"i": i})).scalar_one())
-            await conn.commit()
-            return first + int((await conn.execute(text("SELECT 1"))).scalar_one())
-
     try:
         with pytest.raises(DBAPIError, match="prepared statement"):
             for _ in range(20):
-                await asyncio.gather(*(query(i) for i in range(40)))
+                await asyncio.gather(*(_two_transactions(engine, i) for i in range(40)))
     finally:
         await engine.dispose()
 
@@ -167,16 +169,10 @@ async def test_session_mode_needs_no_setting_but_a_server_connection_per_client_
         pytest.fail(f"pgbouncer is missing: {INSTALL}")
     async with private_pgbouncer(PG_ADMIN_DSN, pool_mode="session", pool_size=40) as session_bouncer:
         engine = db.make_engine(Settings(database_url=session_bouncer.url_for(fresh_database)).sqlalchemy_url)
-
-        async def query(i: int) -> int:
-            async with engine.connect() as conn:
-                first = int((await conn.execute(text("SELECT CAST(:i AS int)"), {"i": i})).scalar_one())
-                await conn.commit()
-                return first + int((await conn.execute(text("SELECT 1"))).scalar_one())
-
         try:
             for _ in range(5):
-                assert sum(await asyncio.gather(*(query(i) for i in range(25)))) == sum(range(25)) + 25
+                assert sum(await asyncio.gather(*(_two_transactions(engine, i) for i in range(25)))) == \
+                    sum(range(25)) + 25
         finally:
             await engine.dispose()
 
