@@ -290,7 +290,7 @@ class Settings(BaseSettings):
     routing_affinity_ttl_s: float = Field(default=1800.0, gt=0.0)  # a conversation hint's binding lives this long
     routing_index_ttl_s: float = Field(default=86_400.0, gt=0.0)  # an idle worker's index expires after this
     # A matched prefix last scored less than this ago is not written again (only the request's new blocks).
-    routing_index_refresh_s: float = Field(default=1.0, ge=0.0)
+    routing_index_refresh_s: float = Field(default=1.0, ge=0.0, le=86_400.0)  # at most the index's own TTL
     # Stored responses (POST /v1/responses, store=true): kept this long in Redis (or in process when
     # embedded, within responses_local_max_bytes, least recently used dropped first).
     responses_retention_s: float = Field(default=2_592_000.0, gt=0.0)  # 30 days, as OpenAI keeps them

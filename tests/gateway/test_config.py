@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.config import Settings
 
@@ -39,3 +40,12 @@ def test_embedded_default_is_sqlite_in_data_dir(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path))
     s = Settings()
     assert s.redis_url == "" and s.sqlalchemy_url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/gateway.db"
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan", "1e12", "soon"])
+def test_the_index_refresh_is_a_finite_span(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past a day (the index's TTL) or infinite, the milliseconds the route script takes would not fit:
+    refused when the settings load, not at start-up with a traceback."""
+    monkeypatch.setenv("GATEWAY_ROUTING_INDEX_REFRESH_S", value)
+    with pytest.raises(ValidationError):
+        Settings()
