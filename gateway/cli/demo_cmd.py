@@ -10,6 +10,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -115,6 +116,10 @@ async def _serve(settings: Settings, sims: list[RunningWorker]) -> None:
     await serving
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def demo(
     port: Annotated[int, typer.Option(help="Gateway port", metavar="PORT")] = 8080,
     workers: Annotated[int, typer.Option(help="Simulated workers", metavar="N", min=1)] = 3,
@@ -136,6 +141,10 @@ def demo(
         require_free_port("127.0.0.1", wport, "a simulated worker")
     admin_key = os.environ.get("GATEWAY_ADMIN_KEY") or "admin-" + secrets.token_urlsafe(12)
     sims: list[RunningWorker] = []
+    # SIGTERM (kill, a closing terminal) stops everything as Ctrl-C does; by default it would end this
+    # process without the `finally` below, leaving the workers running (uvicorn re-raises it after its
+    # own clean shutdown).
+    signal.signal(signal.SIGTERM, _interrupt)
     try:  # Ctrl-C at any point, start-up included, stops everything started so far
         sims = start_simulated_workers(ports)
         # Always the embedded default (SQLite in the demo's folder, in-process state): never a real database.

@@ -7,6 +7,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,9 +59,10 @@ async def test_the_demo_key_is_stored_and_reused(tmp_path: Path) -> None:
 
 class _Demo:
     def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.worker_port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "demo", "--workers", "1", "--port", str(free_port()),
-             "--first-worker-port", str(free_port()), *args],
+             "--first-worker-port", str(self.worker_port), *args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.out = b""
 
@@ -73,10 +75,12 @@ class _Demo:
                 self.out += os.read(fd, 65536)
         return self.out.decode()
 
-    def stop(self) -> str:
-        self.process.send_signal(signal.SIGINT)
+    def stop(self, how: signal.Signals = signal.SIGINT) -> str:
+        self.process.send_signal(how)
         out, err = self.process.communicate(timeout=30)
         assert b"demo stopped" in self.out + out, (out, err)
+        with pytest.raises(ConnectionRefusedError):  # the simulated worker stopped with it
+            socket.create_connection(("127.0.0.1", self.worker_port), timeout=5).close()
         return err.decode()
 
 
@@ -115,5 +119,5 @@ def test_the_demo_runs_its_sdk_example_and_keeps_its_key(tmp_path: Path) -> None
     try:
         assert _KEY.search(fresh.banner()).group(1) != key  # type: ignore[union-attr]
     finally:
-        err = fresh.stop()
+        err = fresh.stop(signal.SIGTERM)  # `kill` stops everything as Ctrl-C does
     assert f"removed the demo's data in {tmp_path / 'demo'}" in err
