@@ -18,7 +18,16 @@ Placements:
 - ``skewed new prompts``: new conversations spread over the workers in shares 1.15 : 0.95 : 0.95 : 0.95
   (an uneven spread concentrates churn on one cache and protects the others);
 - ``least cache pressure``: a new conversation goes to the worker whose least recently used block is
-  the oldest (its eviction loses the least recently useful data).
+  the oldest (its eviction loses the least recently useful data);
+- ``nursery``: admission control by routing (2Q / SLRU with workers as the segments). The first turn of
+  a conversation never seen goes to a nursery of ``k`` workers (least work among them), so one-shot
+  prompts churn only their caches; a conversation seen before goes to a main worker (longest match
+  among them, else least work), whose cache then holds only conversations that returned. Variants:
+  ``promote on turn 2`` (a returning conversation leaves the nursery at once: one recompute), ``stay
+  while it matches`` (it stays on the worker holding its longest match, nursery or not, and moves to
+  a main worker only when it would miss anyway), and ``adaptive`` (the nursery is the ``k`` of ``N``
+  whose share of workers is closest to the share of first-turn tokens in the uncached work so far,
+  so that loads stay balanced).
 """
 
 from __future__ import annotations
@@ -110,6 +119,32 @@ def least_pressure(caches: list[OrderedDict[int, int]], work: list[int], a: Acce
     return min(range(len(work)), key=lambda i: caches[i][next(iter(caches[i]))] if caches[i] else -1)
 
 
+def nursery(k: int | None, stay: bool) -> Placer:
+    """First turns to workers ``0..k-1`` (``None``: ``k`` adaptive), returning conversations to the rest."""
+    known: set[str] = set()
+    first = [0, 0]  # uncached tokens of first turns, of all turns (the adaptive split)
+
+    def place(caches: list[OrderedDict[int, int]], work: list[int], a: Access, session: str,
+              seen: list[int]) -> int:
+        n = len(work)
+        size = k if k is not None else min(n - 1, max(1, round(n * first[0] / first[1]) if first[1] else n - 1))
+        nurse, main = range(size), range(size, n)
+        new = session not in known
+        known.add(session)
+        best = max(seen)
+        if stay and best > SHARED_BLOCKS:
+            w = seen.index(best)
+        elif new:
+            w = min(nurse, key=work.__getitem__)
+        else:
+            w = max(main, key=lambda i: (seen[i] > SHARED_BLOCKS, seen[i], -work[i]))
+        uncached = a.tokens - _hit(seen[w], a.tokens)
+        first[0] += uncached if new else 0
+        first[1] += uncached
+        return w
+    return place
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="the replay's --quick sizes")
@@ -136,6 +171,12 @@ def main() -> None:
         ("session hash (pinning client)", session_hash, 1.0),
         ("skewed new prompts 1.15 : 0.95 : 0.95 : 0.95", skewed((1.15, 0.95, 0.95, 0.95)), 1.0),
         ("least cache pressure (oldest LRU tail)", least_pressure, 1.0),
+        *((f"nursery {k}/{args.workers}, promote on turn 2", nursery(k, False), 1.0)
+          for k in range(1, args.workers)),
+        *((f"nursery {k}/{args.workers}, stay while it matches", nursery(k, True), 1.0)
+          for k in range(1, args.workers)),
+        ("nursery adaptive, promote on turn 2", nursery(None, False), 1.0),
+        ("nursery adaptive, stay while it matches", nursery(None, True), 1.0),
     ):
         row(label, *replay(reqs, sessions, args.workers, blocks, place, index_share))
     row("ceiling (1 worker, unbounded cache)", ref.ceiling)
