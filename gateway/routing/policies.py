@@ -47,7 +47,7 @@ class Choice:
     candidates: list[Worker]  # healthy workers serving the model
     exclude: Collection[str]  # already tried
     next_turn: Callable[[], int]  # a rotation that advances on every use: ties go to its first worker
-    rule: RuleParams  # with the current load cost
+    rule: Callable[[], RuleParams]  # with the current load cost (built only when a choice is made here)
     stats: RoutingStats
     rng: random.Random
 
@@ -151,7 +151,7 @@ def by_rule(c: Choice, prefix: bool) -> Worker | None:
         kv = [w.metrics.get("kv", 0.0) for w in candidates]
         found = [note.matches.get(w.id, 0) for w in candidates]
         allowed = [w.id not in exclude for w in candidates]
-        index, _ = pick(found, loads, kv, allowed, c.rule, c.next_turn() % len(candidates), prefix=prefix)
+        index, _ = pick(found, loads, kv, allowed, c.rule(), c.next_turn() % len(candidates), prefix=prefix)
         if index < 0:
             return None
         worker = candidates[index]

@@ -194,9 +194,8 @@ class PrefixRouter:
                 self.stats.local_fallbacks += 1
         if note is None:
             return allowed[self._next_turn() % len(allowed)]
-        rule = replace(self.config.rule, load_cost=self._load_cost())
         note.chosen = self.policy.choose(
-            Choice(note, results, candidates, exclude, self._next_turn, rule, self.stats, self._rng)
+            Choice(note, results, candidates, exclude, self._next_turn, self._rule, self.stats, self._rng)
         )
         return note.chosen
 
@@ -389,6 +388,11 @@ class PrefixRouter:
 
     def _inflight(self, model: str, worker_id: str) -> str:
         return self._keys.inflight(model, worker_id, self.groups.of(worker_id))
+
+    def _rule(self) -> RuleParams:
+        """The rule with the current load cost (only a retry or a changed pool applies it here: the
+        script applied it to the first choice)."""
+        return replace(self.config.rule, load_cost=self._load_cost())
 
     def _load_cost(self) -> float:
         """Blocks of prefill one request in flight is worth (see RouterConfig.load_cost_tokens)."""
