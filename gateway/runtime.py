@@ -260,6 +260,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                                                   rt.stopping, rt.failures)))
         rt.tasks.append(asyncio.create_task(every(1.0, "settle-later", rt.forwarder.settle_later, rt.stopping,
                                                   rt.failures)))
+        rt.tasks.append(asyncio.create_task(every(1.0, "metrics-flush", rt.metrics.flush_tick, rt.stopping,
+                                                  rt.failures)))
         rt.tasks.append(asyncio.create_task(every(limiter.renew_interval_s, "lease-renewal",
                                                   functools.partial(limiter.renew_leases, state, local_state),
                                                   rt.stopping, rt.failures)))
@@ -268,6 +270,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt.stopping.set()
         for task in rt.tasks:
             task.cancel()
+        rt.metrics.flush()
         await asyncio.gather(*rt.tasks, return_exceptions=True)
         await router.drain()
         await billing.close()  # before the engine goes: the ledger writer finishes its batch

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from gateway.observability.cache_share import CacheShareWindow
+from gateway.observability.request_tally import RequestTally
 from gateway.upstream.provider import PROVIDER_NOTE
 
 if TYPE_CHECKING:
@@ -66,6 +67,10 @@ class PoolCollector(Collector):
 # (served models, our routes and statuses, org ids), never from what a client typed.
 OTHER_MODEL = "other"
 
+# Indices of the request path's metrics in its tally (GatewayMetrics.__init__ lists them in this order).
+_REQUESTS, _TOKENS, _OUTCOMES, _DEGRADED = range(4)
+_LATENCY, _TTFT, _TPOT, _OUTPUT_TPS, _OVERHEAD, _PROVIDER_LATENCY = range(6)
+
 
 class GatewayMetrics:
     """The request-path metrics. Label children are cached so a request costs a few dict lookups.
@@ -86,8 +91,6 @@ class GatewayMetrics:
         self._pool = pool
         self._hosted_models = hosted_models  # models with hosted fallbacks (known label values too)
         self._org_labels = org_labels
-        # Label children by (metric, labels): label lookups cost more than the increments themselves.
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         labels = ["model", "route", "status"] + (["org"] if org_labels else [])
         self.requests = Counter("gateway_requests_total", "Requests by model, route and status", labels,
                                 registry=metric_registry)
@@ -115,13 +118,10 @@ class GatewayMetrics:
         self.degraded = Counter("gateway_state_fallbacks_total",
                                 "Requests served from local state because Redis was unreachable",
                                 registry=metric_registry)
-
-    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        # The request path's increments and observations, in these orders (the _REQUESTS... indices).
+        self._tally = RequestTally([self.requests, self.tokens, self.outcomes, self.degraded],
+                                   [self.latency, self.ttft, self.tpot, self.output_tps, self.overhead,
+                                    self.provider_latency])
 
     def model_label(self, model: str) -> str:
         """``model`` if a worker serves it (empty: no model was read), else ``other``."""
@@ -130,24 +130,25 @@ class GatewayMetrics:
         return OTHER_MODEL
 
     def observe(self, route: str, status: int, model: str, elapsed: float, ex: Exchange | None) -> None:
+        tally = self._tally
         model = self.model_label(model)
         labels: tuple[str, ...] = (model, route, str(status))
         if self._org_labels:
             labels = (*labels, ex.principal.org_id if ex is not None else "")
-        self._child(self.requests, *labels).inc()
-        self._child(self.latency, model, route).observe(elapsed)
+        tally.inc(_REQUESTS, labels)
+        tally.observe(_LATENCY, (model, route), elapsed)
         if ex is None:
             return
-        self._child(self.outcomes, ex.outcome).inc()
+        tally.inc(_OUTCOMES, (ex.outcome,))
         if ex.degraded:
-            self.degraded.inc()
+            tally.inc(_DEGRADED, ())
         hosted = ex.notes.get(PROVIDER_NOTE)
         if hosted is not None:
-            self._child(self.provider_latency, *hosted).observe(elapsed)
+            tally.observe(_PROVIDER_LATENCY, tuple(hosted), elapsed)
         if ex.upstream_started_at is not None:
-            self._child(self.overhead, route).observe(ex.upstream_started_at - ex.started)
-        if ex.first_byte_at is not None and ex.upstream_started_at is not None:
-            self._child(self.ttft, model).observe(ex.first_byte_at - ex.upstream_started_at)
+            tally.observe(_OVERHEAD, (route,), ex.upstream_started_at - ex.started)
+            if ex.first_byte_at is not None:
+                tally.observe(_TTFT, (model,), ex.first_byte_at - ex.upstream_started_at)
         usage = ex.usage
         if not usage:
             return
@@ -156,22 +157,31 @@ class GatewayMetrics:
         cached = min(int(details.get("cached_tokens") or 0), prompt)
         output = int(usage.get("completion_tokens") or 0)
         reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-        self._child(self.tokens, model, "input").inc(prompt - cached)
-        self._child(self.tokens, model, "cached_input").inc(cached)
+        tally.inc(_TOKENS, (model, "input"), prompt - cached)
+        tally.inc(_TOKENS, (model, "cached_input"), cached)
         self.cache_share.record(ex.principal.org_id, prompt, cached)
-        self._child(self.tokens, model, "output").inc(output)
+        tally.inc(_TOKENS, (model, "output"), output)
         if reasoning:
-            self._child(self.tokens, model, "reasoning").inc(reasoning)
+            tally.inc(_TOKENS, (model, "reasoning"), reasoning)
         if output > 1 and ex.first_byte_at is not None and ex.finished_at is not None and ex.request.stream:
             decode = ex.finished_at - ex.first_byte_at
             if decode > 0:
-                self._child(self.tpot, model).observe(decode / (output - 1))
-                self._child(self.output_tps, model).observe((output - 1) / decode)
+                tally.observe(_TPOT, (model,), decode / (output - 1))
+                tally.observe(_OUTPUT_TPS, (model,), (output - 1) / decode)
+
+    def flush(self) -> None:
+        """Hand what the request path tallied to the metrics (a scrape does it first; multiprocess mode
+        also once a second, so that a scrape of another process sees it)."""
+        self._tally.flush()
+
+    async def flush_tick(self) -> None:
+        self.flush()
 
     def add_collector(self, collector: Collector) -> None:
         self.registry.register(collector)
 
     def exposition(self) -> bytes:
+        self.flush()
         return generate_latest(self.registry)
 
 
