@@ -45,15 +45,19 @@ def _int(value: Any) -> int:
     return value
 
 
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or (value is not None and isinstance(value, Mapping))  # ABC checks cost ~0.2 us
+
+
 def tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
     """Billable tokens from an OpenAI-style usage object (missing or odd fields count 0); raises
     ``InvalidUsage`` for counts no request can have, so that they are never billed as reported."""
     prompt = _int(usage.get("prompt_tokens"))
     completion = _int(usage.get("completion_tokens"))
     prompt_details = usage.get("prompt_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
+    cached = _int(prompt_details.get("cached_tokens")) if _is_mapping(prompt_details) else 0
     completion_details = usage.get("completion_tokens_details")
-    reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0
+    reasoning = _int(completion_details.get("reasoning_tokens")) if _is_mapping(completion_details) else 0
     total = _int(usage.get("total_tokens"))
     # xAI reports reasoning outside completion_tokens: total = prompt + completion + reasoning.
     if reasoning and total == prompt + completion + reasoning:
@@ -63,7 +67,7 @@ def tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
     else:  # no usable total: reasoning cannot be inside a smaller completion count
         outside = reasoning > completion
     output = completion + reasoning if outside else completion
-    return Tokens(prompt=prompt, cached=min(cached, prompt), output=output, reasoning=reasoning)
+    return Tokens(prompt, min(cached, prompt), output, reasoning)
 
 
 def estimate_prompt_tokens(body: Mapping[str, Any]) -> int:
