@@ -30,13 +30,13 @@ from xxhash import xxh3_64_intdigest
 HASH_BYTES = 8
 FINE_BLOCKS = 128
 COARSE = 8
-_SYSTEM_ROLES = ("system", "developer")
+SYSTEM_ROLES = ("system", "developer")
 # Framing bytes (ASCII separators). Text may contain them too: the framing only has to keep the bytes
 # stable and distinct enough for routing; tenants are kept apart by the salt at the root, not by framing.
-_MSG = "\x1e"
-_SEP = "\x1f"
-_CALL = "\x1d"
-_TOOLS = "\x1c"
+MESSAGE_MARK = "\x1e"
+SEPARATOR = "\x1f"
+CALL_MARK = "\x1d"
+TOOLS_MARK = "\x1c"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +70,13 @@ def _message(message: Any, parts: list[str]) -> None:
     if not isinstance(message, dict):
         return
     role = message.get("role")
-    parts.append(_MSG)
+    parts.append(MESSAGE_MARK)
     parts.append(role if isinstance(role, str) else "")
-    parts.append(_SEP)
+    parts.append(SEPARATOR)
     call_id = message.get("tool_call_id")
     if isinstance(call_id, str):
         parts.append(call_id)
-        parts.append(_SEP)
+        parts.append(SEPARATOR)
     _text(message.get("content"), parts)
     calls = message.get("tool_calls")
     if isinstance(calls, list):
@@ -86,9 +86,9 @@ def _message(message: Any, parts: list[str]) -> None:
                 continue
             name = function.get("name")
             args = function.get("arguments")
-            parts.append(_CALL)
+            parts.append(CALL_MARK)
             parts.append(name if isinstance(name, str) else "")
-            parts.append(_SEP)
+            parts.append(SEPARATOR)
             parts.append(args if isinstance(args, str) else orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode())
 
 
@@ -106,12 +106,12 @@ def chat_canonical(body: Mapping[str, Any]) -> tuple[bytes, int]:
         return b"", 0
     parts: list[str] = []
     start = 0
-    if messages and isinstance(messages[0], dict) and messages[0].get("role") in _SYSTEM_ROLES:
+    if messages and isinstance(messages[0], dict) and messages[0].get("role") in SYSTEM_ROLES:
         _message(messages[0], parts)
         start = 1
     tools = body.get("tools")
     if tools:
-        parts.append(_TOOLS)
+        parts.append(TOOLS_MARK)
         parts.append(orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode())
     end = -1  # index of the opening's last message
     if start < len(messages):

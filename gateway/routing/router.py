@@ -24,7 +24,7 @@ from xxhash import xxh3_64_hexdigest
 
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal
-from gateway.pipeline.request import CHAT
+from gateway.pipeline.request import CHAT, PromptScan
 from gateway.routing.choose import RuleParams
 from gateway.routing.explain import PEEK, Decision, decide
 from gateway.routing.groups import RoutingGroups
@@ -304,14 +304,16 @@ class PrefixRouter:
     # --- internals ---------------------------------------------------------------------------------
     def _prepare(self, ex: Exchange) -> RouteNote:
         principal = ex.principal
-        note = self.note_for(principal, ex.request.body, ex.headers, ex.request.kind == CHAT, ex.request.model)
+        request = ex.request
+        note = self.note_for(principal, request.body, ex.headers, request.kind == CHAT, request.model, request.prompt)
         if principal.cache_isolation:
             ex.set_fields({"cache_salt": note.salt})
         return note
 
     def note_for(self, principal: Principal, body: Mapping[str, Any], headers: Mapping[str, str], chat: bool,
-                 model: str) -> RouteNote:
-        """The request's salt, conversation hint and prefix key (the request path and ``explain``)."""
+                 model: str, prompt: PromptScan | None = None) -> RouteNote:
+        """The request's salt, conversation hint and prefix key (the request path and ``explain``);
+        ``prompt``: the chat adapter's canonical bytes of ``body``, where it made them."""
         client_salt = body.get("cache_salt")
         client_salt = client_salt if isinstance(client_salt, str) else ""
         if principal.cache_isolation:
@@ -323,7 +325,7 @@ class PrefixRouter:
         opening: bytes | memoryview | None = None
         if self.policy.prefix:
             if chat:
-                data, opening_len = chat_canonical(body)
+                data, opening_len = (prompt.canonical, prompt.opening) if prompt is not None else chat_canonical(body)
                 opening = memoryview(data)[:opening_len] if opening_len else None
             else:
                 data = completion_bytes(body)
@@ -332,7 +334,10 @@ class PrefixRouter:
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
             if hint is None and chat and cfg.infer_sessions:
-                opening = opening_bytes(body)
+                if prompt is not None:
+                    opening = memoryview(prompt.canonical)[:prompt.opening] if prompt.opening else None
+                else:
+                    opening = opening_bytes(body)
         if hint is None and opening is not None and cfg.infer_sessions:
             hint = "\x00opening " + xxh3_64_hexdigest(opening)
         hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
