@@ -22,6 +22,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
+from struct import iter_unpack
 from typing import Any
 
 import orjson
@@ -173,20 +174,28 @@ def blocks_in_bytes(nbytes: int, block_bytes: int) -> int:
     return FINE_BLOCKS + (nbytes - fine_span) // (block_bytes * COARSE)
 
 
-def block_hashes(data: bytes, root: int, block_bytes: int, max_blocks: int) -> bytes:
-    """Packed chained hashes of the leading full blocks of ``data`` (at most ``max_blocks``)."""
+def block_hashes(data: bytes, root: int, block_bytes: int, max_blocks: int, first: int = 0) -> bytes:
+    """Packed chained hashes of the leading full blocks of ``data`` (at most ``max_blocks``); from block
+    ``first`` on, ``root`` being then the hash of block ``first - 1`` (``chains.py`` has the earlier ones).
+
+    The blocks are cut by ``struct.iter_unpack`` (in C; slicing a memoryview per block cost ~15% more)."""
     n = min(blocks_in_bytes(len(data), block_bytes), max_blocks)
-    out = array("Q", bytes(HASH_BYTES * n))
-    view = memoryview(data)
+    out = array("Q")
+    add = out.append
     h = root
-    pos = 0
-    size = block_bytes
-    for i in range(n):
-        if i == FINE_BLOCKS:
-            size = block_bytes * COARSE
-        h = xxh3_64_intdigest(view[pos:pos + size], h)
-        out[i] = h
-        pos += size
+    view = memoryview(data)
+    fine = min(n, FINE_BLOCKS)
+    if first < fine:
+        for (block,) in iter_unpack(f"{block_bytes}s", view[first * block_bytes:fine * block_bytes]):
+            h = xxh3_64_intdigest(block, h)
+            add(h)
+    if n > fine:
+        size = block_bytes * COARSE
+        skip = max(first - fine, 0)
+        start = bytes_in_blocks(fine + skip, block_bytes)
+        for (block,) in iter_unpack(f"{size}s", view[start:start + (n - fine - skip) * size]):
+            h = xxh3_64_intdigest(block, h)
+            add(h)
     if out.itemsize != HASH_BYTES:  # pragma: no cover - array "Q" is 8 bytes on every platform we run
         raise RuntimeError("unexpected array item size")
     return out.tobytes()

@@ -25,6 +25,7 @@ from xxhash import xxh3_64_hexdigest
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal
 from gateway.pipeline.request import CHAT, PromptScan
+from gateway.routing.chains import HashChains
 from gateway.routing.choose import RuleParams
 from gateway.routing.explain import PEEK, Decision, decide
 from gateway.routing.groups import RoutingGroups
@@ -33,7 +34,6 @@ from gateway.routing.policies import Choice, PrefixAware, RouteNote, make_policy
 from gateway.routing.pool import WorkerPool
 from gateway.routing.prefix import (
     PrefixKey,
-    block_hashes,
     bytes_in_blocks,
     chat_canonical,
     completion_bytes,
@@ -124,6 +124,7 @@ class PrefixRouter:
         self._bytes_per_token = self.config.bytes_per_token or 4.0  # measured when the setting is 0
         self.stats.bytes_per_token = self._bytes_per_token
         self._tasks: set[asyncio.Task[None]] = set()
+        self._chains = HashChains()  # recent conversations' block hashes: a new turn hashes what it adds
         self.groups = RoutingGroups(self.config.groups, self.config.rule, self.config.group_fresh_ms)
         pool.listeners.append(self._on_worker_event)
 
@@ -324,13 +325,14 @@ class PrefixRouter:
         cfg = self.config
         opening: bytes | memoryview | None = None
         if self.policy.prefix:
+            opening_len = 0
             if chat:
                 data, opening_len = (prompt.canonical, prompt.opening) if prompt is not None else chat_canonical(body)
                 opening = memoryview(data)[:opening_len] if opening_len else None
             else:
                 data = completion_bytes(body)
-            key = PrefixKey(block_hashes(data, root_hash(model, salt), cfg.block_bytes, cfg.max_blocks), len(data),
-                            cfg.block_bytes)
+            hashes = self._chains.hashes(data, opening_len, root_hash(model, salt), cfg.block_bytes, cfg.max_blocks)
+            key = PrefixKey(hashes, len(data), cfg.block_bytes)
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
             if hint is None and chat and cfg.infer_sessions:

@@ -147,10 +147,11 @@ async def test_a_large_body_is_parsed_once_hashed_once_forwarded_as_sent(
             assert _calls(stats, "exceeds_encoded") == {} and _calls(stats, "too_deep") == {}
             assert _calls(stats, "_check_messages") == {} and _calls(stats, "estimate_prompt_tokens") == {}
             assert _calls(stats, "estimate") == {"plan": 1}  # the budget's reservation, from the scan's count
-            assert _calls(stats, "block_hashes") == {"note_for": 1}
+            assert _calls(stats, "hashes") == {"note_for": 1}  # the router's recent chains (chains.py)
             hashes = _calls(stats, "xxh3_64_intdigest")
             blocks = blocks_in_bytes(len(chat_bytes(orjson.loads(body))), 512)
-            assert hashes.get("block_hashes") == blocks, hashes  # each block hashed once
+            # Each block hashed once; none again for the small body, sent before (its chain is kept).
+            assert hashes.get("block_hashes", 0) == (0 if name == "small" else blocks), hashes
             # The client's own bytes, not a re-encoding: the tenant's cache salt is spliced in before the
             # closing brace (an organisation's prompt cache is its own).
             sent = recorder.bodies[-1]
@@ -179,9 +180,11 @@ async def test_hashing_stops_at_the_block_cap(tmp_path: Any, worker: tuple[str, 
         rt = gw.app.runtime
         org = await rt.keys.get_or_create_org("block-cap")
         key = (await rt.keys.create_key(org.id, "test")).key
+        await _profiled(gw.url, key, conversation(100))  # warm (another conversation: its own opening)
         body = conversation(125)
-        await _profiled(gw.url, key, body)
         stats = await _profiled(gw.url, key, body)
         assert _calls(stats, "xxh3_64_intdigest").get("block_hashes") == 16
+        stats = await _profiled(gw.url, key, body)  # the same again: its 16 blocks' hashes are kept
+        assert _calls(stats, "xxh3_64_intdigest").get("block_hashes", 0) == 0
     finally:
         await gw.stop()
