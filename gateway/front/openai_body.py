@@ -90,4 +90,4 @@ def parse_body(raw: bytes, kind: str, check: Callable[[dict[str, Any]], None],
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         check_number(body, name)
     return ParsedRequest(kind=kind, body=body, model=model, stream=bool(stream), include_usage=include_usage,
-                         prompt=prompt)
+                         prompt=prompt, prompt_tokens=prompt.tokens if prompt is not None else None)

@@ -89,7 +89,9 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
             return None
         # The usage never came (stream cut, client gone) or is not believed: count what we saw.
         request = ex.request
-        prompt = request.prompt.tokens if request.prompt is not None else estimate_prompt_tokens(request.body)
+        prompt = request.prompt_tokens
+        if prompt is None:
+            prompt = estimate_prompt_tokens(request.body)
         tokens = Tokens(prompt=prompt, cached=0, output=ex.content_events,
                         reasoning=min(ex.reasoning_events, ex.content_events))
     if tokens.prompt == 0 and tokens.output == 0:

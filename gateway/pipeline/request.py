@@ -38,5 +38,8 @@ class ParsedRequest:
     payload: bytes | None = None
     # The chat adapter's pass over the messages, None where none was made (the router and the
     # metering stages then walk the body themselves). Stages change only top-level fields other than
-    # ``messages`` and ``tools`` (``Exchange.set_fields``), so it stays true for the whole request.
+    # ``messages`` and ``tools`` (``Exchange.set_fields``), so it stays true for the whole request. The
+    # router takes ``prompt`` (it becomes None) once it has hashed the canonical bytes, which are not
+    # held for the rest of a possibly long stream; the estimate stays for the metering stages.
     prompt: PromptScan | None = None
+    prompt_tokens: int | None = None

@@ -306,7 +306,8 @@ class PrefixRouter:
     def _prepare(self, ex: Exchange) -> RouteNote:
         principal = ex.principal
         request = ex.request
-        note = self.note_for(principal, request.body, ex.headers, request.kind == CHAT, request.model, request.prompt)
+        prompt, request.prompt = request.prompt, None  # hashed now: its bytes are not held for the request's life
+        note = self.note_for(principal, request.body, ex.headers, request.kind == CHAT, request.model, prompt)
         if principal.cache_isolation:
             ex.set_fields({"cache_salt": note.salt})
         return note

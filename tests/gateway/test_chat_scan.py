@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +24,14 @@ from gateway.front import chat_scan
 from gateway.front.chat import ChatCompletions, _check
 from gateway.front.json_depth import MAX_DEPTH, encoded_within, exceeds
 from gateway.front.openai_body import parse_body
+from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.principal import Principal
 from gateway.pipeline.request import CHAT
+from gateway.routing.pool import WorkerPool
 from gateway.routing.prefix import block_hashes, chat_canonical, root_hash
+from gateway.routing.router import PrefixRouter
+from gateway.state.keyspace import KeySpace
+from gateway.state.memory import MemoryState
 
 ADAPTER = ChatCompletions()
 
@@ -205,3 +212,22 @@ def test_a_body_that_fails_the_checks_is_not_scanned() -> None:
         assert chat_scan.scan(body) is None
         with pytest.raises(GatewayError):
             _check(body)
+
+
+async def test_the_router_hashes_the_scans_bytes_and_lets_go_of_them() -> None:
+    raw = bodies(128 * 1024, False)[-1]
+    body = orjson.loads(raw)
+    principal = Principal("k", "o", "o", "salt", True)
+    async with aiohttp.ClientSession() as http:
+        router = PrefixRouter(WorkerPool(http), KeySpace("gwtest-scan"), MemoryState(), MemoryState())
+        request = ADAPTER.parse(raw)
+        prompt = request.prompt
+        assert prompt is not None and request.prompt_tokens == estimate_prompt_tokens(body)
+        walked = router.note_for(principal, body, {}, True, request.model)  # the router's own walk
+        scanned = router.note_for(principal, body, {}, True, request.model, prompt)
+        assert (scanned.key, scanned.hint, scanned.salt) == (walked.key, walked.hint, walked.salt)
+        ex = Exchange(request_id="r1", principal=principal, request=request, path="/v1/chat/completions", payload=raw)
+        router.plan(ex, MemoryState().round_trip())
+        # The canonical bytes (as large as the prompt) are not held for the rest of the request; the
+        # estimate the metering stages read at the end is.
+        assert request.prompt is None and request.prompt_tokens == estimate_prompt_tokens(body)
