@@ -11,7 +11,8 @@ shorter or a different request) hashes every block, as without it; the result is
 A conversation is known by the hash root (model and tenant salt) and its opening (through the first
 answer, ``prefix.chat_canonical``); requests without an opening are hashed whole. At most ``capacity``
 conversations are kept, the least recently used dropped first: each is its hashes (8 bytes a block, at
-most ``max_blocks``) and two integers, ~1.2 KB for a 128 KB prompt, ~1.2 MB at the default capacity.
+most ``max_blocks``) and two integers, ~1.2 KB for a 128 KB prompt (~1.2 MB for 1,024 of them), 8 KB at
+the default cap of 1,024 blocks (~8.5 MB at most).
 
 A digest that matched by accident (a 1 in 2^128 chance per lookup, and bytes hashed with the same root
 and the same opening) would give a request wrong block hashes: a worse choice of worker for it, nothing
