@@ -16,11 +16,13 @@ the default cap of 1,024 blocks (~8.5 MB at most).
 
 A digest that matched by accident (a 1 in 2^128 chance per lookup, and bytes hashed with the same root
 and the same opening) would give a request wrong block hashes: a worse choice of worker for it, nothing
-more (block hashes choose a worker; they are never shown or billed).
+more (block hashes choose a worker; they are never shown or billed). The digest is seeded at random per
+process, so that colliding bytes cannot be prepared offline either.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import OrderedDict
 
@@ -37,6 +39,7 @@ class HashChains:
         # (root, block size, opening digest) -> (blocks, digest of the bytes they cover, packed hashes)
         self._chains: OrderedDict[tuple[int, int, int], tuple[int, int, bytes]] = OrderedDict()
         self.reused_blocks = 0  # blocks whose hashes came from an earlier turn (tests, benchmarks)
+        self._seed = int.from_bytes(os.urandom(8), "little")  # the digests' (see the module's notes)
 
     def __len__(self) -> int:
         return len(self._chains)
@@ -49,21 +52,21 @@ class HashChains:
             return block_hashes(data, root, block_bytes, max_blocks)
         view = memoryview(data)
         key = (root, block_bytes, xxh3_64_intdigest(view[:opening]))
-        chains = self._chains
+        chains, seed = self._chains, self._seed
         known = chains.get(key)
         if known is not None:
             blocks, digest, hashes = known
-            if blocks <= n and xxh3_128_intdigest(view[:bytes_in_blocks(blocks, block_bytes)]) == digest:
+            if blocks <= n and xxh3_128_intdigest(view[:bytes_in_blocks(blocks, block_bytes)], seed) == digest:
                 chains.move_to_end(key)
                 self.reused_blocks += blocks
                 if blocks == n:
                     return hashes
                 last = int.from_bytes(hashes[-HASH_BYTES:], sys.byteorder)  # packed in native order
                 hashes += block_hashes(data, last, block_bytes, max_blocks, blocks)
-                chains[key] = (n, xxh3_128_intdigest(view[:bytes_in_blocks(n, block_bytes)]), hashes)
+                chains[key] = (n, xxh3_128_intdigest(view[:bytes_in_blocks(n, block_bytes)], seed), hashes)
                 return hashes
         hashes = block_hashes(data, root, block_bytes, max_blocks)
-        chains[key] = (n, xxh3_128_intdigest(view[:bytes_in_blocks(n, block_bytes)]), hashes)
+        chains[key] = (n, xxh3_128_intdigest(view[:bytes_in_blocks(n, block_bytes)], seed), hashes)
         chains.move_to_end(key)
         if len(chains) > self.capacity:
             chains.popitem(last=False)
