@@ -68,14 +68,8 @@ _BODY_WRAPPER = _wrapper(_BODY_LEVELS)  # a body may nest MAX_DEPTH deep
 _FIELD_WRAPPER = _wrapper(_BODY_LEVELS + 1)  # a top-level field's value, MAX_DEPTH - 1
 
 
-def encoded_within(value: Any, limit: int, option: int | None = None) -> bytes | None:
-    """orjson's encoding of ``value`` (with ``option``), or None if it nests more than ``limit`` deep.
-
-    The value is encoded inside ``254 - limit`` arrays, so it encodes iff it nests at most ``limit``
-    deep: orjson's depth limit is exact, and a value it parsed fails to encode for no other reason.
-    The arrays are nested tuples built once for the two limits the request path uses, with the value
-    handed in by orjson's ``default`` hook, where wrapping it in lists per call cost ~4 us."""
-    levels = ORJSON_MAX_DEPTH - limit
+def _wrapped(value: Any, levels: int, option: int | None) -> bytes | None:
+    """``value`` encoded inside ``levels`` arrays, or None past orjson's depth limit."""
     if levels == _BODY_LEVELS:
         wrapper = _BODY_WRAPPER
     elif levels == _BODY_LEVELS + 1:
@@ -89,15 +83,26 @@ def encoded_within(value: Any, limit: int, option: int | None = None) -> bytes |
         raise TypeError  # never for a parsed value
 
     try:
-        encoded = orjson.dumps(wrapper, default=fill, option=option)
-    except orjson.JSONEncodeError:
+        return orjson.dumps(wrapper, default=fill, option=option)
+    except orjson.JSONEncodeError:  # parsed by orjson, a value fails to encode only past the depth limit
         return None
-    return encoded[levels:len(encoded) - levels]
+
+
+def encoded_within(value: Any, limit: int, option: int | None = None) -> bytes | None:
+    """orjson's encoding of ``value`` (with ``option``), or None if it nests more than ``limit`` deep.
+
+    The value is encoded inside ``254 - limit`` arrays, so it encodes iff it nests at most ``limit``
+    deep: orjson's depth limit is exact, and a value it parsed fails to encode for no other reason.
+    The arrays are nested tuples built once for the two limits the request path uses, with the value
+    handed in by orjson's ``default`` hook, where wrapping it in lists per call cost ~4 us."""
+    levels = ORJSON_MAX_DEPTH - limit
+    encoded = _wrapped(value, levels, option)
+    return None if encoded is None else encoded[levels:len(encoded) - levels]
 
 
 def exceeds_encoded(body: Any, limit: int = MAX_DEPTH) -> bool:
     """``exceeds(body, limit)``, answered by orjson's encoder (its depth limit is exact)."""
-    return encoded_within(body, limit) is None
+    return _wrapped(body, ORJSON_MAX_DEPTH - limit, None) is None
 
 
 def too_deep(body: Any, size: int, limit: int = MAX_DEPTH) -> bool:
