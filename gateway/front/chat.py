@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway import errors
+from gateway.front import chat_scan
 from gateway.front.openai_body import parse_body, type_error
 from gateway.pipeline.request import CHAT, ParsedRequest
 
@@ -14,7 +15,7 @@ class ChatCompletions:
     kind = CHAT
 
     def parse(self, raw: bytes) -> ParsedRequest:
-        return parse_body(raw, CHAT, _check)
+        return parse_body(raw, CHAT, _check, chat_scan.scan)
 
     def error_body(self, exc: errors.GatewayError) -> bytes:
         return exc.body_bytes()

@@ -111,9 +111,11 @@ class Budgets:
         self._clock = MonthClock()
 
     def estimate(self, ex: Exchange) -> int:
-        body = ex.request.body
+        request = ex.request
+        body = request.body
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or self._default_output
-        tokens = Tokens(prompt=estimate_prompt_tokens(body), cached=0, output=int(limit))
+        prompt = request.prompt_tokens if request.prompt_tokens is not None else estimate_prompt_tokens(body)
+        tokens = Tokens(prompt=prompt, cached=0, output=int(limit))
         _, rates = self._catalog.book.billed_rates(ex.principal.org_id, ex.request.model,
                                                    datetime.fromtimestamp(ex.started_wall, UTC))
         return cost(tokens, rates)

@@ -88,7 +88,11 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
         if ex.content_events == 0 and ex.usage is None:
             return None
         # The usage never came (stream cut, client gone) or is not believed: count what we saw.
-        tokens = Tokens(prompt=estimate_prompt_tokens(ex.request.body), cached=0, output=ex.content_events,
+        request = ex.request
+        prompt = request.prompt_tokens
+        if prompt is None:
+            prompt = estimate_prompt_tokens(request.body)
+        tokens = Tokens(prompt=prompt, cached=0, output=ex.content_events,
                         reasoning=min(ex.reasoning_events, ex.content_events))
     if tokens.prompt == 0 and tokens.output == 0:
         return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
+from struct import iter_unpack
 from typing import Any
 
 import orjson
@@ -30,13 +31,13 @@ from xxhash import xxh3_64_intdigest
 HASH_BYTES = 8
 FINE_BLOCKS = 128
 COARSE = 8
-_SYSTEM_ROLES = ("system", "developer")
+SYSTEM_ROLES = ("system", "developer")
 # Framing bytes (ASCII separators). Text may contain them too: the framing only has to keep the bytes
 # stable and distinct enough for routing; tenants are kept apart by the salt at the root, not by framing.
-_MSG = "\x1e"
-_SEP = "\x1f"
-_CALL = "\x1d"
-_TOOLS = "\x1c"
+MESSAGE_MARK = "\x1e"
+SEPARATOR = "\x1f"
+CALL_MARK = "\x1d"
+TOOLS_MARK = "\x1c"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,13 +71,13 @@ def _message(message: Any, parts: list[str]) -> None:
     if not isinstance(message, dict):
         return
     role = message.get("role")
-    parts.append(_MSG)
+    parts.append(MESSAGE_MARK)
     parts.append(role if isinstance(role, str) else "")
-    parts.append(_SEP)
+    parts.append(SEPARATOR)
     call_id = message.get("tool_call_id")
     if isinstance(call_id, str):
         parts.append(call_id)
-        parts.append(_SEP)
+        parts.append(SEPARATOR)
     _text(message.get("content"), parts)
     calls = message.get("tool_calls")
     if isinstance(calls, list):
@@ -86,9 +87,9 @@ def _message(message: Any, parts: list[str]) -> None:
                 continue
             name = function.get("name")
             args = function.get("arguments")
-            parts.append(_CALL)
+            parts.append(CALL_MARK)
             parts.append(name if isinstance(name, str) else "")
-            parts.append(_SEP)
+            parts.append(SEPARATOR)
             parts.append(args if isinstance(args, str) else orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode())
 
 
@@ -106,12 +107,12 @@ def chat_canonical(body: Mapping[str, Any]) -> tuple[bytes, int]:
         return b"", 0
     parts: list[str] = []
     start = 0
-    if messages and isinstance(messages[0], dict) and messages[0].get("role") in _SYSTEM_ROLES:
+    if messages and isinstance(messages[0], dict) and messages[0].get("role") in SYSTEM_ROLES:
         _message(messages[0], parts)
         start = 1
     tools = body.get("tools")
     if tools:
-        parts.append(_TOOLS)
+        parts.append(TOOLS_MARK)
         parts.append(orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode())
     end = -1  # index of the opening's last message
     if start < len(messages):
@@ -173,20 +174,28 @@ def blocks_in_bytes(nbytes: int, block_bytes: int) -> int:
     return FINE_BLOCKS + (nbytes - fine_span) // (block_bytes * COARSE)
 
 
-def block_hashes(data: bytes, root: int, block_bytes: int, max_blocks: int) -> bytes:
-    """Packed chained hashes of the leading full blocks of ``data`` (at most ``max_blocks``)."""
+def block_hashes(data: bytes, root: int, block_bytes: int, max_blocks: int, first: int = 0) -> bytes:
+    """Packed chained hashes of the leading full blocks of ``data`` (at most ``max_blocks``); from block
+    ``first`` on, ``root`` being then the hash of block ``first - 1`` (``chains.py`` has the earlier ones).
+
+    The blocks are cut by ``struct.iter_unpack`` (in C; slicing a memoryview per block cost ~15% more)."""
     n = min(blocks_in_bytes(len(data), block_bytes), max_blocks)
-    out = array("Q", bytes(HASH_BYTES * n))
-    view = memoryview(data)
+    out = array("Q")
+    add = out.append
     h = root
-    pos = 0
-    size = block_bytes
-    for i in range(n):
-        if i == FINE_BLOCKS:
-            size = block_bytes * COARSE
-        h = xxh3_64_intdigest(view[pos:pos + size], h)
-        out[i] = h
-        pos += size
+    view = memoryview(data)
+    fine = min(n, FINE_BLOCKS)
+    if first < fine:
+        for (block,) in iter_unpack(f"{block_bytes}s", view[first * block_bytes:fine * block_bytes]):
+            h = xxh3_64_intdigest(block, h)
+            add(h)
+    if n > fine:
+        size = block_bytes * COARSE
+        skip = max(first - fine, 0)
+        start = bytes_in_blocks(fine + skip, block_bytes)
+        for (block,) in iter_unpack(f"{size}s", view[start:start + (n - fine - skip) * size]):
+            h = xxh3_64_intdigest(block, h)
+            add(h)
     if out.itemsize != HASH_BYTES:  # pragma: no cover - array "Q" is 8 bytes on every platform we run
         raise RuntimeError("unexpected array item size")
     return out.tobytes()

@@ -24,7 +24,8 @@ from xxhash import xxh3_64_hexdigest
 
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal
-from gateway.pipeline.request import CHAT
+from gateway.pipeline.request import CHAT, PromptScan
+from gateway.routing.chains import HashChains
 from gateway.routing.choose import RuleParams
 from gateway.routing.explain import PEEK, Decision, decide
 from gateway.routing.groups import RoutingGroups
@@ -33,7 +34,6 @@ from gateway.routing.policies import Choice, PrefixAware, RouteNote, make_policy
 from gateway.routing.pool import WorkerPool
 from gateway.routing.prefix import (
     PrefixKey,
-    block_hashes,
     bytes_in_blocks,
     chat_canonical,
     completion_bytes,
@@ -124,6 +124,7 @@ class PrefixRouter:
         self._bytes_per_token = self.config.bytes_per_token or 4.0  # measured when the setting is 0
         self.stats.bytes_per_token = self._bytes_per_token
         self._tasks: set[asyncio.Task[None]] = set()
+        self._chains = HashChains()  # recent conversations' block hashes: a new turn hashes what it adds
         self.groups = RoutingGroups(self.config.groups, self.config.rule, self.config.group_fresh_ms)
         pool.listeners.append(self._on_worker_event)
 
@@ -303,14 +304,17 @@ class PrefixRouter:
     # --- internals ---------------------------------------------------------------------------------
     def _prepare(self, ex: Exchange) -> RouteNote:
         principal = ex.principal
-        note = self.note_for(principal, ex.request.body, ex.headers, ex.request.kind == CHAT, ex.request.model)
+        request = ex.request
+        prompt, request.prompt = request.prompt, None  # hashed now: its bytes are not held for the request's life
+        note = self.note_for(principal, request.body, ex.headers, request.kind == CHAT, request.model, prompt)
         if principal.cache_isolation:
             ex.set_fields({"cache_salt": note.salt})
         return note
 
     def note_for(self, principal: Principal, body: Mapping[str, Any], headers: Mapping[str, str], chat: bool,
-                 model: str) -> RouteNote:
-        """The request's salt, conversation hint and prefix key (the request path and ``explain``)."""
+                 model: str, prompt: PromptScan | None = None) -> RouteNote:
+        """The request's salt, conversation hint and prefix key (the request path and ``explain``);
+        ``prompt``: the chat adapter's canonical bytes of ``body``, where it made them."""
         client_salt = body.get("cache_salt")
         client_salt = client_salt if isinstance(client_salt, str) else ""
         if principal.cache_isolation:
@@ -321,17 +325,21 @@ class PrefixRouter:
         cfg = self.config
         opening: bytes | memoryview | None = None
         if self.policy.prefix:
+            opening_len = 0
             if chat:
-                data, opening_len = chat_canonical(body)
+                data, opening_len = (prompt.canonical, prompt.opening) if prompt is not None else chat_canonical(body)
                 opening = memoryview(data)[:opening_len] if opening_len else None
             else:
                 data = completion_bytes(body)
-            key = PrefixKey(block_hashes(data, root_hash(model, salt), cfg.block_bytes, cfg.max_blocks), len(data),
-                            cfg.block_bytes)
+            hashes = self._chains.hashes(data, opening_len, root_hash(model, salt), cfg.block_bytes, cfg.max_blocks)
+            key = PrefixKey(hashes, len(data), cfg.block_bytes)
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
             if hint is None and chat and cfg.infer_sessions:
-                opening = opening_bytes(body)
+                if prompt is not None:
+                    opening = memoryview(prompt.canonical)[:prompt.opening] if prompt.opening else None
+                else:
+                    opening = opening_bytes(body)
         if hint is None and opening is not None and cfg.infer_sessions:
             hint = "\x00opening " + xxh3_64_hexdigest(opening)
         hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None

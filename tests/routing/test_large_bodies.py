@@ -128,6 +128,7 @@ async def test_a_large_body_is_parsed_once_hashed_once_forwarded_as_sent(
     try:
         rt = gw.app.runtime
         org = await rt.keys.get_or_create_org("large-bodies")
+        await rt.billing.service.set_budget(org.id, "", 10**16)  # the budget stage estimates the prompt
         key = (await rt.keys.create_key(org.id, "test")).key
         small, large = conversation(30), conversation(125)  # ~31 KB and ~128 KB: 62 and 252 messages
         assert 110_000 < len(large) < 200_000 and 25_000 < len(small) < 50_000
@@ -136,14 +137,21 @@ async def test_a_large_body_is_parsed_once_hashed_once_forwarded_as_sent(
         for name, body in (("small", small), ("large", large)):
             stats = await _profiled(gw.url, key, body)
             loads = _calls(stats, "loads")
-            assert loads.get("load_object") == 1, loads  # the request body: once
+            assert loads.get("_loads") == 1, loads  # the request body: once
             assert sum(loads.values()) == 2, loads  # and the worker's answer
-            # The router builds the canonical bytes (and finds the conversation's opening in them) once.
-            assert _calls(stats, "chat_canonical") == {"note_for": 1}
-            assert _calls(stats, "block_hashes") == {"note_for": 1}
+            # The chat adapter's one pass builds the canonical bytes (and finds the conversation's opening
+            # in them), checks the nesting and the messages and counts the prompt estimate; nothing walks
+            # the messages again (``chat_scan.py``).
+            assert _calls(stats, "scan") == {"parse_body": 1}
+            assert _calls(stats, "chat_canonical") == {}
+            assert _calls(stats, "exceeds_encoded") == {} and _calls(stats, "too_deep") == {}
+            assert _calls(stats, "_check_messages") == {} and _calls(stats, "estimate_prompt_tokens") == {}
+            assert _calls(stats, "estimate") == {"plan": 1}  # the budget's reservation, from the scan's count
+            assert _calls(stats, "hashes") == {"note_for": 1}  # the router's recent chains (chains.py)
             hashes = _calls(stats, "xxh3_64_intdigest")
             blocks = blocks_in_bytes(len(chat_bytes(orjson.loads(body))), 512)
-            assert hashes.get("block_hashes") == blocks, hashes  # each block hashed once
+            # Each block hashed once; none again for the small body, sent before (its chain is kept).
+            assert hashes.get("block_hashes", 0) == (0 if name == "small" else blocks), hashes
             # The client's own bytes, not a re-encoding: the tenant's cache salt is spliced in before the
             # closing brace (an organisation's prompt cache is its own).
             sent = recorder.bodies[-1]
@@ -156,7 +164,7 @@ async def test_a_large_body_is_parsed_once_hashed_once_forwarded_as_sent(
         # A streamed request: its body gains stream_options by a splice before the closing brace.
         streamed = orjson.dumps({**orjson.loads(large), "stream": True})
         stats = await _profiled(gw.url, key, streamed)
-        assert _calls(stats, "loads").get("load_object") == 1
+        assert _calls(stats, "loads").get("_loads") == 1
         sent = recorder.bodies[-1]
         assert sent.startswith(streamed[:-1] + b',"stream_options":{"include_usage":true}')
         assert _SALT.fullmatch(sent[len(streamed) - 1 + len(b',"stream_options":{"include_usage":true}'):])
@@ -172,9 +180,11 @@ async def test_hashing_stops_at_the_block_cap(tmp_path: Any, worker: tuple[str, 
         rt = gw.app.runtime
         org = await rt.keys.get_or_create_org("block-cap")
         key = (await rt.keys.create_key(org.id, "test")).key
+        await _profiled(gw.url, key, conversation(100))  # warm (another conversation: its own opening)
         body = conversation(125)
-        await _profiled(gw.url, key, body)
         stats = await _profiled(gw.url, key, body)
         assert _calls(stats, "xxh3_64_intdigest").get("block_hashes") == 16
+        stats = await _profiled(gw.url, key, body)  # the same again: its 16 blocks' hashes are kept
+        assert _calls(stats, "xxh3_64_intdigest").get("block_hashes", 0) == 0
     finally:
         await gw.stop()
