@@ -3,15 +3,16 @@ handed to prometheus-client in batches.
 
 prometheus-client takes a lock for every increment and walks a histogram's buckets in Python for
 every observation: about 90,000 instructions per request at 1 KB, 6% of the gateway's (callgrind:
-``python -m bench.instructions``; with the tally the metrics cost some 20,000). Here an increment is a dict update and an observation a ``bisect`` into the
-bucket bounds; ``flush`` adds the totals to the metrics' children, per label set, once: at every
-scrape (``GatewayMetrics.exposition``), every ``FLUSH_EVERY`` observations, and once a second from the
-background task that multiprocess mode needs (each process's values live in its own files, read by
-whichever process is scraped).
+``python -m bench.instructions``; with the tally the metrics cost some 20,000). Here an increment is a
+dict update and an observation a ``bisect`` into the bucket bounds; ``flush`` adds the totals to the
+metrics' children, per label set, once: at every scrape (``GatewayMetrics.exposition``), every
+``FLUSH_EVERY`` observations, and once a second from a background task (multiprocess mode keeps each
+process's values in its own files, read by whichever process is scraped).
 
 A histogram's batch goes into its child's bucket and sum values, which prometheus-client keeps as
-``_buckets`` (one per upper bound, +Inf last, not cumulative) and ``_sum``; ``tests/observability``
-checks that a flushed tally exposes exactly what observing each value would have.
+``_buckets`` (one per upper bound, +Inf last, not cumulative) and ``_sum``;
+``tests/gateway/test_request_tally.py`` checks that a flushed tally exposes exactly what observing each
+value would have.
 """
 
 from __future__ import annotations
