@@ -7,7 +7,9 @@ gateway, or two replicas sharing Redis (requests alternate between them at rando
 prints: the share of prompt tokens served from cache as the workers reported it, the share a single
 infinite cache would have served (the ceiling, replayed offline through the simulator's own prompt
 template and block hashing), that share as a fraction of the ceiling, load imbalance (max / mean
-prefill work, i.e. uncached prompt tokens, per worker), and mean / p99 time to first token.
+prefill work, i.e. uncached prompt tokens, per worker), p50 / p99 time to first token, and the moves:
+requests a conversation sent to another worker than its previous one, with the share of the uncached
+prompt tokens they cost (a move recomputes the history on the new worker).
 
 The harder workloads (``hard``, ``mooncake_pressure``) print, per workload: the session-pinning
 client (a hash of the session id over the workers), prefix_aware with and without session hints
@@ -161,6 +163,7 @@ class Sent:
     body: dict[str, Any]
     tenant: int
     chat: bool
+    session: str = ""  # the conversation it belongs to (for the moves figure), "" if unknown
 
 
 @dataclass
@@ -185,7 +188,7 @@ async def run_agentic(urls: list[str], keys: list[str], cfg: AgenticConfig, hint
             body = {"model": MODEL, "messages": list(messages), "tools": s.tools, "max_tokens": cfg.answer_tokens}
             headers = {hint_header: s.session_id} if hints else {}
             rec = await send(http, pick_url(urls, rng), "/v1/chat/completions", keys[s.partner], body, headers)
-            run.sent.append(Sent(rec, body, s.partner, True))
+            run.sent.append(Sent(rec, body, s.partner, True, s.session_id))
             if not rec.ok:
                 return
             call_id = f"call_{turn}"
@@ -212,7 +215,7 @@ async def run_mooncake(urls: list[str], key: str, requests: list[Any], hints: bo
         if hints:
             body["prompt_cache_key"] = r.session
         rec = await send(http, pick_url(urls, rng), "/v1/completions", key, body, {})
-        run.sent.append(Sent(rec, body, 0, False))
+        run.sent.append(Sent(rec, body, 0, False, r.session))
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                      timeout=aiohttp.ClientTimeout(total=300)) as http:
@@ -248,6 +251,8 @@ class Row:
     ttft_p50_ms: float
     ttft_p99_ms: float
     seconds: float
+    moves: int = 0  # requests sent to another worker than their conversation's previous request
+    moved_share: float = 0.0  # their uncached prompt tokens, as a share of all uncached prompt tokens
 
 
 def figures(name: str, run: Run, workers: int, seconds: float, ceil: float) -> Row:
@@ -261,21 +266,39 @@ def figures(name: str, run: Run, workers: int, seconds: float, ceil: float) -> R
     loads = list(work.values()) + [0] * max(0, workers - len(work))
     mean = sum(loads) / len(loads) if loads else 0
     ttfts = sorted(r.ttft for r in ok)
+    moves, moved = conversation_moves(run)
+    uncached = prompt - cached
     return Row(name, len(recs), len(recs) - len(ok), cached / prompt if prompt else 0.0, ceil,
                max(loads) / mean if mean else 0.0, 1000 * ttfts[len(ttfts) // 2] if ttfts else 0.0,
-               1000 * ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))] if ttfts else 0.0, seconds)
+               1000 * ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))] if ttfts else 0.0, seconds,
+               moves, moved / uncached if uncached else 0.0)
+
+
+def conversation_moves(run: Run) -> tuple[int, int]:
+    """Requests that went to another worker than their conversation's previous one, in send order, and
+    their uncached prompt tokens (a move recomputes the history on the new worker; docs/routing.md,
+    "Where the imbalance comes from")."""
+    last: dict[str, str] = {}
+    moves = moved = 0
+    for s in sorted((s for s in run.sent if s.rec.ok and s.session), key=lambda s: s.rec.sent):
+        before = last.get(s.session)
+        if before is not None and before != s.rec.worker:
+            moves += 1
+            moved += s.rec.prompt_tokens - s.rec.cached_tokens
+        last[s.session] = s.rec.worker
+    return moves, moved
 
 
 def print_header(title: str) -> None:
     print(f"\n{title}")
     print(f"{'policy':<30} {'reqs':>5} {'err':>4} {'cached':>7} {'ceiling':>8} {'of ceil':>8} {'imbal':>6} "
-          f"{'p50 ms':>8} {'p99 ms':>8} {'secs':>5}", flush=True)
+          f"{'p50 ms':>8} {'p99 ms':>8} {'secs':>5} {'moves':>5} {'moved':>6}", flush=True)
 
 
 def print_row(r: Row) -> None:
     of = r.share / r.ceiling if r.ceiling else 0.0
     print(f"{r.name:<30} {r.requests:5d} {r.errors:4d} {r.share:7.3f} {r.ceiling:8.3f} {of:8.3f} {r.imbalance:6.2f} "
-          f"{r.ttft_p50_ms:8.1f} {r.ttft_p99_ms:8.1f} {r.seconds:5.1f}", flush=True)
+          f"{r.ttft_p50_ms:8.1f} {r.ttft_p99_ms:8.1f} {r.seconds:5.1f} {r.moves:5d} {r.moved_share:6.1%}", flush=True)
 
 
 def print_ceiling(ceil: float, working_set: int, workers: int, kv: int) -> None:
