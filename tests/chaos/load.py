@@ -116,8 +116,13 @@ class LoadDriver:
     def _client(self, replica: int, key: str) -> openai.AsyncOpenAI:
         client = self._clients.get((replica, key))
         if client is None:
+            # Idle connections are dropped before the gateway's own keep-alive timeout (5 s) closes them:
+            # with no retries, a request sent on a connection the server is closing at that moment fails
+            # as a transport error that says nothing about the fault (httpx's default expiry is also 5 s).
+            limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=2.0)
+            http = openai.DefaultAsyncHttpxClient(limits=limits)
             client = openai.AsyncOpenAI(base_url=self.replicas[replica] + "/v1", api_key=self.keys[key],
-                                        max_retries=0, timeout=self.profile.request_timeout_s)
+                                        max_retries=0, timeout=self.profile.request_timeout_s, http_client=http)
             self._clients[(replica, key)] = client
         return client
 
