@@ -67,15 +67,18 @@ def test_ties_rotate_and_least_loaded_ignores_matches() -> None:
 
 def test_explain_applies_the_affinity_slack_like_the_rule() -> None:
     ids = ["w0", "w1", "w2", "w3"]
-    loads = [0, 0, 2.5, 0]
-    args = (ids, [0, 0, 9, 0], loads, [0.0] * 4, [0.1] * 4, [0, 0, 4608, 0])
     wide = RuleParams(load_factor=1.25, load_slack=2.0, kv_limit=0.95, affinity_slack=4.0)
-    _, _, chosen, reason = decide(*args, wide, "w2", True)
+
+    def why(rule: RuleParams, bound_to: str | None) -> tuple[str | None, str]:
+        _, _, chosen, reason = decide(ids, [0, 0, 9, 0], [0, 0, 2, 0], [0.0, 0.0, 0.5, 0.0], [0.1] * 4,
+                                      [0, 0, 4608, 0], rule, bound_to, True)
+        return chosen, reason
+
+    chosen, reason = why(wide, "w2")
     assert chosen == "w2" and "within the affinity bound (load 2.5 + 1 <= 4.00)" in reason
-    _, _, chosen, reason = decide(*args, P, "w2", True)
+    chosen, reason = why(P, "w2")
     assert chosen != "w2" and "over the affinity bound (2.00)" in reason
-    _, _, chosen, _ = decide(*args, wide, None, True)
-    assert chosen != "w2"
+    assert why(wide, None)[0] != "w2"
 
 
 def test_the_affinity_slack_setting_reaches_the_rule() -> None:
