@@ -275,6 +275,9 @@ class Settings(BaseSettings):
     routing_max_blocks: int = Field(default=1024, ge=1, le=4096)  # leading blocks considered at most
     routing_load_factor: float = Field(default=2.0, ge=1.0)  # bounded load: at most this x mean (+1)
     routing_load_slack: float = Field(default=2.0, ge=0.0)  # ... or the least loaded worker + this
+    # The slack of that bound for the worker a conversation (hint or inferred session) is bound to: it
+    # stays there unless the worker passes max(load_factor x mean, least + this); unset: the load slack.
+    routing_affinity_slack: float | None = Field(default=None, ge=0.0)
     routing_kv_limit: float = Field(default=0.95, gt=0.0)  # skip workers whose KV usage is above this
     # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load);
     # 0: adaptive, routing_load_cost_share x the running mean prompt length.

@@ -154,7 +154,8 @@ def router_config(settings: Settings) -> RouterConfig:
     return RouterConfig(
         policy=settings.routing_policy, block_bytes=settings.routing_block_bytes,
         max_blocks=settings.routing_max_blocks,
-        rule=RuleParams(settings.routing_load_factor, settings.routing_load_slack, settings.routing_kv_limit),
+        rule=RuleParams(settings.routing_load_factor, settings.routing_load_slack, settings.routing_kv_limit,
+                        affinity_slack=settings.routing_affinity_slack),
         load_cost_tokens=settings.routing_load_cost_tokens, load_cost_share=settings.routing_load_cost_share,
         default_kv_tokens=settings.routing_kv_tokens, bytes_per_token=settings.routing_bytes_per_token,
         feedback_ratio=settings.routing_feedback_ratio,

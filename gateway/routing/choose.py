@@ -10,7 +10,10 @@ worker's own scraped ``vllm:num_requests_waiting``) and ``kv`` (scraped ``vllm:k
    This is consistent hashing with bounded loads applied to cache affinity: a hot shared prefix fills
    its worker up to the bound and then spills to the others, which then hold the prefix too.
 2. *Affinity.* A conversation hint (``x-grok-conv-id``, ``x-session-id``, ``prompt_cache_key``,
-   ``user``) bound to an eligible worker keeps the request there.
+   ``user``, or the inferred session) bound to a worker keeps the request there while that worker is
+   eligible under the same bound with ``affinity_slack`` in place of ``load_slack`` (None: the load
+   slack). A wider affinity slack keeps a bound conversation home through a short queue (moving it
+   recomputes its whole history) while new conversations and the cost rule still see the load slack.
 3. *Cost.* Otherwise the eligible worker with the lowest cost wins, in blocks of prefill work:
    ``cost = (blocks not matched there) + load_cost x load`` (NVIDIA Dynamo's form: blocks to prefill plus
    the work already queued, with ``load_cost`` the blocks one request in flight is worth). A conversation
@@ -34,9 +37,15 @@ class RuleParams:
     load_slack: float = 2.0
     kv_limit: float = 0.95
     load_cost: float = 8.0  # blocks of prefill one request in flight is worth
+    affinity_slack: float | None = None  # the slack a bound conversation's worker is held to; None: load_slack
+
+    def keep_slack(self) -> float:
+        return self.load_slack if self.affinity_slack is None else self.affinity_slack
 
 
-def eligible(loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool], params: RuleParams) -> list[bool]:
+def eligible(loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool], params: RuleParams,
+             slack: float | None = None) -> list[bool]:
+    """Who passes the load bound (with ``slack``, default ``params.load_slack``) and the KV limit."""
     n = sum(1 for a in allowed if a)
     if n == 0:
         return [False] * len(loads)
@@ -47,7 +56,7 @@ def eligible(loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool
             total += loads[i]
             if least < 0 or loads[i] < least:
                 least = loads[i]
-    bound = max(params.load_factor * (total + 1) / n, least + params.load_slack)
+    bound = max(params.load_factor * (total + 1) / n, least + (params.load_slack if slack is None else slack))
     under = [a and loads[i] + 1 <= bound for i, a in enumerate(allowed)]
     both = [u and kv[i] < params.kv_limit for i, u in enumerate(under)]
     if any(both):
@@ -61,8 +70,11 @@ def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], al
          params: RuleParams, start: int, affinity: int = -1, prefix: bool = True) -> tuple[int, bool]:
     """The chosen candidate's index (-1: none allowed) and whether the affinity hint decided it."""
     ok = eligible(loads, kv, allowed, params)
-    if 0 <= affinity < len(ok) and ok[affinity]:
-        return affinity, True
+    if 0 <= affinity < len(ok):
+        keep = params.keep_slack()
+        held = ok if keep == params.load_slack else eligible(loads, kv, allowed, params, keep)
+        if held[affinity]:
+            return affinity, True
     n = len(ok)
     best = -1
     best_cost = 0.0

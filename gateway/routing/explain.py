@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.routing.choose import RuleParams
+from gateway.routing.choose import RuleParams, eligible
 from gateway.routing.index import matched_blocks
 from gateway.state.base import MemoryData, Script
 
@@ -66,6 +66,7 @@ class Decision:
     load_cost_blocks: float
     load_factor: float
     load_slack: float
+    affinity_slack: float  # the bound's slack for the worker the hint is bound to
     kv_limit: float
     bound: float  # a worker is eligible while load + 1 <= bound
     hint: bool  # a conversation hint was sent
@@ -88,6 +89,8 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
     under = [loads[i] + 1 <= bound for i in range(n)]
     both = [under[i] and kv[i] < rule.kv_limit for i in range(n)]
     ok = both if any(both) else under if any(under) else [True] * n
+    held_bound = max(rule.load_factor * (sum(loads) + 1) / n, min(loads) + rule.keep_slack())
+    held = eligible(loads, kv, [True] * n, rule, rule.keep_slack())
     out: list[Candidate] = []
     for i in range(n):
         note = ""
@@ -100,9 +103,9 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
                              cost, note))
     if bound_to is not None and bound_to in ids:
         i = ids.index(bound_to)
-        if ok[i]:
-            return bound, out, bound_to, (f"conversation hint bound to {bound_to}, which is within the load bound "
-                                          f"(load {loads[i]:g} + 1 <= {bound:.2f}): affinity keeps it there")
+        if held[i]:
+            return bound, out, bound_to, (f"conversation hint bound to {bound_to}, which is within the affinity bound "
+                                          f"(load {loads[i]:g} + 1 <= {held_bound:.2f}): affinity keeps it there")
     best = -1
     for i in range(n):
         c = out[i]
@@ -120,6 +123,7 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
         r = others[0]
         reason += (f"; runner-up {r.worker} at {r.cost:.2f} (load {r.load:g}, "
                    f"{r.matched_blocks if prefix else 0} matched blocks)")
-    if bound_to is not None and bound_to in ids and not ok[ids.index(bound_to)]:
-        reason = f"the hinted worker {bound_to} is over the load bound, so the cost decided: " + reason
+    if bound_to is not None and bound_to in ids and not held[ids.index(bound_to)]:
+        reason = (f"the hinted worker {bound_to} is over the affinity bound ({held_bound:.2f}), so the cost "
+                  "decided: " + reason)
     return bound, out, w.worker, reason

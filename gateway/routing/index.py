@@ -62,7 +62,7 @@ def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, 
 def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
     hashes: bytes = args[0]
     use_prefix = _s(args[1]) == "1"
-    params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]))
+    params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]), float(args[13]))
     start = int(args[6])
     rid = _s(args[7])
     inflight_ttl = int(args[8])
@@ -70,7 +70,7 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     has_hint = _s(args[10]) == "1"
     index_ttl = int(args[11])
     refresh = int(args[12])
-    f = 13
+    f = 14
     n = (len(keys) - 1) // 2
     blocks = len(hashes) // _H
     ids: list[str] = []

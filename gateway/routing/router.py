@@ -158,6 +158,7 @@ class PrefixRouter:
             "1" if note.hint else "0",
             cfg.index_ttl_ms,
             cfg.index_refresh_ms,
+            cfg.rule.keep_slack(),
         ]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id, group))
@@ -378,7 +379,8 @@ class PrefixRouter:
         if self.groups.count > 1:
             reason = f"worker group {group} of {self.groups.count} ({n} of its workers serve the model); " + reason
         return Decision(self.policy.name, note.key.blocks, note.key.total_bytes, rule.load_cost, rule.load_factor,
-                        rule.load_slack, rule.kv_limit, bound, note.hint is not None, bound_to, chosen, reason, rows)
+                        rule.load_slack, rule.keep_slack(), rule.kv_limit, bound, note.hint is not None, bound_to,
+                        chosen, reason, rows)
 
     def _group(self, note: RouteNote, candidates: list[Worker], turn: int | None = None) -> tuple[int, list[Worker]]:
         """The worker group this request is routed in and its candidates (all of them with one group)."""

@@ -29,10 +29,11 @@ def chain(tag: str, n: int, after: bytes = b"") -> bytes:
 
 async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str | None = None,
                 waiting: tuple[float, ...] = (0, 0, 0), kv: tuple[float, ...] = (0, 0, 0), start: int = 0,
-                prefix: bool = True, cap: int = 1000, refresh: int = 1000) -> dict[str, Any]:
+                prefix: bool = True, cap: int = 1000, refresh: int = 1000,
+                affinity_slack: float = 2.0) -> dict[str, Any]:
     keys = [ks.affinity(MODEL, hint or "-")]
     args: list[Any] = [hashes, "1" if prefix else "0", 1.25, 2.0, 0.95, 4.0, start, rid, 60_000, 60_000,
-                       "1" if hint else "0", 60_000, refresh]
+                       "1" if hint else "0", 60_000, refresh, affinity_slack]
     for i, w in enumerate(WORKERS):
         keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
         args += [w, waiting[i], kv[i], cap]
@@ -92,6 +93,34 @@ async def test_affinity_hint_binds_a_conversation(store: tuple[StateStore, KeySp
     assert r3["chosen"] != "w-c"  # load wins over the hint...
     r4 = await route(st, ks, b"", "r4", hint="conv-1", start=0)
     assert r4["chosen"] == r3["chosen"] and r4["affinity"]  # ...and the conversation follows
+
+
+async def test_affinity_slack_holds_a_bound_conversation_past_the_load_slack(
+        store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    conv = chain("conv", 6)
+    r = await route(st, ks, conv, "r1", hint="conv-1", start=2)
+    assert r["chosen"] == "w-c"
+    await record(st, ks, "w-c", conv, "r1")
+    # w-c at load 2: 2 + 1 > least + load slack 2, but within least + affinity slack 4
+    queue = (0, 0, 2)
+    kept = await route(st, ks, conv + chain("t2", 1, after=conv)[48:], "r2", hint="conv-1", waiting=queue,
+                       affinity_slack=4.0)
+    assert kept["chosen"] == "w-c" and kept["affinity"]
+    await record(st, ks, "w-c", conv, "r2")
+    moved = await route(st, ks, conv, "r3", hint="conv-1", waiting=queue)  # affinity slack = load slack
+    assert moved["chosen"] != "w-c" and not moved["affinity"]
+    await record(st, ks, moved["chosen"], b"", "r3")
+    # a new conversation holding the same prefix on w-c (no binding yet) still sees the load slack
+    await record(st, ks, "w-c", conv, "warm")
+    fresh = await route(st, ks, conv, "r4", hint="conv-2", waiting=queue, affinity_slack=4.0)
+    assert fresh["matches"][2] == 6 and fresh["chosen"] != "w-c"
+    await record(st, ks, fresh["chosen"], b"", "r4")
+    # past least + affinity slack, the bound conversation moves as well
+    bound = await route(st, ks, conv, "r5", hint="conv-3", start=2)  # bind conv-3 to w-c first
+    await record(st, ks, bound["chosen"], b"", "r5")
+    far = await route(st, ks, conv, "r6", hint="conv-3", waiting=(0, 0, 4), affinity_slack=4.0)
+    assert bound["chosen"] == "w-c" and far["chosen"] != "w-c"
 
 
 async def test_bound_evicts_oldest_and_leaves_prefixes(store: tuple[StateStore, KeySpace]) -> None:

@@ -6,7 +6,7 @@
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
 -- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
 --       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms, refresh ms,
---       then per candidate: id, waiting, kv usage, index bound (entries).
+--       affinity slack (the bound's slack for the worker a hint is bound to), then per candidate: id, waiting, kv usage, index bound (entries).
 -- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
 -- is left of a chain after eviction is always a prefix of it (prefix_match.lua's search, put before this
 -- file by the loader, relies on this).
@@ -31,7 +31,8 @@ local affinity_ttl = tonumber(ARGV[10])
 local has_hint = ARGV[11] == '1'
 local index_ttl = tonumber(ARGV[12])
 local refresh = tonumber(ARGV[13])
-local F = 13
+local affinity_slack = tonumber(ARGV[14])
+local F = 14
 local n = (#KEYS - 1) / 2
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
@@ -46,33 +47,38 @@ for i = 1, n do
   matches[i] = use_prefix and matched_blocks(KEYS[2 * i], hashes, blocks) or 0
 end
 
--- eligibility (choose.eligible)
-local ok = {}
+-- eligibility (choose.eligible), under the bound with slack `s`
 local total, least = 0, -1
 for i = 1, n do
   total = total + loads[i]
   if least < 0 or loads[i] < least then least = loads[i] end
 end
-local bound = math.max(load_factor * (total + 1) / n, least + slack)
-local any_both, any_under = false, false
-local under, both = {}, {}
-for i = 1, n do
-  under[i] = loads[i] + 1 <= bound
-  both[i] = under[i] and kv[i] < kv_limit
-  if both[i] then any_both = true end
-  if under[i] then any_under = true end
+local function eligible(s)
+  local bound = math.max(load_factor * (total + 1) / n, least + s)
+  local any_both, any_under = false, false
+  local under, both, ok = {}, {}, {}
+  for i = 1, n do
+    under[i] = loads[i] + 1 <= bound
+    both[i] = under[i] and kv[i] < kv_limit
+    if both[i] then any_both = true end
+    if under[i] then any_under = true end
+  end
+  for i = 1, n do
+    if any_both then ok[i] = both[i] elseif any_under then ok[i] = under[i] else ok[i] = true end
+  end
+  return ok
 end
-for i = 1, n do
-  if any_both then ok[i] = both[i] elseif any_under then ok[i] = under[i] else ok[i] = true end
-end
+local ok = eligible(slack)
 
 -- choice (choose.pick)
 local chosen, by_affinity = -1, 0
 if has_hint then
   local bound_to = redis.call('GET', KEYS[1])
   if bound_to then
+    local held = ok
+    if affinity_slack ~= slack then held = eligible(affinity_slack) end
     for i = 1, n do
-      if ids[i] == bound_to and ok[i] then chosen = i; by_affinity = 1 end
+      if ids[i] == bound_to and held[i] then chosen = i; by_affinity = 1 end
     end
   end
 end
