@@ -312,6 +312,11 @@ class Settings(BaseSettings):
             raise ValueError(f"routing_policy must be one of {', '.join(allowed)}")
         return value
 
+    @field_validator("routing_affinity_slack", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value  # an empty variable: unset
+
     @field_validator("workers", mode="before")
     @classmethod
     def _split_workers(cls, value: Any) -> Any:
