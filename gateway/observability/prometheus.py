@@ -73,7 +73,8 @@ _LATENCY, _TTFT, _TPOT, _OUTPUT_TPS, _OVERHEAD, _PROVIDER_LATENCY = range(6)
 
 
 class GatewayMetrics:
-    """The request-path metrics. Label children are cached so a request costs a few dict lookups.
+    """The request-path metrics, tallied per request as plain numbers (``request_tally.py``) and handed to
+    prometheus-client at each scrape and once a second.
 
     Every label value is one the gateway knows: a model a worker serves (else ``other``), our route,
     status, outcome and token type names, and org ids only with ``org_labels``."""
