@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.money import Tokens, cost
-from billing.usage_record import estimate_prompt_tokens
 from gateway import errors
 from gateway.limits.scripts import SETTLED_MARKER_MS, first_settling
-from gateway.metering.usage_stage import PriceCatalog, usage_record
+from gateway.metering.usage_stage import PriceCatalog, prompt_estimate, usage_record
 from gateway.pipeline.exchange import Exchange
 from gateway.state.base import MemoryData, RoundTrip, Script
 from gateway.state.keyspace import KeySpace
@@ -111,11 +110,9 @@ class Budgets:
         self._clock = MonthClock()
 
     def estimate(self, ex: Exchange) -> int:
-        request = ex.request
-        body = request.body
+        body = ex.request.body
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or self._default_output
-        prompt = request.prompt_tokens if request.prompt_tokens is not None else estimate_prompt_tokens(body)
-        tokens = Tokens(prompt=prompt, cached=0, output=int(limit))
+        tokens = Tokens(prompt=prompt_estimate(ex.request), cached=0, output=int(limit))
         _, rates = self._catalog.book.billed_rates(ex.principal.org_id, ex.request.model,
                                                    datetime.fromtimestamp(ex.started_wall, UTC))
         return cost(tokens, rates)

@@ -24,6 +24,7 @@ from billing.money import PlanBook, Tokens
 from billing.usage_record import InvalidUsage, UsageRecord, estimate_prompt_tokens, tokens_from_usage
 from gateway.metering.spool import Spool
 from gateway.pipeline.exchange import Exchange
+from gateway.pipeline.request import ParsedRequest
 from gateway.state.base import MemoryData, RoundTrip, Script
 from gateway.state.keyspace import KeySpace
 
@@ -62,6 +63,11 @@ class PriceCatalog:
         self.book = book or PlanBook()
 
 
+def prompt_estimate(request: ParsedRequest) -> int:
+    """The request's prompt estimate: the chat adapter's, counted in its one pass, else counted now."""
+    return request.prompt_tokens if request.prompt_tokens is not None else estimate_prompt_tokens(request.body)
+
+
 def usage_record(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
     """The request's usage record, or None when nothing was generated (not billed). Built once."""
     cached = ex.notes.get(_RECORD, None)
@@ -88,11 +94,7 @@ def _build(ex: Exchange, catalog: PriceCatalog) -> UsageRecord | None:
         if ex.content_events == 0 and ex.usage is None:
             return None
         # The usage never came (stream cut, client gone) or is not believed: count what we saw.
-        request = ex.request
-        prompt = request.prompt_tokens
-        if prompt is None:
-            prompt = estimate_prompt_tokens(request.body)
-        tokens = Tokens(prompt=prompt, cached=0, output=ex.content_events,
+        tokens = Tokens(prompt=prompt_estimate(ex.request), cached=0, output=ex.content_events,
                         reasoning=min(ex.reasoning_events, ex.content_events))
     if tokens.prompt == 0 and tokens.output == 0:
         return None
