@@ -228,6 +228,10 @@ class Settings(BaseSettings):
     # Stream consumers per replica (each a member of the ledger group; two overlap Redis and SQL waits).
     # 0: this replica writes no ledger batches; run `gateway billing writer` as its own process instead.
     ledger_writers: int = 2
+    # `gateway billing writer` lowers its CPU priority by this much (os.nice) before it starts: its batches
+    # are bursts of CPU that can wait, and on a host it shares with Redis or gateway processes they
+    # otherwise run ahead of requests in flight (0: leave it).
+    ledger_writer_nice: int = Field(default=10, ge=0, le=19)
     # The usage stream is this many streams, hash-tagged apart (one slot each on Redis Cluster); a record
     # goes to the shard its request id hashes to; every replica's consumers read every shard.
     usage_stream_shards: int = Field(default=1, ge=1, le=64)

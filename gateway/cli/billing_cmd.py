@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -108,6 +109,8 @@ def billing_writer(
         typer.echo("the standalone writer reads the Redis stream: set GATEWAY_REDIS_URL", err=True)
         raise typer.Exit(2)
     announce_database(settings)
+    if settings.ledger_writer_nice:  # before any thread starts: the SQLite and executor threads inherit it
+        os.nice(settings.ledger_writer_nice)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_writer(settings, writers))
 

@@ -126,3 +126,43 @@ async def test_a_standalone_writer_fills_the_ledger_for_replicas_that_write_none
 def _today() -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
     return now - timedelta(days=1), now + timedelta(days=1)
+
+
+def _niceness(pid: int) -> dict[int, int]:
+    """Each thread's nice value (field 19 of /proc/PID/task/TID/stat)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            out[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
+    return out
+
+
+async def _writer_niceness(tmp_path: Path, redis_prefix: str, nice: str | None) -> dict[int, int]:
+    env = {"GATEWAY_DATABASE_URL": f"sqlite:///{tmp_path / 'nice.db'}", "GATEWAY_REDIS_URL": REDIS_URL,
+           "GATEWAY_REDIS_PREFIX": redis_prefix}
+    if nice is not None:
+        env["GATEWAY_LEDGER_WRITER_NICE"] = nice
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "billing", "writer", "--writers", "2", cwd=ROOT,
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        seen = b""
+        while b"ledger writer: 2 consumers" not in seen:  # up and consuming: its threads have started
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, seen.decode()
+            seen += line
+        await asyncio.sleep(0.5)  # a first batch's SQL (the SQLite thread) and the stream reads are running
+        return _niceness(proc.pid)
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_the_standalone_writer_lowers_its_cpu_priority_in_every_thread(tmp_path: Path,
+                                                                              redis_prefix: str) -> None:
+    base = os.nice(0)
+    default = await _writer_niceness(tmp_path, redis_prefix, None)
+    assert len(default) >= 2 and set(default.values()) == {base + 10}, default  # its SQLite thread too
+    assert set((await _writer_niceness(tmp_path, redis_prefix, "3")).values()) == {base + 3}
+    assert set((await _writer_niceness(tmp_path, redis_prefix, "0")).values()) == {base}
