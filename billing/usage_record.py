@@ -143,7 +143,10 @@ class UsageRecord:
 
     @classmethod
     def decode(cls, raw: bytes | str) -> UsageRecord:
-        return cls(**orjson.loads(raw))
+        values = orjson.loads(raw)
+        if type(values) is dict and tuple(values) == _FIELD_NAMES:  # as encode writes it: by position (~5x faster)
+            return cls(*values.values())
+        return cls(**values)  # another order, or older fields (a record from before a column was added)
 
     def problems(self) -> list[str]:
         """Why the ledger could never store this record (empty when it can): each text within its
@@ -180,3 +183,6 @@ class UsageRecord:
     @property
     def tokens(self) -> Tokens:
         return Tokens(self.prompt_tokens, self.cached_tokens, self.output_tokens, self.reasoning_tokens)
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(UsageRecord))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +88,8 @@ _SQLITE_ROWS = 1000
 _SQLITE_INSERT = (f"INSERT INTO usage_ledger ({', '.join(c for c, _ in _COLUMNS)}) VALUES "
                   "{rows} ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
 _SQLITE_ROW = "(" + ",".join("?" * len(_COLUMNS)) + ")"
+_HOUR_MS = 3_600_000
+_YEAR_10000_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z
 
 
 # Positional arguments of _PG_WRITE, by name (to say which column of a batch a failure is about).
@@ -135,6 +138,24 @@ def _sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def _sqlite_stamps(records: Sequence[UsageRecord]) -> list[str]:
+    """``_sqlite_time`` of each record's start, without building a datetime per record: the text of each
+    second once (a batch's records share a few), then its milliseconds."""
+    seconds_text: dict[int, str] = {}
+    out = []
+    for r in records:
+        ms = r.started_at_ms
+        if not 0 <= ms < _YEAR_10000_MS:  # what time.gmtime may not format as datetime does: the general way
+            out.append(_sqlite_time(_moment(ms)))
+            continue
+        seconds, milli = divmod(ms, 1000)
+        text = seconds_text.get(seconds)
+        if text is None:
+            text = seconds_text[seconds] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+        out.append(f"{text}.{milli:03d}000")
+    return out
+
+
 def _values(r: UsageRecord, started: Any) -> tuple[Any, ...]:
     return (r.request_id, r.org_id, r.key_id, r.end_user, r.model, r.requested_model, r.worker, r.prompt_tokens,
             r.cached_tokens, r.output_tokens, r.reasoning_tokens, r.list_ticks, r.billed_ticks, r.plan, started,
@@ -146,7 +167,7 @@ def _moment(ms: int) -> datetime:
 
 
 def _hour(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms // 3_600_000 * 3600, UTC)
+    return datetime.fromtimestamp(ms // _HOUR_MS * 3600, UTC)
 
 
 @dataclass
@@ -168,9 +189,9 @@ class _Sums:
 def rollup(records: Iterable[UsageRecord], by_end_user: bool = False) -> list[dict[str, Any]]:
     """Hourly sums per (hour, org, key, model), and end user with ``by_end_user``, of ``records`` (ledger
     rows and refused requests); ``end_user`` is ``""`` when none was given or not grouped by it."""
-    groups: dict[tuple[datetime, str, str, str, str], _Sums] = {}
+    groups: dict[tuple[int, str, str, str, str], _Sums] = {}  # keyed by the hour's number, not its datetime
     for r in records:
-        group = (_hour(r.started_at_ms), r.org_id, r.key_id, r.model, (r.end_user or "") if by_end_user else "")
+        group = (r.started_at_ms // _HOUR_MS, r.org_id, r.key_id, r.model, (r.end_user or "") if by_end_user else "")
         sums = groups.get(group)
         if sums is None:
             sums = groups[group] = _Sums()
@@ -190,8 +211,8 @@ def rollup(records: Iterable[UsageRecord], by_end_user: bool = False) -> list[di
         if decode_ms > 0:
             sums.decode_ms += decode_ms
             sums.decode_tokens += r.output_tokens
-    return [{"hour": hour, "org_id": org, "key_id": key, "model": model, "end_user": end_user, **vars(sums)}
-            for (hour, org, key, model, end_user), sums in groups.items()]
+    return [{"hour": _hour(hour * _HOUR_MS), "org_id": org, "key_id": key, "model": model, "end_user": end_user,
+             **vars(sums)} for (hour, org, key, model, end_user), sums in groups.items()]
 
 
 class LedgerWriter:
@@ -223,7 +244,8 @@ class LedgerWriter:
                 inserted: set[str] = set()
                 for start in range(0, len(records), _SQLITE_ROWS):
                     chunk = records[start:start + _SQLITE_ROWS]
-                    params = [v for r in chunk for v in _values(r, _sqlite_time(_moment(r.started_at_ms)))]
+                    params = [v for r, stamp in zip(chunk, _sqlite_stamps(chunk), strict=True)
+                              for v in _values(r, stamp)]
                     cursor = await driver.execute(_SQLITE_INSERT.format(rows=",".join([_SQLITE_ROW] * len(chunk))),
                                                   params)
                     inserted.update(row[0] for row in await cursor.fetchall())

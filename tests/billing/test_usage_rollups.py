@@ -5,18 +5,20 @@ backfills the end users from the ledger, and goes back."""
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import DateTime, column, func, insert, inspect, select, table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.ledger.billing_queries import aware
 from billing.ledger.ledger_tables import UsageHourly, UsageHourlyEndUser, UsageRow
-from billing.ledger.writer import LedgerWriter, rollup
+from billing.ledger.writer import LedgerWriter, _sqlite_stamps, _sqlite_time, rollup
 from gateway.config import Settings
 from gateway.db import engine as db
 from tests.billing.conftest import make_record
@@ -145,3 +147,16 @@ async def test_migration_adds_rollups_and_back_on_sqlite(tmp_path: Path) -> None
 async def test_migration_adds_rollups_and_back_on_postgresql() -> None:
     async with scratch_database("gw_test_mig_") as url:
         await _migration_roundtrip(Settings(database_url=url).sqlalchemy_url)
+
+
+def test_the_sqlite_time_text_of_a_record_is_the_text_sqlalchemy_stores() -> None:
+    rng = random.Random(7)
+    moments = [0, 999, 1000, BASE - 1, BASE, BASE + 1, 4_102_444_800_000 - 1,  # through 2099-12-31 23:59:59.999
+               *(rng.randrange(0, 4_102_444_800_000) for _ in range(3000)),
+               *(BASE + rng.randrange(0, 3000) for _ in range(2000))]  # many in one second, as in a batch
+    stamps = _sqlite_stamps([make_record("org_t", 0, started_at_ms=ms) for ms in moments])
+    assert stamps == [_sqlite_time(datetime.fromtimestamp(ms / 1000, UTC)) for ms in moments]
+    assert _sqlite_stamps([make_record("org_t", 0, started_at_ms=253_402_300_799_000)]) == \
+        ["9999-12-31 23:59:59.000000"]
+    with pytest.raises(ValueError):  # the year 10000: the general way, which refuses it as before
+        _sqlite_stamps([make_record("org_t", 0, started_at_ms=253_402_300_800_000)])
