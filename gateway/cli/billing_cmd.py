@@ -110,7 +110,10 @@ def billing_writer(
         raise typer.Exit(2)
     announce_database(settings)
     if settings.ledger_writer_nice:  # before any thread starts: the SQLite and executor threads inherit it
-        os.nice(settings.ledger_writer_nice)
+        try:
+            os.nice(settings.ledger_writer_nice)
+        except OSError as exc:  # a sandbox that refuses it: billing goes on at the normal priority
+            typer.echo(f"could not lower the writer's CPU priority ({exc}); running at the normal one", err=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_writer(settings, writers))
 
