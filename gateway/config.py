@@ -283,6 +283,13 @@ class Settings(BaseSettings):
     # stays there unless the worker passes max(load_factor x mean, least + this); unset: the load slack.
     routing_affinity_slack: float | None = Field(default=None, ge=0.0)
     routing_kv_limit: float = Field(default=0.95, gt=0.0)  # skip workers whose KV usage is above this
+    # First placement: a conversation bound to a worker with a request routed less than this ago is live
+    # there, and a request opening a new conversation counts each as routing_live_weight requests in
+    # flight in its cost, and (with routing_live_slack > 0) goes only to the eligible workers with
+    # live + 1 <= the fewest + the slack; 0: off.
+    routing_live_window_s: float = Field(default=0.0, ge=0.0)
+    routing_live_slack: float = Field(default=0.0, ge=0.0)
+    routing_live_weight: float = Field(default=1.0, ge=0.0)
     # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load);
     # 0: adaptive, routing_load_cost_share x the running mean prompt length.
     routing_load_cost_tokens: float = Field(default=0.0, ge=0.0)

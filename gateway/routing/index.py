@@ -3,7 +3,8 @@
 Per model and worker, a sorted set of block hashes (8 raw bytes) scored by last use, bounded to the
 worker's KV capacity (oldest out first); per model and worker, a sorted set of the requests in flight
 with their deadlines (so a replica that dies mid-request leaks nothing for long); per conversation hint,
-the worker it was last routed to. ``prefix_route`` answers every candidate's match and load, chooses,
+the worker it was last routed to; per model and worker (opt-in), the conversations bound there that
+were active lately. ``prefix_route`` answers every candidate's match and load, chooses,
 reserves and records in one call; ``prefix_record`` settles after the response (release, feedback);
 ``prefix_purge`` forgets a worker.
 The Lua files in ``state/lua/`` and the functions here have the same semantics; the tests run both.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from gateway.routing.choose import RuleParams, pick
@@ -59,6 +61,15 @@ def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, 
     return evicted
 
 
+def mark_live(store: MemoryData, key: str, conversation: str, now: int, window: int) -> None:
+    """The conversation was active on the worker of live set ``key`` now (those older than the window out)."""
+    live: dict[Any, float] = store.zset(key)
+    for member in [m for m, used in live.items() if used <= now - window]:
+        del live[member]
+    live[conversation] = float(now)
+    store.expire(key, now + window)
+
+
 def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
     hashes: bytes = args[0]
     use_prefix = _s(args[1]) == "1"
@@ -70,8 +81,11 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     has_hint = _s(args[10]) == "1"
     index_ttl = int(args[11])
     refresh = int(args[12])
-    f = 14
-    n = (len(keys) - 1) // 2
+    live_window = int(float(args[14]))
+    params = replace(params, live_slack=float(args[15]), live_weight=float(args[16]))
+    opens = _s(args[17]) == "1"
+    f = 18
+    n = (len(args) - f) // 4
     blocks = len(hashes) // _H
     ids: list[str] = []
     loads: list[float] = []
@@ -86,11 +100,15 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
         kv.append(float(args[f + 4 * i + 2]))
         matches.append(matched_blocks(store.zset(keys[1 + 2 * i]), hashes, blocks) if use_prefix and blocks else 0)
     affinity = -1
-    if has_hint:
-        bound_to = store.value(keys[0]).get("v")
-        if bound_to is not None and bound_to in ids:
-            affinity = ids.index(bound_to)
-    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix)
+    bound_to = store.value(keys[0]).get("v") if has_hint else None
+    if bound_to is not None and bound_to in ids:
+        affinity = ids.index(bound_to)
+    live_on = live_window > 0 and has_hint
+    conversations: list[float] | None = None
+    if live_on and opens and bound_to is None:
+        conversations = [float(sum(1 for used in store.zset(keys[1 + 2 * n + i]).values() if used > now - live_window))
+                for i in range(n)]
+    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix, conversations)
     evicted = 0
     last_use: Any = ""
     if chosen >= 0:
@@ -102,6 +120,10 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
         if has_hint:
             store.value(keys[0])["v"] = ids[chosen]
             store.expire(keys[0], now + affinity_ttl)
+        if live_on:
+            mark_live(store, keys[1 + 2 * n + chosen], keys[0], now, live_window)
+            if bound_to is not None and bound_to != ids[chosen] and bound_to in ids:
+                store.zset(keys[1 + 2 * n + ids.index(bound_to)]).pop(keys[0], None)
         if use_prefix and blocks:
             m = matches[chosen]
             first, used = 0, None

@@ -28,6 +28,7 @@ class RouteNote:
     key: PrefixKey
     salt: str
     hint: str | None
+    opens: bool = False  # may open a conversation (an explicit hint, or an inferred session's first turn)
     ids: list[str] = field(default_factory=list)
     result: int = -1  # index of the route script's result, -1 when nothing was queued
     reserved: str | None = None  # worker holding this request's shared in-flight slot

@@ -37,7 +37,6 @@ from gateway.routing.prefix import (
     bytes_in_blocks,
     chat_canonical,
     completion_bytes,
-    opening_bytes,
     root_hash,
 )
 from gateway.routing.stats import RoutingStats
@@ -81,6 +80,9 @@ class RouterConfig:
     # Worker groups a model's routing state is split over (routing/groups.py); 1: one slot per model.
     groups: int = 1
     group_fresh_ms: float = 2000.0  # a group's load figures older than this no longer count
+    # A conversation bound to a worker with a request routed less than this ago is live there; a new
+    # conversation's first placement counts them (0: off; docs/routing.md, "Levers against it").
+    live_window_ms: int = 0
 
 
 def conversation_hint(ex: Exchange) -> str | None:
@@ -159,11 +161,17 @@ class PrefixRouter:
             cfg.index_ttl_ms,
             cfg.index_refresh_ms,
             cfg.rule.keep_slack(),
+            cfg.live_window_ms,
+            cfg.rule.live_slack,
+            cfg.rule.live_weight,
+            "1" if note.opens else "0",
         ]
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id, group))
             keys.append(self._keys.inflight(model, w.id, group))
             args.extend((w.id, w.metrics.get("waiting", 0.0), w.metrics.get("kv", 0.0), self.index_bound(w)))
+        if cfg.live_window_ms > 0:  # the live conversations per candidate (first placements count them)
+            keys.extend(self._keys.live(model, w.id, group) for w in candidates)
         note.result = trip.call(ROUTE, keys, args)
 
     def observe(self, ex: Exchange, results: list[Any]) -> None:
@@ -337,14 +345,17 @@ class PrefixRouter:
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
             if hint is None and chat and cfg.infer_sessions:
-                if prompt is not None:
-                    opening = memoryview(prompt.canonical)[:prompt.opening] if prompt.opening else None
-                else:
-                    opening = opening_bytes(body)
+                data, opening_len = (prompt.canonical, prompt.opening) if prompt is not None else chat_canonical(body)
+                opening = memoryview(data)[:opening_len] if opening_len else None
+        # may open a conversation: an explicit hint (the script knows whether it is bound), or an inferred
+        # session's first turn (its opening is the whole prompt: no answer yet; from the second turn on
+        # its key is new but its first turn's worker holds its prefix)
+        opens = hint is not None
         if hint is None and opening is not None and cfg.infer_sessions:
             hint = "\x00opening " + xxh3_64_hexdigest(opening)
+            opens = len(opening) == len(data)
         hint_key = xxh3_64_hexdigest(f"{principal.org_id}\x00{hint}".encode()) if hint else None
-        return RouteNote(key=key, salt=salt, hint=hint_key)
+        return RouteNote(key=key, salt=salt, hint=hint_key, opens=opens)
 
     async def explain(self, principal: Principal, body: Mapping[str, Any], headers: Mapping[str, str], chat: bool,
                       model: str) -> Decision:
@@ -357,30 +368,36 @@ class PrefixRouter:
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id, group))
             keys.append(self._keys.inflight(model, w.id, group))
+        window = cfg.live_window_ms if note.hint else 0
+        if window > 0:
+            keys.extend(self._keys.live(model, w.id, group) for w in candidates)
         n = len(candidates)
         prefix = self.policy.prefix
         bound_to: str | None = None
         matches: Sequence[int] = [0] * n
         flights: Sequence[int] = [0] * n
+        live: list[int] | None = None
         if candidates and self.policy.scripted:
             store = self._local if self.stats.degraded else self._shared
             out = await store.run(PEEK, keys, [note.key.hashes if prefix else b"", "1" if prefix else "0",
-                                               "1" if note.hint else "0"])
+                                               "1" if note.hint else "0", n, window])
             raw = out[0].decode() if isinstance(out[0], bytes) else str(out[0] or "")
             bound_to = raw or None
             matches = [int(m) for m in out[1:1 + n]]
             flights = [int(f) for f in out[1 + n:1 + 2 * n]]
+            if window > 0 and note.opens and bound_to is None:  # the first placement (choose.fewest_live)
+                live = [int(c) for c in out[1 + 2 * n:1 + 3 * n]]
         bound, rows, chosen, reason = decide(
             [w.id for w in candidates], matches, flights, [w.metrics.get("waiting", 0.0) for w in candidates],
             [w.metrics.get("kv", 0.0) for w in candidates],
-            [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix)
+            [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix, live)
         if not self.policy.scripted:
             reason = f"policy {self.policy.name} does not use the shared index; " + reason
         if self.groups.count > 1:
             reason = f"worker group {group} of {self.groups.count} ({n} of its workers serve the model); " + reason
         return Decision(self.policy.name, note.key.blocks, note.key.total_bytes, rule.load_cost, rule.load_factor,
                         rule.load_slack, rule.keep_slack(), rule.kv_limit, bound, note.hint is not None, bound_to,
-                        chosen, reason, rows)
+                        cfg.live_window_ms / 1000, rule.live_slack, chosen, reason, rows)
 
     def _group(self, note: RouteNote, candidates: list[Worker], turn: int | None = None) -> tuple[int, list[Worker]]:
         """The worker group this request is routed in and its candidates (all of them with one group)."""

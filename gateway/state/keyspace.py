@@ -13,8 +13,9 @@ hash tag               keys                                            one scrip
 ``{budget:ORG}``       an organisation's and its keys' monthly spend   ``budget_reserve``, ``budget_settle``
                        and reservations, settled markers
 ``{rt:MODEL}``         one model's prefix index (per worker),          ``prefix_route``, ``prefix_record``,
-                       in-flight sets (per worker), affinity hints     ``prefix_purge``, ``prefix_peek``
-                       (worker group 0: all of them with one group)
+                       in-flight sets (per worker), affinity hints,    ``prefix_purge``, ``prefix_peek``
+                       live conversations (per worker; worker group
+                       0: all of them with one group)
 ``{rt#G:MODEL}``       the same for worker group G > 0                 (GATEWAY_ROUTING_GROUPS)
 ``{usage}``            usage stream shard 0 and its epoch              ``usage_append``; the ledger group
 ``{usage:I}``          usage stream shard I > 0 and its epoch          (GATEWAY_USAGE_STREAM_SHARDS)
@@ -118,6 +119,11 @@ class KeySpace:
     def inflight(self, model: str, worker_id: str, group: int = 0) -> str:
         """ZSET: request id -> deadline (ms); the worker's requests in flight from every replica."""
         return f"{self.route_tag(model, group)}:inf:{worker_id}"
+
+    def live(self, model: str, worker_id: str, group: int = 0) -> str:
+        """ZSET: conversation hint -> last request routed (ms), the conversations bound to one worker that
+        were active lately (GATEWAY_ROUTING_LIVE_WINDOW_S; a new conversation's first placement counts them)."""
+        return f"{self.route_tag(model, group)}:live:{worker_id}"
 
     def affinity(self, model: str, hint: str, group: int = 0) -> str:
         """STRING: the worker a conversation hint (hashed with the tenant) was last routed to, in the group

@@ -3,10 +3,17 @@
 -- (the rule of gateway/routing/choose.py, kept identical), the reservation of one in-flight slot, and
 -- the recording of the chosen worker for the request's blocks (at once, so that a request arriving
 -- before this one ends already sees where its prefix is going).
--- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET.
+-- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET;
+--       with a live window, then per candidate KEYS[2n+1+i] its live conversations ZSET (hint -> ms).
 -- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
 --       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms, refresh ms,
---       affinity slack (the bound's slack for the worker a hint is bound to), then per candidate: id, waiting, kv usage, index bound (entries).
+--       affinity slack (the bound's slack for the worker a hint is bound to), live window ms (0: off),
+--       live slack (0: no bound), live weight, opens(1/0: the request may open a conversation), then
+--       per candidate: id, waiting, kv usage, index bound (entries).
+-- Live conversations (window > 0): a hinted request marks its conversation live on the chosen worker
+-- (and off the worker it was bound to, if it moved); a request that opens a conversation with no
+-- binding yet goes only to the eligible workers with the fewest live ones (live + 1 <= least + slack,
+-- with a live slack), and its cost counts each live conversation as `live weight` requests in flight.
 -- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
 -- is left of a chain after eviction is always a prefix of it (prefix_match.lua's search, put before this
 -- file by the loader, relies on this).
@@ -32,8 +39,12 @@ local has_hint = ARGV[11] == '1'
 local index_ttl = tonumber(ARGV[12])
 local refresh = tonumber(ARGV[13])
 local affinity_slack = tonumber(ARGV[14])
-local F = 14
-local n = (#KEYS - 1) / 2
+local live_window = tonumber(ARGV[15])
+local live_slack = tonumber(ARGV[16])
+local live_weight = tonumber(ARGV[17])
+local opens = ARGV[18] == '1'
+local F = 18
+local n = (#ARGV - F) / 4
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -72,8 +83,10 @@ local ok = eligible(slack)
 
 -- choice (choose.pick)
 local chosen, by_affinity = -1, 0
+local bound_to = false
+local live_on = live_window > 0 and has_hint
 if has_hint then
-  local bound_to = redis.call('GET', KEYS[1])
+  bound_to = redis.call('GET', KEYS[1])
   if bound_to then
     local held = ok
     if affinity_slack ~= slack then held = eligible(affinity_slack) end
@@ -82,6 +95,23 @@ if has_hint then
     end
   end
 end
+local live, weight = {}, 0
+if chosen < 0 and live_on and opens and not bound_to then
+  -- first placement (choose.fewest_live): among the eligible, the fewest live conversations
+  local fewest = -1
+  for i = 1, n do
+    if ok[i] then
+      live[i] = redis.call('ZCOUNT', KEYS[2 * n + 1 + i], '(' .. (now - live_window), '+inf')
+      if fewest < 0 or live[i] < fewest then fewest = live[i] end
+    end
+  end
+  if live_slack > 0 then
+    for i = 1, n do
+      if ok[i] then ok[i] = live[i] + 1 <= fewest + live_slack end
+    end
+  end
+  weight = load_cost * live_weight
+end
 if chosen < 0 then
   local best_cost = 0
   for k = 0, n - 1 do
@@ -89,6 +119,7 @@ if chosen < 0 then
     if ok[i] then
       local cost = load_cost * loads[i]
       if use_prefix then cost = cost - matches[i] end
+      if weight ~= 0 then cost = cost + weight * live[i] end
       if chosen < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[chosen]) then
         chosen = i
         best_cost = cost
@@ -105,6 +136,17 @@ if chosen > 0 then
   redis.call('ZADD', inf, now + inflight_ttl, rid)
   redis.call('PEXPIRE', inf, inflight_ttl)
   if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
+  if live_on then
+    local lk = KEYS[2 * n + 1 + chosen]
+    redis.call('ZREMRANGEBYSCORE', lk, '-inf', now - live_window)
+    redis.call('ZADD', lk, now, KEYS[1])
+    redis.call('PEXPIRE', lk, live_window)
+    if bound_to and bound_to ~= ids[chosen] then
+      for i = 1, n do
+        if ids[i] == bound_to then redis.call('ZREM', KEYS[2 * n + 1 + i], KEYS[1]) end
+      end
+    end
+  end
   if use_prefix and blocks > 0 then
     local idx = KEYS[2 * chosen]
     local m = matches[chosen]
