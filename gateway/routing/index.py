@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from gateway.routing.choose import RuleParams, pick
@@ -73,7 +72,8 @@ def mark_live(store: MemoryData, key: str, conversation: str, now: int, window: 
 def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
     hashes: bytes = args[0]
     use_prefix = _s(args[1]) == "1"
-    params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]), float(args[13]))
+    params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]), float(args[13]),
+                        live_slack=float(args[15]), live_weight=float(args[16]))
     start = int(args[6])
     rid = _s(args[7])
     inflight_ttl = int(args[8])
@@ -82,7 +82,6 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     index_ttl = int(args[11])
     refresh = int(args[12])
     live_window = int(float(args[14]))
-    params = replace(params, live_slack=float(args[15]), live_weight=float(args[16]))
     opens = _s(args[17]) == "1"
     f = 18
     n = (len(args) - f) // 4

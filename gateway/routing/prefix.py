@@ -133,12 +133,6 @@ def chat_canonical(body: Mapping[str, Any]) -> tuple[bytes, int]:
     return head + "".join(parts[opening_parts:]).encode("utf-8", "surrogatepass"), len(head)
 
 
-def opening_bytes(body: Mapping[str, Any]) -> bytes | None:
-    """Canonical bytes of a chat conversation's opening (see ``chat_canonical``); None without one."""
-    data, n = chat_canonical(body)
-    return data[:n] if n else None
-
-
 def completion_bytes(body: Mapping[str, Any]) -> bytes:
     """Canonical bytes of a completions request: the text, or the first token-id list packed."""
     prompt = body.get("prompt")

@@ -74,7 +74,7 @@ class RouterConfig:
     # prompt length (clamped to [16, 4000] tokens; 1000 until the first answers arrive).
     load_cost_tokens: float = 0.0
     load_cost_share: float = 0.2
-    # Without a hint, a chat conversation is known by its opening (prefix.opening_bytes) and keeps its
+    # Without a hint, a chat conversation is known by its opening (the head of prefix.chat_canonical) and keeps its
     # worker like a hinted one (docs/routing.md has the figures).
     infer_sessions: bool = True
     # Worker groups a model's routing state is split over (routing/groups.py); 1: one slot per model.
@@ -333,20 +333,18 @@ class PrefixRouter:
         hint = hint_of(headers, body)
         cfg = self.config
         opening: bytes | memoryview | None = None
+        data: bytes = b""
+        opening_len = 0
+        if chat and (self.policy.prefix or (hint is None and cfg.infer_sessions)):  # hashed, or a session inferred
+            data, opening_len = (prompt.canonical, prompt.opening) if prompt is not None else chat_canonical(body)
+            opening = memoryview(data)[:opening_len] if opening_len else None
+        elif self.policy.prefix:
+            data = completion_bytes(body)
         if self.policy.prefix:
-            opening_len = 0
-            if chat:
-                data, opening_len = (prompt.canonical, prompt.opening) if prompt is not None else chat_canonical(body)
-                opening = memoryview(data)[:opening_len] if opening_len else None
-            else:
-                data = completion_bytes(body)
             hashes = self._chains.hashes(data, opening_len, root_hash(model, salt), cfg.block_bytes, cfg.max_blocks)
             key = PrefixKey(hashes, len(data), cfg.block_bytes)
         else:
             key = PrefixKey(b"", 0, cfg.block_bytes)
-            if hint is None and chat and cfg.infer_sessions:
-                data, opening_len = (prompt.canonical, prompt.opening) if prompt is not None else chat_canonical(body)
-                opening = memoryview(data)[:opening_len] if opening_len else None
         # may open a conversation: an explicit hint (the script knows whether it is bound), or an inferred
         # session's first turn (its opening is the whole prompt: no answer yet; from the second turn on
         # its key is new but its first turn's worker holds its prefix)

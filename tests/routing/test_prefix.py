@@ -93,7 +93,11 @@ def test_the_salt_is_spliced_into_the_forwarded_body() -> None:
 
 
 def test_a_conversations_opening_is_the_same_every_turn_after_the_first_answer() -> None:
-    from gateway.routing.prefix import opening_bytes
+    from gateway.routing.prefix import chat_canonical
+
+    def opening_bytes(body: dict[str, object]) -> bytes | None:  # what the router keys an inferred session by
+        data, n = chat_canonical(body)
+        return data[:n] if n else None
 
     def turn(task: str, n: int) -> dict[str, object]:
         messages: list[dict[str, object]] = [{"role": "system", "content": "agent"}, {"role": "user", "content": task}]
