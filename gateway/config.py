@@ -287,9 +287,11 @@ class Settings(BaseSettings):
     # there, and a request opening a new conversation counts each as routing_live_weight requests in
     # flight in its cost, and (with routing_live_slack > 0) goes only to the eligible workers with
     # live + 1 <= the fewest + the slack; 0: off.
-    routing_live_window_s: float = Field(default=0.0, ge=0.0)
+    # (At most a day: the window is the live sets' expiry, which Redis refuses past its range; a weight is
+    # finite: an infinite one times no live conversations is NaN, which no cost compares below.)
+    routing_live_window_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
     routing_live_slack: float = Field(default=0.0, ge=0.0)
-    routing_live_weight: float = Field(default=1.0, ge=0.0)
+    routing_live_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
     # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load);
     # 0: adaptive, routing_load_cost_share x the running mean prompt length.
     routing_load_cost_tokens: float = Field(default=0.0, ge=0.0)

@@ -9,6 +9,8 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import pytest
+from pydantic import ValidationError
 
 from gateway.config import Settings
 from gateway.pipeline.principal import Principal
@@ -70,6 +72,11 @@ def test_the_live_settings_reach_the_router() -> None:
     assert router_config(Settings()).live_window_ms == 0  # off by default
     config = router_config(Settings(routing_live_window_s=3, routing_live_slack=2, routing_live_weight=0.5))
     assert config.live_window_ms == 3000 and config.rule.live_slack == 2.0 and config.rule.live_weight == 0.5
+    for bad in ({"routing_live_window_s": 1e300}, {"routing_live_window_s": float("nan")},
+                {"routing_live_window_s": -1}, {"routing_live_weight": float("inf")},
+                {"routing_live_weight": float("nan")}, {"routing_live_slack": -1}):
+        with pytest.raises(ValidationError):  # refused at start-up, not failing every route script
+            Settings(**bad)
 
 
 async def live(st: StateStore, ks: KeySpace, window: int = W) -> list[int]:
