@@ -292,6 +292,12 @@ class Settings(BaseSettings):
     routing_live_window_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
     routing_live_slack: float = Field(default=0.0, ge=0.0)
     routing_live_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    # First placement by recent work: every routed request adds the blocks it is predicted to prefill to
+    # its worker's recent work, which halves every this many seconds, and a request opening a new
+    # conversation counts routing_work_weight x each worker's recent work (blocks) in its cost; 0: off.
+    # (At most a day, as the live window: the work counters expire after 16 half-lives.)
+    routing_work_halflife_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
+    routing_work_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
     # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load);
     # 0: adaptive, routing_load_cost_share x the running mean prompt length.
     routing_load_cost_tokens: float = Field(default=0.0, ge=0.0)

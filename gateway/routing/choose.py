@@ -46,6 +46,7 @@ class RuleParams:
     affinity_slack: float | None = None  # the slack a bound conversation's worker is held to; None: load_slack
     live_slack: float = 0.0  # a new conversation's worker: live conversations + 1 <= least + this (0: no bound)
     live_weight: float = 1.0  # ... and in its cost a live conversation weighs this many requests in flight
+    work_weight: float = 1.0  # ... and a block of a worker's recent prefill weighs this many blocks
 
     def keep_slack(self) -> float:
         return self.load_slack if self.affinity_slack is None else self.affinity_slack
@@ -85,9 +86,10 @@ def fewest_live(ok: Sequence[bool], live: Sequence[float], params: RuleParams) -
 
 def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool],
          params: RuleParams, start: int, affinity: int = -1, prefix: bool = True,
-         live: Sequence[float] | None = None) -> tuple[int, bool]:
+         live: Sequence[float] | None = None, work: Sequence[float] | None = None) -> tuple[int, bool]:
     """The chosen candidate's index (-1: none allowed) and whether the affinity hint decided it;
-    ``live``: the live conversations per candidate, for a request that opens an unbound conversation."""
+    ``live``: the live conversations per candidate, ``work``: its recent prefill in blocks (decayed),
+    each for a request that opens an unbound conversation."""
     ok = eligible(loads, kv, allowed, params)
     if 0 <= affinity < len(ok):
         keep = params.keep_slack()
@@ -108,6 +110,8 @@ def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], al
         cost = params.load_cost * loads[i] - (matches[i] if prefix else 0)
         if weight:
             cost += weight * live[i]  # type: ignore[index]
+        if work is not None:
+            cost += params.work_weight * work[i]
         if best < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[best]):
             best, best_cost = i, cost
     return best, False

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.routing.choose import RuleParams, eligible, fewest_live
-from gateway.routing.index import matched_blocks
+from gateway.routing.index import matched_blocks, work_now
 from gateway.state.base import MemoryData, Script
 
 _H = 8
@@ -32,6 +32,8 @@ def _peek_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: i
     has_hint = _s(args[2]) == "1"
     n = int(args[3]) if len(args) > 3 else (len(keys) - 1) // 2
     window = int(float(args[4])) if len(args) > 4 else 0
+    halflife = int(float(args[5])) if len(args) > 5 else 0
+    w0 = 1 + 2 * n + (n if window > 0 else 0)
     blocks = len(hashes) // _H
     matches: list[int] = []
     flights: list[int] = []
@@ -42,7 +44,8 @@ def _peek_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: i
         live.append(sum(1 for used in store.zset(keys[1 + 2 * n + i]).values() if used > now - window)
                     if window > 0 else 0)
     bound_to = store.value(keys[0]).get("v", "") if has_hint else ""
-    return [bound_to, *matches, *flights, *live]
+    work = [repr(work_now(store, keys[w0 + i], now, halflife)) if halflife > 0 else "0" for i in range(n)]
+    return [bound_to, *matches, *flights, *live, *work]
 
 
 PEEK = Script.load("prefix_peek", _peek_py, ("prefix_match",))
@@ -58,6 +61,7 @@ class Candidate:
     load: float
     kv_usage: float
     live: int  # conversations bound here active within the live window (counted for a new conversation only)
+    recent_work: float  # blocks of prefill routed here lately, decayed (counted for a new conversation only)
     eligible: bool
     # load_cost x load - matched blocks (+ a first placement's live term); lower wins; None: not eligible
     cost: float | None
@@ -79,6 +83,8 @@ class Decision:
     bound_worker: str | None  # the worker that hint is bound to
     live_window_s: float  # first placements count the live conversations per worker (0: off)
     live_slack: float
+    work_halflife_s: float  # first placements count each worker's recent work (0: off)
+    work_weight: float
     chosen: str | None
     reason: str
     candidates: list[Candidate] = field(default_factory=list)
@@ -86,10 +92,12 @@ class Decision:
 
 def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], waiting: Sequence[float],
            kv: Sequence[float], matched_bytes: Sequence[int], rule: RuleParams, bound_to: str | None,
-           prefix: bool, live: Sequence[int] | None = None) -> tuple[float, list[Candidate], str | None, str]:
+           prefix: bool, live: Sequence[int] | None = None,
+           work: Sequence[float] | None = None) -> tuple[float, list[Candidate], str | None, str]:
     """The rule of ``choose.pick`` with its reasons (ties broken by KV usage, then by position here:
-    the request path rotates the tie order per request); ``live``: the live conversations per worker, for
-    a request that opens an unbound conversation (the first placement counts them)."""
+    the request path rotates the tie order per request); ``live``: the live conversations per worker,
+    ``work``: its recent prefill (blocks, decayed), each for a request that opens an unbound conversation
+    (the first placement counts them)."""
     n = len(ids)
     loads = [flights[i] + waiting[i] for i in range(n)]
     if n == 0:
@@ -101,8 +109,9 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
     held_bound = max(rule.load_factor * (sum(loads) + 1) / n, min(loads) + rule.keep_slack())
     held = eligible(loads, kv, [True] * n, rule, rule.keep_slack())
     counted = [0] * n if live is None else list(live)
+    recent = [0.0] * n if work is None else list(work)
     if bound_to is not None and bound_to in ids and held[ids.index(bound_to)]:
-        live = None  # affinity decides before the first placement could
+        live = work = None  # affinity decides before the first placement could
     fewest = ok if live is None else fewest_live(ok, live, rule)
     least_live = min((counted[i] for i in range(n) if ok[i]), default=0)
     out: list[Candidate] = []
@@ -118,8 +127,10 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
         cost = rule.load_cost * loads[i] - (matches[i] if prefix else 0) if fewest[i] else None
         if cost is not None and live is not None:
             cost += rule.load_cost * rule.live_weight * live[i]
+        if cost is not None and work is not None:
+            cost += rule.work_weight * work[i]
         out.append(Candidate(ids[i], matches[i], matched_bytes[i], flights[i], waiting[i], loads[i], kv[i], counted[i],
-                             fewest[i], cost, note))
+                             recent[i], fewest[i], cost, note))
     if bound_to is not None and bound_to in ids:
         i = ids.index(bound_to)
         if held[i]:
@@ -148,6 +159,9 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
         if rule.live_slack > 0:
             reason = (f"a new conversation, placed among the eligible workers with the fewest live conversations "
                       f"({least_live} + live slack {rule.live_slack:g}): " + reason)
+    if work is not None:
+        reason += (f" + {rule.work_weight:g} x {w.recent_work:.1f} blocks of recent prefill (a new conversation's "
+                   "first placement)")
     if bound_to is not None and bound_to in ids and not held[ids.index(bound_to)]:
         reason = (f"the hinted worker {bound_to} is over the affinity bound ({held_bound:.2f}), so the cost "
                   "decided: " + reason)

@@ -13,6 +13,7 @@ The Lua files in ``state/lua/`` and the functions here have the same semantics; 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,11 +70,27 @@ def mark_live(store: MemoryData, key: str, conversation: str, now: int, window: 
     store.expire(key, now + window)
 
 
+def work_now(store: MemoryData, key: str, now: int, halflife: int) -> float:
+    """A worker's recent work (blocks of predicted prefill) decayed to ``now``: halved every ``halflife`` ms."""
+    entry = store.hash(key)
+    if "v" not in entry:
+        return 0.0
+    return float(entry["v"]) * math.pow(0.5, max(0, now - int(entry["t"])) / halflife)
+
+
+def add_work(store: MemoryData, key: str, blocks: int, now: int, halflife: int) -> None:
+    """``blocks`` more of predicted prefill routed to the worker of ``key`` now."""
+    value = work_now(store, key, now, halflife) + blocks
+    entry = store.hash(key)
+    entry["v"], entry["t"] = repr(value), str(now)
+    store.expire(key, now + halflife * 16)
+
+
 def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:
     hashes: bytes = args[0]
     use_prefix = _s(args[1]) == "1"
     params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]), float(args[13]),
-                        live_slack=float(args[15]), live_weight=float(args[16]))
+                        live_slack=float(args[15]), live_weight=float(args[16]), work_weight=float(args[19]))
     start = int(args[6])
     rid = _s(args[7])
     inflight_ttl = int(args[8])
@@ -83,8 +100,10 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     refresh = int(args[12])
     live_window = int(float(args[14]))
     opens = _s(args[17]) == "1"
-    f = 18
+    halflife = int(float(args[18]))
+    f = 20
     n = (len(args) - f) // 4
+    w0 = 1 + 2 * n + (n if live_window > 0 else 0)  # keys[w0 + i]: candidate i's recent work
     blocks = len(hashes) // _H
     ids: list[str] = []
     loads: list[float] = []
@@ -107,7 +126,11 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     if live_on and opens and bound_to is None:
         conversations = [float(sum(1 for used in store.zset(keys[1 + 2 * n + i]).values() if used > now - live_window))
                 for i in range(n)]
-    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix, conversations)
+    work: list[float] | None = None
+    if halflife > 0 and opens and bound_to is None:
+        work = [work_now(store, keys[w0 + i], now, halflife) for i in range(n)]
+    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix, conversations,
+                               work)
     evicted = 0
     last_use: Any = ""
     if chosen >= 0:
@@ -123,6 +146,8 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
             mark_live(store, keys[1 + 2 * n + chosen], keys[0], now, live_window)
             if bound_to is not None and bound_to != ids[chosen] and bound_to in ids:
                 store.zset(keys[1 + 2 * n + ids.index(bound_to)]).pop(keys[0], None)
+        if halflife > 0 and blocks > matches[chosen]:
+            add_work(store, keys[w0 + chosen], blocks - matches[chosen], now, halflife)
         if use_prefix and blocks:
             m = matches[chosen]
             first, used = 0, None

@@ -125,6 +125,11 @@ class KeySpace:
         were active lately (GATEWAY_ROUTING_LIVE_WINDOW_S; a new conversation's first placement counts them)."""
         return f"{self.route_tag(model, group)}:live:{worker_id}"
 
+    def work(self, model: str, worker_id: str, group: int = 0) -> str:
+        """HASH: v -> the blocks of prefill routed to one worker lately (decayed), t -> when v was (ms)
+        (GATEWAY_ROUTING_WORK_HALFLIFE_S; a new conversation's first placement counts it)."""
+        return f"{self.route_tag(model, group)}:work:{worker_id}"
+
     def affinity(self, model: str, hint: str, group: int = 0) -> str:
         """STRING: the worker a conversation hint (hashed with the tenant) was last routed to, in the group
         the request was routed in."""

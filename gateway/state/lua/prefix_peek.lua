@@ -4,15 +4,19 @@
 -- conversation hint is bound to. Changes nothing. The search is prefix_match.lua's matched_blocks,
 -- put before this file by the loader.
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET;
---       with a live window, then per candidate KEYS[2n+1+i] its live conversations ZSET.
--- ARGV: packed 8-byte hashes, prefix(1/0), has_hint(1/0), candidates n and live window ms (0: off;
---       both optional: without them every key past the first is a pair, no live window).
--- Returns {bound worker id ('' none), match_1..match_n, inflight_1..inflight_n, live_1..live_n}.
+--       with a live window, then per candidate KEYS[2n+1+i] its live conversations ZSET; with a work
+--       half-life, then per candidate its recent work HASH (prefix_route.lua).
+-- ARGV: packed 8-byte hashes, prefix(1/0), has_hint(1/0), candidates n, live window ms (0: off) and work
+--       half-life ms (0: off) (the last three optional: without them every key past the first is a pair).
+-- Returns {bound worker id ('' none), match_1..match_n, inflight_1..inflight_n, live_1..live_n,
+--          work_1..work_n (blocks, decayed to now, as text)}.
 local hashes = ARGV[1]
 local use_prefix = ARGV[2] == '1'
 local has_hint = ARGV[3] == '1'
 local n = tonumber(ARGV[4]) or (#KEYS - 1) / 2
 local live_window = tonumber(ARGV[5]) or 0
+local halflife = tonumber(ARGV[6]) or 0
+local W = 2 * n + 1 + (live_window > 0 and n or 0)
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,4 +33,14 @@ local out = {bound_to}
 for i = 1, n do out[#out + 1] = matches[i] end
 for i = 1, n do out[#out + 1] = flights[i] end
 for i = 1, n do out[#out + 1] = live[i] end
+for i = 1, n do
+  local w = '0'
+  if halflife > 0 then
+    local vt = redis.call('HMGET', KEYS[W + i], 'v', 't')
+    if vt[1] then
+      w = string.format('%.17g', tonumber(vt[1]) * math.pow(0.5, math.max(0, now - tonumber(vt[2])) / halflife))
+    end
+  end
+  out[#out + 1] = w
+end
 return out

@@ -4,16 +4,21 @@
 -- the recording of the chosen worker for the request's blocks (at once, so that a request arriving
 -- before this one ends already sees where its prefix is going).
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET;
---       with a live window, then per candidate KEYS[2n+1+i] its live conversations ZSET (hint -> ms).
+--       with a live window, then per candidate KEYS[2n+1+i] its live conversations ZSET (hint -> ms);
+--       with a work half-life, then per candidate its recent work HASH (v: blocks, t: ms).
 -- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
 --       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms, refresh ms,
 --       affinity slack (the bound's slack for the worker a hint is bound to), live window ms (0: off),
---       live slack (0: no bound), live weight, opens(1/0: the request may open a conversation), then
---       per candidate: id, waiting, kv usage, index bound (entries).
+--       live slack (0: no bound), live weight, opens(1/0: the request may open a conversation), work
+--       half-life ms (0: off), work weight, then per candidate: id, waiting, kv usage, index bound (entries).
 -- Live conversations (window > 0): a hinted request marks its conversation live on the chosen worker
 -- (and off the worker it was bound to, if it moved); a request that opens a conversation with no
 -- binding yet goes only to the eligible workers with the fewest live ones (live + 1 <= least + slack,
 -- with a live slack), and its cost counts each live conversation as `live weight` requests in flight.
+-- Recent work (half-life > 0): every routed request adds the blocks it is predicted to prefill (those
+-- the chosen worker does not hold) to that worker's work, which decays by half every half-life; a
+-- request that opens a conversation with no binding yet counts `work weight` x each worker's work in
+-- its cost (so new conversations go where the prefill of the recent past was least).
 -- Index scores: ms x 4096 + (4095 - position): a chain's earlier blocks outlive its later ones, so what
 -- is left of a chain after eviction is always a prefix of it (prefix_match.lua's search, put before this
 -- file by the loader, relies on this).
@@ -43,11 +48,20 @@ local live_window = tonumber(ARGV[15])
 local live_slack = tonumber(ARGV[16])
 local live_weight = tonumber(ARGV[17])
 local opens = ARGV[18] == '1'
-local F = 18
+local halflife = tonumber(ARGV[19])
+local work_weight = tonumber(ARGV[20])
+local F = 20
 local n = (#ARGV - F) / 4
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local W = 2 * n + 1 + (live_window > 0 and n or 0)  -- KEYS[W + i]: candidate i's recent work
+local function work_now(key)
+  local vt = redis.call('HMGET', key, 'v', 't')
+  if not vt[1] then return 0 end
+  return tonumber(vt[1]) * math.pow(0.5, math.max(0, now - tonumber(vt[2])) / halflife)
+end
 
 local ids, loads, kv, matches, flights = {}, {}, {}, {}, {}
 for i = 1, n do
@@ -112,6 +126,12 @@ if chosen < 0 and live_on and opens and not bound_to then
   end
   weight = load_cost * live_weight
 end
+local work = {}
+if chosen < 0 and halflife > 0 and opens and not bound_to then
+  for i = 1, n do
+    if ok[i] then work[i] = work_weight * work_now(KEYS[W + i]) end
+  end
+end
 if chosen < 0 then
   local best_cost = 0
   for k = 0, n - 1 do
@@ -120,6 +140,7 @@ if chosen < 0 then
       local cost = load_cost * loads[i]
       if use_prefix then cost = cost - matches[i] end
       if weight ~= 0 then cost = cost + weight * live[i] end
+      if work[i] then cost = cost + work[i] end
       if chosen < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[chosen]) then
         chosen = i
         best_cost = cost
@@ -146,6 +167,11 @@ if chosen > 0 then
         if ids[i] == bound_to then redis.call('ZREM', KEYS[2 * n + 1 + i], KEYS[1]) end
       end
     end
+  end
+  if halflife > 0 and blocks > matches[chosen] then
+    local wk = KEYS[W + chosen]
+    redis.call('HSET', wk, 'v', string.format('%.17g', work_now(wk) + blocks - matches[chosen]), 't', now)
+    redis.call('PEXPIRE', wk, math.floor(halflife * 16))
   end
   if use_prefix and blocks > 0 then
     local idx = KEYS[2 * chosen]

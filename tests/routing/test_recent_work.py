@@ -1,0 +1,121 @@
+"""First placement by recent work (GATEWAY_ROUTING_WORK_HALFLIFE_S): every routed request adds the
+blocks it is predicted to prefill to its worker's recent work, which halves every half-life; a request
+opening a conversation no binding knows counts that work in its cost, so new conversations go where the
+recent prefill was least. Bound conversations never see it. The rule, its explanation and both stores'
+scripts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import Settings
+from gateway.routing.choose import RuleParams, pick
+from gateway.routing.explain import PEEK, decide
+from gateway.runtime import router_config
+from gateway.state.base import StateStore
+from gateway.state.keyspace import KeySpace
+from tests.routing.test_index_scripts import MODEL, WORKERS, chain, record, route
+
+QUARTER = RuleParams(load_factor=1.25, load_slack=2.0, kv_limit=0.95, load_cost=8.0, work_weight=0.25)
+ALL4 = [True] * 4
+H = 60_000  # half-life, ms
+
+
+def test_recent_work_weighs_in_a_new_conversations_cost() -> None:
+    # 20 matched blocks on worker 0 against a quarter of its recent work above the others'
+    matches, loads, kv = [20, 0, 0, 0], [0.0] * 4, [0.1] * 4
+    assert pick(matches, loads, kv, ALL4, QUARTER, start=1, work=[160, 100, 100, 100]) == (0, False)  # 40 - 20 < 25
+    assert pick(matches, loads, kv, ALL4, QUARTER, start=1, work=[200, 100, 100, 100]) == (1, False)  # 50 - 20 > 25
+    assert pick(matches, loads, kv, ALL4, QUARTER, start=1, work=[200, 100, 90, 100]) == (2, False)  # the least
+    assert pick(matches, loads, kv, ALL4, QUARTER, start=1) == (0, False)  # without it: the prefix
+
+
+def test_a_bound_conversation_ignores_recent_work() -> None:
+    assert pick([20, 0, 0, 0], [0.0] * 4, [0.1] * 4, ALL4, QUARTER, 0, affinity=0, work=[1e6, 0, 0, 0]) == (0, True)
+
+
+def test_explain_counts_recent_work_like_the_rule() -> None:
+    ids = ["w0", "w1", "w2", "w3"]
+    work = [200.0, 100.0, 90.0, 100.0]
+    _, rows, chosen, reason = decide(ids, [20, 0, 0, 0], [0] * 4, [0.0] * 4, [0.1] * 4, [0] * 4, QUARTER, None,
+                                     True, None, work)
+    assert chosen == "w2" == ids[pick([20, 0, 0, 0], [0.0] * 4, [0.1] * 4, ALL4, QUARTER, 0, work=work)[0]]
+    assert rows[0].cost == -20 + 50 and rows[2].cost == 22.5 and [r.recent_work for r in rows] == work
+    assert "0.25 x 90.0 blocks of recent prefill" in reason
+    # a conversation bound to w0 stays there: the first placement does not apply
+    assert decide(ids, [20, 0, 0, 0], [0] * 4, [0.0] * 4, [0.1] * 4, [0] * 4, QUARTER, "w0", True, None,
+                  work)[2] == "w0"
+
+
+def test_the_work_settings_reach_the_router() -> None:
+    assert router_config(Settings()).work_halflife_ms == 0  # off by default
+    config = router_config(Settings(routing_work_halflife_s=20, routing_work_weight=0.5))
+    assert config.work_halflife_ms == 20_000 and config.rule.work_weight == 0.5
+    for bad in ({"routing_work_halflife_s": 1e300}, {"routing_work_halflife_s": float("nan")},
+                {"routing_work_halflife_s": -1}, {"routing_work_weight": float("inf")},
+                {"routing_work_weight": -1}):
+        with pytest.raises(ValidationError):  # refused at start-up, not failing every route script
+            Settings(**bad)
+
+
+async def work(st: StateStore, ks: KeySpace, halflife: int = H) -> list[float]:
+    keys = [ks.affinity(MODEL, "-")]
+    for w in WORKERS:
+        keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
+    keys += [ks.work(MODEL, w) for w in WORKERS]
+    out = await st.run(PEEK, keys, [b"", "0", "0", len(WORKERS), 0, halflife])
+    return [float(x.decode() if isinstance(x, bytes) else x) for x in out[1 + 3 * len(WORKERS):]]
+
+
+async def test_the_route_script_adds_predicted_prefill_and_places_by_it(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    hot = chain("system", 8)
+    await record(st, ks, "w-a", hot, "warm")
+
+    async def go(rid: str, hashes: bytes, hint: str, opens: bool = True, **kw: Any) -> dict[str, Any]:
+        r = await route(st, ks, hashes, rid, hint=hint, opens=opens, halflife=H, work_weight=0.25, **kw)
+        await record(st, ks, r["chosen"], b"", rid)  # answered: nothing in flight between turns
+        return r
+
+    # three conversations of the partner on w-a (their later turns: placed by the prefix), each 40 new blocks
+    for i in range(3):
+        r = await go(f"r{i}", hot + chain(f"c{i}", 40, after=hot)[64:], f"conv-{i}", opens=False)
+        assert r["chosen"] == "w-a"
+    done = await work(st, ks)
+    assert [round(x) for x in done] == [120, 0, 0]  # the blocks w-a did not hold, nothing for the others
+    # a request whose blocks the worker holds adds nothing
+    await go("again", hot, "conv-0", opens=False)
+    assert [round(x) for x in await work(st, ks)] == [120, 0, 0]
+    # a new conversation of the partner: 8 matched blocks against a quarter of 120: it goes elsewhere,
+    # and the blocks it will prefill there count at once (for the next request of a burst)
+    new = await go("n1", hot + chain("n1", 1, after=hot)[64:], "new-1")
+    assert new["chosen"] != "w-a" and not new["affinity"]
+    assert round(sum(await work(st, ks))) == 120 + 9
+    # the same without the lever: the prefix keeps it on w-a
+    plain = await route(st, ks, hot + chain("n2", 1, after=hot)[64:], "n2", hint="new-2")
+    assert plain["chosen"] == "w-a"
+    # a bound conversation stays where it is bound, whatever the work
+    kept = await go("k0", hot + chain("c0", 41, after=hot)[64:], "conv-0")
+    assert kept["chosen"] == "w-a" and kept["affinity"]
+
+
+async def test_recent_work_halves_every_half_life(store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    hot = chain("system", 8)
+    await record(st, ks, "w-a", hot, "warm")
+    r = await route(st, ks, hot + chain("c", 56, after=hot)[64:], "r1", hint="conv-1", opens=False, halflife=100)
+    await record(st, ks, r["chosen"], b"", "r1")
+    assert r["chosen"] == "w-a"
+    first = await work(st, ks, 100)
+    assert 40 < first[0] <= 56 and first[1:] == [0.0, 0.0]
+    await asyncio.sleep(0.3)  # three half-lives: an eighth is left
+    later = await work(st, ks, 100)
+    assert 0 < later[0] <= first[0] / 6
+    # so the partner's prefix decides again for a new conversation (8 matched > a quarter of ~6)
+    fresh = await route(st, ks, hot + chain("n", 1, after=hot)[64:], "n1", hint="new-1", halflife=100,
+                        work_weight=0.25)
+    assert fresh["chosen"] == "w-a"
