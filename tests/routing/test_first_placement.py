@@ -85,7 +85,7 @@ async def live(st: StateStore, ks: KeySpace, window: int = W) -> list[int]:
         keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
     keys += [ks.live(MODEL, w) for w in WORKERS]
     out = await st.run(PEEK, keys, [b"", "0", "0", len(WORKERS), window])
-    return [int(x) for x in out[1 + 2 * len(WORKERS):]]
+    return [int(x) for x in out[1 + 2 * len(WORKERS):1 + 3 * len(WORKERS)]]
 
 
 async def test_the_route_script_places_new_conversations_by_live_count(store: tuple[StateStore, KeySpace]) -> None:

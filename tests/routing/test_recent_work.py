@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
@@ -18,7 +19,10 @@ from gateway.routing.explain import PEEK, decide
 from gateway.runtime import router_config
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
+from tests.conftest import ADMIN_KEY, Backend, gateway_settings, serve_gateway
+from tests.conftest import MODEL as GW_MODEL
 from tests.routing.test_index_scripts import MODEL, WORKERS, chain, record, route
+from workersim.run import RunningSim
 
 QUARTER = RuleParams(load_factor=1.25, load_slack=2.0, kv_limit=0.95, load_cost=8.0, work_weight=0.25)
 ALL4 = [True] * 4
@@ -119,3 +123,33 @@ async def test_recent_work_halves_every_half_life(store: tuple[StateStore, KeySp
     fresh = await route(st, ks, hot + chain("n", 1, after=hot)[64:], "n1", hint="new-1", halflife=100,
                         work_weight=0.25)
     assert fresh["chosen"] == "w-a"
+
+
+async def test_explain_shows_each_workers_recent_work(backend: Backend, sims: list[RunningSim]) -> None:
+    """Through the gateway: a served request's prefill counts on its worker at once, and the explain
+    endpoint shows it for a new conversation, with the term in the reason."""
+    gw = await serve_gateway(gateway_settings(backend, [s.url for s in sims], routing_explain=True,
+                                              routing_work_halflife_s=60, routing_work_weight=0.25,
+                                              redis_prefix=f"{backend.redis_prefix}-work"))
+    try:
+        rt = gw.app.runtime
+        org = await rt.keys.get_or_create_org("work-" + backend.name)
+        key = (await rt.keys.create_key(org.id, "k")).key
+        body = {"model": GW_MODEL, "max_tokens": 2,
+                "messages": [{"role": "system", "content": "you are a coding agent " * 100},
+                             {"role": "user", "content": "fix the bug in parser.py " * 20}]}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(gw.url + "/v1/chat/completions", json=body,
+                                 headers={"Authorization": f"Bearer {key}", "x-grok-conv-id": "first"}) as resp:
+                assert resp.status == 200, await resp.text()
+                served_by = resp.headers["x-gateway-worker"]
+            async with http.post(gw.url + "/admin/routing/explain", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                                 json={"org_id": org.id, "body": body, "headers": {"x-grok-conv-id": "new"}}) as resp:
+                assert resp.status == 200
+                out = await resp.json()
+        assert out["work_halflife_s"] == 60 and out["work_weight"] == 0.25 and out["bound_worker"] is None
+        work = {c["worker"]: c["recent_work"] for c in out["candidates"]}
+        assert work[served_by] > 0 and all(v == 0 for w, v in work.items() if w != served_by)
+        assert "blocks of recent prefill" in out["reason"]
+    finally:
+        await gw.stop()
