@@ -14,9 +14,8 @@ read from ``INFO commandstats``).
 side by side, for prompts of about 1 KB, 10 KB, 100 KB and 500 KB (is it unchanged at 1 KB, and at
 most linear in the prompt's length?). ``--lever bytes_per_token``: the same with the index sized at a
 fixed 4 bytes per token (off, the default) against the measured bytes per token (on, routing_bytes_per_token 0);
-``--lever live_window``: without (the default) and with the live-conversation count of a first placement
-(routing_live_window_s 3). ``--lever work_halflife``: without (the default) and with the recent-work term
-of a first placement (routing_work_halflife_s 60).
+``--lever work_halflife``: without and with (the default) the recent-work term of a first placement
+(routing_work_halflife_s 60).
 """
 
 from __future__ import annotations
@@ -111,8 +110,7 @@ async def main() -> None:
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
     ap.add_argument("--levers", action="store_true", help="a lever on and off, by prompt size")
-    ap.add_argument("--lever", default="infer_sessions", choices=("infer_sessions", "bytes_per_token", "live_window",
-                                                        "work_halflife"),
+    ap.add_argument("--lever", default="infer_sessions", choices=("infer_sessions", "bytes_per_token", "work_halflife"),
                     help="with --levers: which one")
     args = ap.parse_args()
     if args.levers:
@@ -153,7 +151,6 @@ async def levers(args: argparse.Namespace) -> None:
             for on in (False, True, False, True):  # interleaved: the machine's load drifts
                 memory = MemoryState()
                 config = (RouterConfig(infer_sessions=on) if args.lever == "infer_sessions"
-                          else RouterConfig(live_window_ms=3000 if on else 0) if args.lever == "live_window"
                           else RouterConfig(work_halflife_ms=60_000 if on else 0) if args.lever == "work_halflife"
                           else RouterConfig(bytes_per_token=0.0 if on else 4.0))
                 router = PrefixRouter(pool, KeySpace("gwbench-cpu"), memory, memory, config)

@@ -280,24 +280,16 @@ class Settings(BaseSettings):
     routing_load_factor: float = Field(default=2.0, ge=1.0)  # bounded load: at most this x mean (+1)
     routing_load_slack: float = Field(default=2.0, ge=0.0)  # ... or the least loaded worker + this
     # The slack of that bound for the worker a conversation (hint or inferred session) is bound to: it
-    # stays there unless the worker passes max(load_factor x mean, least + this); unset: the load slack.
-    routing_affinity_slack: float | None = Field(default=None, ge=0.0)
+    # stays there unless the worker passes max(load_factor x mean, least + this); empty: the load slack.
+    routing_affinity_slack: float | None = Field(default=4.0, ge=0.0)
     routing_kv_limit: float = Field(default=0.95, gt=0.0)  # skip workers whose KV usage is above this
-    # First placement: a conversation bound to a worker with a request routed less than this ago is live
-    # there, and a request opening a new conversation counts each as routing_live_weight requests in
-    # flight in its cost, and (with routing_live_slack > 0) goes only to the eligible workers with
-    # live + 1 <= the fewest + the slack; 0: off.
-    # (At most a day: the window is the live sets' expiry, which Redis refuses past its range; a weight is
-    # finite: an infinite one times no live conversations is NaN, which no cost compares below.)
-    routing_live_window_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
-    routing_live_slack: float = Field(default=0.0, ge=0.0)
-    routing_live_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
     # First placement by recent work: every routed request adds the blocks it is predicted to prefill to
     # its worker's recent work, which halves every this many seconds, and a request opening a new
     # conversation counts routing_work_weight x each worker's recent work (blocks) in its cost; 0: off.
-    # (At most a day, as the live window: the work counters expire after 16 half-lives.)
-    routing_work_halflife_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
-    routing_work_weight: float = Field(default=1.0, ge=0.0, allow_inf_nan=False)
+    # (At most a day: the work counters expire after 16 half-lives, which Redis must accept; a weight is
+    # finite: an infinite one times no work is NaN, which no cost compares below.)
+    routing_work_halflife_s: float = Field(default=60.0, ge=0.0, le=86_400.0)
+    routing_work_weight: float = Field(default=0.25, ge=0.0, allow_inf_nan=False)
     # Prompt tokens of prefill one request in flight is worth (cost = unmatched blocks + this x load);
     # 0: adaptive, routing_load_cost_share x the running mean prompt length.
     routing_load_cost_tokens: float = Field(default=0.0, ge=0.0)

@@ -155,8 +155,7 @@ def router_config(settings: Settings) -> RouterConfig:
         policy=settings.routing_policy, block_bytes=settings.routing_block_bytes,
         max_blocks=settings.routing_max_blocks,
         rule=RuleParams(settings.routing_load_factor, settings.routing_load_slack, settings.routing_kv_limit,
-                        affinity_slack=settings.routing_affinity_slack, live_slack=settings.routing_live_slack,
-                        live_weight=settings.routing_live_weight, work_weight=settings.routing_work_weight),
+                        affinity_slack=settings.routing_affinity_slack, work_weight=settings.routing_work_weight),
         load_cost_tokens=settings.routing_load_cost_tokens, load_cost_share=settings.routing_load_cost_share,
         default_kv_tokens=settings.routing_kv_tokens, bytes_per_token=settings.routing_bytes_per_token,
         feedback_ratio=settings.routing_feedback_ratio,
@@ -165,7 +164,6 @@ def router_config(settings: Settings) -> RouterConfig:
         index_ttl_ms=int(settings.routing_index_ttl_s * 1000),
         index_refresh_ms=int(settings.routing_index_refresh_s * 1000),
         infer_sessions=settings.routing_infer_sessions, groups=settings.routing_groups,
-        live_window_ms=int(settings.routing_live_window_s * 1000),
         work_halflife_ms=int(settings.routing_work_halflife_s * 1000),
     )
 

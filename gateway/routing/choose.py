@@ -14,12 +14,11 @@ worker's own scraped ``vllm:num_requests_waiting``) and ``kv`` (scraped ``vllm:k
    eligible under the same bound with ``affinity_slack`` in place of ``load_slack`` (None: the load
    slack). A wider affinity slack keeps a bound conversation home through a short queue (moving it
    recomputes its whole history) while new conversations and the cost rule still see the load slack.
-   *First placement* (opt-in: ``live`` given, only for a request that opens a conversation no binding
-   knows yet): with ``live_slack`` > 0 only the eligible workers with ``live conversations + 1 <= least
-   + live_slack`` (the least among the eligible) stay eligible, and in step 3 each live conversation
-   weighs ``live_weight`` requests in flight; so a new conversation sees the conversations each worker
-   already serves between their turns, not only the requests in flight. Bound conversations never see
-   it (it is no load: it does not move anyone).
+   *First placement* (``work`` given, only for a request that opens a conversation no binding knows
+   yet): in step 3 each worker's recent work (the blocks of prefill routed there lately, decayed) weighs
+   ``work_weight`` blocks a block, so a new conversation goes where the recent prefill was least unless
+   a shared prefix it matches elsewhere outweighs the difference. Bound conversations never see it (it
+   is no load: it does not move anyone).
 3. *Cost.* Otherwise the eligible worker with the lowest cost wins, in blocks of prefill work:
    ``cost = (blocks not matched there) + load_cost x load`` (NVIDIA Dynamo's form: blocks to prefill plus
    the work already queued, with ``load_cost`` the blocks one request in flight is worth). A conversation
@@ -44,9 +43,7 @@ class RuleParams:
     kv_limit: float = 0.95
     load_cost: float = 8.0  # blocks of prefill one request in flight is worth
     affinity_slack: float | None = None  # the slack a bound conversation's worker is held to; None: load_slack
-    live_slack: float = 0.0  # a new conversation's worker: live conversations + 1 <= least + this (0: no bound)
-    live_weight: float = 1.0  # ... and in its cost a live conversation weighs this many requests in flight
-    work_weight: float = 1.0  # ... and a block of a worker's recent prefill weighs this many blocks
+    work_weight: float = 0.25  # in a new conversation's cost a block of a worker's recent prefill weighs this
 
     def keep_slack(self) -> float:
         return self.load_slack if self.affinity_slack is None else self.affinity_slack
@@ -75,31 +72,18 @@ def eligible(loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool
     return list(allowed)
 
 
-def fewest_live(ok: Sequence[bool], live: Sequence[float], params: RuleParams) -> list[bool]:
-    """The eligible workers a new conversation may go to: live conversations + 1 <= the least among the
-    eligible + ``live_slack`` (nobody eligible, or no live slack: unchanged)."""
-    least = min((live[i] for i, o in enumerate(ok) if o), default=None)
-    if least is None or params.live_slack <= 0:
-        return list(ok)
-    return [o and live[i] + 1 <= least + params.live_slack for i, o in enumerate(ok)]
-
-
 def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], allowed: Sequence[bool],
          params: RuleParams, start: int, affinity: int = -1, prefix: bool = True,
-         live: Sequence[float] | None = None, work: Sequence[float] | None = None) -> tuple[int, bool]:
+         work: Sequence[float] | None = None) -> tuple[int, bool]:
     """The chosen candidate's index (-1: none allowed) and whether the affinity hint decided it;
-    ``live``: the live conversations per candidate, ``work``: its recent prefill in blocks (decayed),
-    each for a request that opens an unbound conversation."""
+    ``work``: each candidate's recent prefill in blocks (decayed), for a request that opens an unbound
+    conversation."""
     ok = eligible(loads, kv, allowed, params)
     if 0 <= affinity < len(ok):
         keep = params.keep_slack()
         held = ok if keep == params.load_slack else eligible(loads, kv, allowed, params, keep)
         if held[affinity]:
             return affinity, True
-    weight = 0.0
-    if live is not None:
-        ok = fewest_live(ok, live, params)
-        weight = params.load_cost * params.live_weight
     n = len(ok)
     best = -1
     best_cost = 0.0
@@ -108,8 +92,6 @@ def pick(matches: Sequence[int], loads: Sequence[float], kv: Sequence[float], al
         if not ok[i]:
             continue
         cost = params.load_cost * loads[i] - (matches[i] if prefix else 0)
-        if weight:
-            cost += weight * live[i]  # type: ignore[index]
         if work is not None:
             cost += params.work_weight * work[i]
         if best < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[best]):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.routing.choose import RuleParams, eligible, fewest_live
+from gateway.routing.choose import RuleParams, eligible
 from gateway.routing.index import matched_blocks, work_now
 from gateway.state.base import MemoryData, Script
 
@@ -31,21 +31,17 @@ def _peek_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: i
     use_prefix = _s(args[1]) == "1"
     has_hint = _s(args[2]) == "1"
     n = int(args[3]) if len(args) > 3 else (len(keys) - 1) // 2
-    window = int(float(args[4])) if len(args) > 4 else 0
-    halflife = int(float(args[5])) if len(args) > 5 else 0
-    w0 = 1 + 2 * n + (n if window > 0 else 0)
+    halflife = int(float(args[4])) if len(args) > 4 else 0
+    w0 = 1 + 2 * n
     blocks = len(hashes) // _H
     matches: list[int] = []
     flights: list[int] = []
-    live: list[int] = []
     for i in range(n):
         flights.append(sum(1 for deadline in store.zset(keys[2 + 2 * i]).values() if deadline > now))
         matches.append(matched_blocks(store.zset(keys[1 + 2 * i]), hashes, blocks) if use_prefix and blocks else 0)
-        live.append(sum(1 for used in store.zset(keys[1 + 2 * n + i]).values() if used > now - window)
-                    if window > 0 else 0)
     bound_to = store.value(keys[0]).get("v", "") if has_hint else ""
     work = [repr(work_now(store, keys[w0 + i], now, halflife)) if halflife > 0 else "0" for i in range(n)]
-    return [bound_to, *matches, *flights, *live, *work]
+    return [bound_to, *matches, *flights, *work]
 
 
 PEEK = Script.load("prefix_peek", _peek_py, ("prefix_match",))
@@ -60,10 +56,9 @@ class Candidate:
     waiting: float
     load: float
     kv_usage: float
-    live: int  # conversations bound here active within the live window (counted for a new conversation only)
     recent_work: float  # blocks of prefill routed here lately, decayed (counted for a new conversation only)
     eligible: bool
-    # load_cost x load - matched blocks (+ a first placement's live term); lower wins; None: not eligible
+    # load_cost x load - matched blocks (+ a first placement's recent-work term); lower wins; None: not eligible
     cost: float | None
     note: str = ""
 
@@ -81,8 +76,6 @@ class Decision:
     bound: float  # a worker is eligible while load + 1 <= bound
     hint: bool  # a conversation hint was sent
     bound_worker: str | None  # the worker that hint is bound to
-    live_window_s: float  # first placements count the live conversations per worker (0: off)
-    live_slack: float
     work_halflife_s: float  # first placements count each worker's recent work (0: off)
     work_weight: float
     chosen: str | None
@@ -92,12 +85,10 @@ class Decision:
 
 def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], waiting: Sequence[float],
            kv: Sequence[float], matched_bytes: Sequence[int], rule: RuleParams, bound_to: str | None,
-           prefix: bool, live: Sequence[int] | None = None,
-           work: Sequence[float] | None = None) -> tuple[float, list[Candidate], str | None, str]:
+           prefix: bool, work: Sequence[float] | None = None) -> tuple[float, list[Candidate], str | None, str]:
     """The rule of ``choose.pick`` with its reasons (ties broken by KV usage, then by position here:
-    the request path rotates the tie order per request); ``live``: the live conversations per worker,
-    ``work``: its recent prefill (blocks, decayed), each for a request that opens an unbound conversation
-    (the first placement counts them)."""
+    the request path rotates the tie order per request); ``work``: each worker's recent prefill (blocks,
+    decayed), for a request that opens an unbound conversation (the first placement counts it)."""
     n = len(ids)
     loads = [flights[i] + waiting[i] for i in range(n)]
     if n == 0:
@@ -108,12 +99,9 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
     ok = both if any(both) else under if any(under) else [True] * n
     held_bound = max(rule.load_factor * (sum(loads) + 1) / n, min(loads) + rule.keep_slack())
     held = eligible(loads, kv, [True] * n, rule, rule.keep_slack())
-    counted = [0] * n if live is None else list(live)
     recent = [0.0] * n if work is None else list(work)
     if bound_to is not None and bound_to in ids and held[ids.index(bound_to)]:
-        live = work = None  # affinity decides before the first placement could
-    fewest = ok if live is None else fewest_live(ok, live, rule)
-    least_live = min((counted[i] for i in range(n) if ok[i]), default=0)
+        work = None  # affinity decides before the first placement could
     out: list[Candidate] = []
     for i in range(n):
         note = ""
@@ -121,16 +109,11 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
             note = f"over the load bound ({loads[i]:g} + 1 > {bound:.2f})"
         elif not both[i] and any(both):
             note = f"KV usage {kv[i]:.2f} >= kv_limit {rule.kv_limit:g}"
-        elif ok[i] and not fewest[i]:
-            note = (f"a new conversation: {counted[i]} live conversations + 1 > the fewest {least_live} + live slack "
-                    f"{rule.live_slack:g}")
-        cost = rule.load_cost * loads[i] - (matches[i] if prefix else 0) if fewest[i] else None
-        if cost is not None and live is not None:
-            cost += rule.load_cost * rule.live_weight * live[i]
+        cost = rule.load_cost * loads[i] - (matches[i] if prefix else 0) if ok[i] else None
         if cost is not None and work is not None:
             cost += rule.work_weight * work[i]
-        out.append(Candidate(ids[i], matches[i], matched_bytes[i], flights[i], waiting[i], loads[i], kv[i], counted[i],
-                             recent[i], fewest[i], cost, note))
+        out.append(Candidate(ids[i], matches[i], matched_bytes[i], flights[i], waiting[i], loads[i], kv[i], recent[i],
+                             ok[i], cost, note))
     if bound_to is not None and bound_to in ids:
         i = ids.index(bound_to)
         if held[i]:
@@ -153,12 +136,6 @@ def decide(ids: Sequence[str], matches: Sequence[int], flights: Sequence[int], w
         r = others[0]
         reason += (f"; runner-up {r.worker} at {r.cost:.2f} (load {r.load:g}, "
                    f"{r.matched_blocks if prefix else 0} matched blocks)")
-    if live is not None:
-        reason += (f" + {rule.load_cost * rule.live_weight:.2f} x {w.live} live conversations (a new "
-                   f"conversation's first placement)")
-        if rule.live_slack > 0:
-            reason = (f"a new conversation, placed among the eligible workers with the fewest live conversations "
-                      f"({least_live} + live slack {rule.live_slack:g}): " + reason)
     if work is not None:
         reason += (f" + {rule.work_weight:g} x {w.recent_work:.1f} blocks of recent prefill (a new conversation's "
                    "first placement)")

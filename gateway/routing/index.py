@@ -3,8 +3,8 @@
 Per model and worker, a sorted set of block hashes (8 raw bytes) scored by last use, bounded to the
 worker's KV capacity (oldest out first); per model and worker, a sorted set of the requests in flight
 with their deadlines (so a replica that dies mid-request leaks nothing for long); per conversation hint,
-the worker it was last routed to; per model and worker (opt-in), the conversations bound there that
-were active lately. ``prefix_route`` answers every candidate's match and load, chooses,
+the worker it was last routed to; per model and worker (opt-in), the blocks of prefill routed there
+lately (decayed). ``prefix_route`` answers every candidate's match and load, chooses,
 reserves and records in one call; ``prefix_record`` settles after the response (release, feedback);
 ``prefix_purge`` forgets a worker.
 The Lua files in ``state/lua/`` and the functions here have the same semantics; the tests run both.
@@ -61,15 +61,6 @@ def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, 
     return evicted
 
 
-def mark_live(store: MemoryData, key: str, conversation: str, now: int, window: int) -> None:
-    """The conversation was active on the worker of live set ``key`` now (those older than the window out)."""
-    live: dict[Any, float] = store.zset(key)
-    for member in [m for m, used in live.items() if used <= now - window]:
-        del live[member]
-    live[conversation] = float(now)
-    store.expire(key, now + window)
-
-
 def work_now(store: MemoryData, key: str, now: int, halflife: int) -> float:
     """A worker's recent work (blocks of predicted prefill) decayed to ``now``: halved every ``halflife`` ms."""
     entry = store.hash(key)
@@ -90,7 +81,7 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     hashes: bytes = args[0]
     use_prefix = _s(args[1]) == "1"
     params = RuleParams(float(args[2]), float(args[3]), float(args[4]), float(args[5]), float(args[13]),
-                        live_slack=float(args[15]), live_weight=float(args[16]), work_weight=float(args[19]))
+                        work_weight=float(args[16]))
     start = int(args[6])
     rid = _s(args[7])
     inflight_ttl = int(args[8])
@@ -98,12 +89,11 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     has_hint = _s(args[10]) == "1"
     index_ttl = int(args[11])
     refresh = int(args[12])
-    live_window = int(float(args[14]))
-    opens = _s(args[17]) == "1"
-    halflife = int(float(args[18]))
-    f = 20
+    opens = _s(args[14]) == "1"
+    halflife = int(float(args[15]))
+    f = 17
     n = (len(args) - f) // 4
-    w0 = 1 + 2 * n + (n if live_window > 0 else 0)  # keys[w0 + i]: candidate i's recent work
+    w0 = 1 + 2 * n  # keys[w0 + i]: candidate i's recent work
     blocks = len(hashes) // _H
     ids: list[str] = []
     loads: list[float] = []
@@ -121,16 +111,10 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     bound_to = store.value(keys[0]).get("v") if has_hint else None
     if bound_to is not None and bound_to in ids:
         affinity = ids.index(bound_to)
-    live_on = live_window > 0 and has_hint
-    conversations: list[float] | None = None
-    if live_on and opens and bound_to is None:
-        conversations = [float(sum(1 for used in store.zset(keys[1 + 2 * n + i]).values() if used > now - live_window))
-                for i in range(n)]
     work: list[float] | None = None
     if halflife > 0 and opens and bound_to is None:
         work = [work_now(store, keys[w0 + i], now, halflife) for i in range(n)]
-    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix, conversations,
-                               work)
+    chosen, by_affinity = pick(matches, loads, kv, [True] * n, params, start, affinity, use_prefix, work)
     evicted = 0
     last_use: Any = ""
     if chosen >= 0:
@@ -142,10 +126,6 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
         if has_hint:
             store.value(keys[0])["v"] = ids[chosen]
             store.expire(keys[0], now + affinity_ttl)
-        if live_on:
-            mark_live(store, keys[1 + 2 * n + chosen], keys[0], now, live_window)
-            if bound_to is not None and bound_to != ids[chosen] and bound_to in ids:
-                store.zset(keys[1 + 2 * n + ids.index(bound_to)]).pop(keys[0], None)
         if halflife > 0 and blocks > matches[chosen]:
             add_work(store, keys[w0 + chosen], blocks - matches[chosen], now, halflife)
         if use_prefix and blocks:

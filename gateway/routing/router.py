@@ -80,12 +80,9 @@ class RouterConfig:
     # Worker groups a model's routing state is split over (routing/groups.py); 1: one slot per model.
     groups: int = 1
     group_fresh_ms: float = 2000.0  # a group's load figures older than this no longer count
-    # A conversation bound to a worker with a request routed less than this ago is live there; a new
-    # conversation's first placement counts them (0: off; docs/routing.md, "Levers against it").
-    live_window_ms: int = 0
     # Every routed request adds its predicted prefill (blocks) to its worker's recent work, halved every
     # this long; a new conversation's first placement counts it (0: off; docs/routing.md).
-    work_halflife_ms: int = 0
+    work_halflife_ms: int = 60_000
 
 
 def _text(value: Any) -> str:
@@ -168,9 +165,6 @@ class PrefixRouter:
             cfg.index_ttl_ms,
             cfg.index_refresh_ms,
             cfg.rule.keep_slack(),
-            cfg.live_window_ms,
-            cfg.rule.live_slack,
-            cfg.rule.live_weight,
             "1" if note.opens else "0",
             cfg.work_halflife_ms,
             cfg.rule.work_weight,
@@ -179,8 +173,6 @@ class PrefixRouter:
             keys.append(self._keys.prefix_index(model, w.id, group))
             keys.append(self._keys.inflight(model, w.id, group))
             args.extend((w.id, w.metrics.get("waiting", 0.0), w.metrics.get("kv", 0.0), self.index_bound(w)))
-        if cfg.live_window_ms > 0:  # the live conversations per candidate (first placements count them)
-            keys.extend(self._keys.live(model, w.id, group) for w in candidates)
         if cfg.work_halflife_ms > 0:  # the recent work per candidate (the chosen one's grows)
             keys.extend(self._keys.work(model, w.id, group) for w in candidates)
         note.result = trip.call(ROUTE, keys, args)
@@ -377,9 +369,6 @@ class PrefixRouter:
         for w in candidates:
             keys.append(self._keys.prefix_index(model, w.id, group))
             keys.append(self._keys.inflight(model, w.id, group))
-        window = cfg.live_window_ms if note.hint else 0
-        if window > 0:
-            keys.extend(self._keys.live(model, w.id, group) for w in candidates)
         halflife = cfg.work_halflife_ms if note.hint else 0
         if halflife > 0:
             keys.extend(self._keys.work(model, w.id, group) for w in candidates)
@@ -388,31 +377,28 @@ class PrefixRouter:
         bound_to: str | None = None
         matches: Sequence[int] = [0] * n
         flights: Sequence[int] = [0] * n
-        live: list[int] | None = None
         work: list[float] | None = None
         if candidates and self.policy.scripted:
             store = self._local if self.stats.degraded else self._shared
             out = await store.run(PEEK, keys, [note.key.hashes if prefix else b"", "1" if prefix else "0",
-                                               "1" if note.hint else "0", n, window, halflife])
+                                               "1" if note.hint else "0", n, halflife])
             raw = out[0].decode() if isinstance(out[0], bytes) else str(out[0] or "")
             bound_to = raw or None
             matches = [int(m) for m in out[1:1 + n]]
             flights = [int(f) for f in out[1 + n:1 + 2 * n]]
-            if window > 0 and note.opens and bound_to is None:  # the first placement (choose.fewest_live)
-                live = [int(c) for c in out[1 + 2 * n:1 + 3 * n]]
-            if halflife > 0 and note.opens and bound_to is None:  # ... and by recent work
-                work = [float(_text(v)) for v in out[1 + 3 * n:1 + 4 * n]]
+            if halflife > 0 and note.opens and bound_to is None:  # the first placement, by recent work
+                work = [float(_text(v)) for v in out[1 + 2 * n:1 + 3 * n]]
         bound, rows, chosen, reason = decide(
             [w.id for w in candidates], matches, flights, [w.metrics.get("waiting", 0.0) for w in candidates],
             [w.metrics.get("kv", 0.0) for w in candidates],
-            [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix, live, work)
+            [bytes_in_blocks(m, note.key.block_bytes) for m in matches], rule, bound_to, prefix, work)
         if not self.policy.scripted:
             reason = f"policy {self.policy.name} does not use the shared index; " + reason
         if self.groups.count > 1:
             reason = f"worker group {group} of {self.groups.count} ({n} of its workers serve the model); " + reason
         return Decision(self.policy.name, note.key.blocks, note.key.total_bytes, rule.load_cost, rule.load_factor,
                         rule.load_slack, rule.keep_slack(), rule.kv_limit, bound, note.hint is not None, bound_to,
-                        cfg.live_window_ms / 1000, rule.live_slack, cfg.work_halflife_ms / 1000, rule.work_weight,
+                        cfg.work_halflife_ms / 1000, rule.work_weight,
                         chosen, reason, rows)
 
     def _group(self, note: RouteNote, candidates: list[Worker], turn: int | None = None) -> tuple[int, list[Worker]]:

@@ -14,7 +14,7 @@ hash tag               keys                                            one scrip
                        and reservations, settled markers
 ``{rt:MODEL}``         one model's prefix index (per worker),          ``prefix_route``, ``prefix_record``,
                        in-flight sets (per worker), affinity hints,    ``prefix_purge``, ``prefix_peek``
-                       live conversations (per worker; worker group
+                       recent work (per worker; worker group
                        0: all of them with one group)
 ``{rt#G:MODEL}``       the same for worker group G > 0                 (GATEWAY_ROUTING_GROUPS)
 ``{usage}``            usage stream shard 0 and its epoch              ``usage_append``; the ledger group
@@ -119,11 +119,6 @@ class KeySpace:
     def inflight(self, model: str, worker_id: str, group: int = 0) -> str:
         """ZSET: request id -> deadline (ms); the worker's requests in flight from every replica."""
         return f"{self.route_tag(model, group)}:inf:{worker_id}"
-
-    def live(self, model: str, worker_id: str, group: int = 0) -> str:
-        """ZSET: conversation hint -> last request routed (ms), the conversations bound to one worker that
-        were active lately (GATEWAY_ROUTING_LIVE_WINDOW_S; a new conversation's first placement counts them)."""
-        return f"{self.route_tag(model, group)}:live:{worker_id}"
 
     def work(self, model: str, worker_id: str, group: int = 0) -> str:
         """HASH: v -> the blocks of prefill routed to one worker lately (decayed), t -> when v was (ms)

@@ -82,5 +82,7 @@ def test_explain_applies_the_affinity_slack_like_the_rule() -> None:
 
 
 def test_the_affinity_slack_setting_reaches_the_rule() -> None:
-    assert router_config(Settings()).rule.keep_slack() == Settings().routing_load_slack  # unset: the load slack
-    assert router_config(Settings(routing_affinity_slack=4)).rule.keep_slack() == 4.0
+    assert router_config(Settings()).rule.keep_slack() == 4.0  # the default
+    assert router_config(Settings(routing_affinity_slack=3)).rule.keep_slack() == 3.0
+    unset = Settings(routing_affinity_slack="")  # an empty variable: the load slack
+    assert router_config(unset).rule.keep_slack() == unset.routing_load_slack

@@ -30,18 +30,15 @@ def chain(tag: str, n: int, after: bytes = b"") -> bytes:
 async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str | None = None,
                 waiting: tuple[float, ...] = (0, 0, 0), kv: tuple[float, ...] = (0, 0, 0), start: int = 0,
                 prefix: bool = True, cap: int = 1000, refresh: int = 1000,
-                affinity_slack: float = 2.0, live_window: int = 0, live_slack: float = 1.0,
-                live_weight: float = 0.0, opens: bool = True, halflife: int = 0,
+                affinity_slack: float = 2.0, opens: bool = True, halflife: int = 0,
                 work_weight: float = 1.0) -> dict[str, Any]:
     keys = [ks.affinity(MODEL, hint or "-")]
     args: list[Any] = [hashes, "1" if prefix else "0", 1.25, 2.0, 0.95, 4.0, start, rid, 60_000, 60_000,
-                       "1" if hint else "0", 60_000, refresh, affinity_slack, live_window, live_slack,
-                       live_weight, "1" if opens else "0", halflife, work_weight]
+                       "1" if hint else "0", 60_000, refresh, affinity_slack, "1" if opens else "0", halflife,
+                       work_weight]
     for i, w in enumerate(WORKERS):
         keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
         args += [w, waiting[i], kv[i], cap]
-    if live_window:
-        keys += [ks.live(MODEL, w) for w in WORKERS]
     if halflife:
         keys += [ks.work(MODEL, w) for w in WORKERS]
     r = await st.run(ROUTE, keys, args)

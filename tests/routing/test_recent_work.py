@@ -1,8 +1,8 @@
 """First placement by recent work (GATEWAY_ROUTING_WORK_HALFLIFE_S): every routed request adds the
 blocks it is predicted to prefill to its worker's recent work, which halves every half-life; a request
 opening a conversation no binding knows counts that work in its cost, so new conversations go where the
-recent prefill was least. Bound conversations never see it. The rule, its explanation and both stores'
-scripts."""
+recent prefill was least. Bound conversations never see it. The rule, its explanation, both stores'
+scripts and the router's flag for an inferred session's first turn."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import Settings
+from gateway.pipeline.principal import Principal
 from gateway.routing.choose import RuleParams, pick
 from gateway.routing.explain import PEEK, decide
+from gateway.routing.pool import WorkerPool
+from gateway.routing.router import PrefixRouter, RouterConfig
 from gateway.runtime import router_config
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
+from gateway.state.memory import MemoryState
 from tests.conftest import ADMIN_KEY, Backend, gateway_settings, serve_gateway
 from tests.conftest import MODEL as GW_MODEL
 from tests.routing.test_index_scripts import MODEL, WORKERS, chain, record, route
@@ -46,17 +50,18 @@ def test_explain_counts_recent_work_like_the_rule() -> None:
     ids = ["w0", "w1", "w2", "w3"]
     work = [200.0, 100.0, 90.0, 100.0]
     _, rows, chosen, reason = decide(ids, [20, 0, 0, 0], [0] * 4, [0.0] * 4, [0.1] * 4, [0] * 4, QUARTER, None,
-                                     True, None, work)
+                                     True, work)
     assert chosen == "w2" == ids[pick([20, 0, 0, 0], [0.0] * 4, [0.1] * 4, ALL4, QUARTER, 0, work=work)[0]]
     assert rows[0].cost == -20 + 50 and rows[2].cost == 22.5 and [r.recent_work for r in rows] == work
     assert "0.25 x 90.0 blocks of recent prefill" in reason
     # a conversation bound to w0 stays there: the first placement does not apply
-    assert decide(ids, [20, 0, 0, 0], [0] * 4, [0.0] * 4, [0.1] * 4, [0] * 4, QUARTER, "w0", True, None,
-                  work)[2] == "w0"
+    assert decide(ids, [20, 0, 0, 0], [0] * 4, [0.0] * 4, [0.1] * 4, [0] * 4, QUARTER, "w0", True, work)[2] == "w0"
 
 
 def test_the_work_settings_reach_the_router() -> None:
-    assert router_config(Settings()).work_halflife_ms == 0  # off by default
+    default = router_config(Settings())
+    assert default.work_halflife_ms == 60_000 and default.rule.work_weight == 0.25  # on by default
+    assert router_config(Settings(routing_work_halflife_s=0)).work_halflife_ms == 0  # off
     config = router_config(Settings(routing_work_halflife_s=20, routing_work_weight=0.5))
     assert config.work_halflife_ms == 20_000 and config.rule.work_weight == 0.5
     for bad in ({"routing_work_halflife_s": 1e300}, {"routing_work_halflife_s": float("nan")},
@@ -71,8 +76,8 @@ async def work(st: StateStore, ks: KeySpace, halflife: int = H) -> list[float]:
     for w in WORKERS:
         keys += [ks.prefix_index(MODEL, w), ks.inflight(MODEL, w)]
     keys += [ks.work(MODEL, w) for w in WORKERS]
-    out = await st.run(PEEK, keys, [b"", "0", "0", len(WORKERS), 0, halflife])
-    return [float(x.decode() if isinstance(x, bytes) else x) for x in out[1 + 3 * len(WORKERS):]]
+    out = await st.run(PEEK, keys, [b"", "0", "0", len(WORKERS), halflife])
+    return [float(x.decode() if isinstance(x, bytes) else x) for x in out[1 + 2 * len(WORKERS):]]
 
 
 async def test_the_route_script_adds_predicted_prefill_and_places_by_it(store: tuple[StateStore, KeySpace]) -> None:
@@ -153,3 +158,21 @@ async def test_explain_shows_each_workers_recent_work(backend: Backend, sims: li
         assert "blocks of recent prefill" in out["reason"]
     finally:
         await gw.stop()
+
+
+async def test_only_a_first_turn_or_an_explicit_hint_may_open_a_conversation() -> None:
+    principal = Principal("k", "o", "o", "salt", True)
+    first = {"model": MODEL, "messages": [{"role": "system", "content": "agent " * 50},
+                                          {"role": "user", "content": "fix it " * 20}]}
+    second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": "done"},
+                                    {"role": "tool", "tool_call_id": "c0", "content": "ok " * 30}]}
+    async with aiohttp.ClientSession() as http:
+        for policy in ("prefix_aware", "least_loaded"):
+            router = PrefixRouter(WorkerPool(http), KeySpace("gwtest-opens"), MemoryState(), MemoryState(),
+                                  RouterConfig(policy=policy))
+            opening = router.note_for(principal, first, {}, True, MODEL)
+            later = router.note_for(principal, second, {}, True, MODEL)
+            hinted = router.note_for(principal, second, {"x-grok-conv-id": "c"}, True, MODEL)
+            assert opening.hint and opening.opens  # an inferred session's first turn: no answer yet
+            assert later.hint and not later.opens  # its second turn: a new key, but not a new conversation
+            assert hinted.opens  # an explicit hint: the script knows whether it is bound

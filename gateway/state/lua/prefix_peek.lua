@@ -1,38 +1,33 @@
 -- Read-only twin of prefix_route for the routing explain endpoint: for every candidate worker, the
 -- longest run of the request's leading blocks in its index, its requests in flight (deadlines not
--- yet passed) and, with a live window, its live conversations (active within it), and the worker the
+-- yet passed) and, with a work half-life, its recent work (decayed to now), and the worker the
 -- conversation hint is bound to. Changes nothing. The search is prefix_match.lua's matched_blocks,
 -- put before this file by the loader.
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET;
---       with a live window, then per candidate KEYS[2n+1+i] its live conversations ZSET; with a work
---       half-life, then per candidate its recent work HASH (prefix_route.lua).
--- ARGV: packed 8-byte hashes, prefix(1/0), has_hint(1/0), candidates n, live window ms (0: off) and work
---       half-life ms (0: off) (the last three optional: without them every key past the first is a pair).
--- Returns {bound worker id ('' none), match_1..match_n, inflight_1..inflight_n, live_1..live_n,
+--       with a work half-life, then per candidate KEYS[2n+1+i] its recent work HASH (prefix_route.lua).
+-- ARGV: packed 8-byte hashes, prefix(1/0), has_hint(1/0), candidates n and work half-life ms (0: off)
+--       (both optional: without them every key past the first is a pair).
+-- Returns {bound worker id ('' none), match_1..match_n, inflight_1..inflight_n,
 --          work_1..work_n (blocks, decayed to now, as text)}.
 local hashes = ARGV[1]
 local use_prefix = ARGV[2] == '1'
 local has_hint = ARGV[3] == '1'
 local n = tonumber(ARGV[4]) or (#KEYS - 1) / 2
-local live_window = tonumber(ARGV[5]) or 0
-local halflife = tonumber(ARGV[6]) or 0
-local W = 2 * n + 1 + (live_window > 0 and n or 0)
+local halflife = tonumber(ARGV[5]) or 0
+local W = 2 * n + 1
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local matches, flights, live = {}, {}, {}
+local matches, flights = {}, {}
 for i = 1, n do
   flights[i] = redis.call('ZCOUNT', KEYS[2 * i + 1], '(' .. now, '+inf')
   matches[i] = use_prefix and matched_blocks(KEYS[2 * i], hashes, blocks) or 0
-  live[i] = 0
-  if live_window > 0 then live[i] = redis.call('ZCOUNT', KEYS[2 * n + 1 + i], '(' .. (now - live_window), '+inf') end
 end
 local bound_to = ''
 if has_hint then bound_to = redis.call('GET', KEYS[1]) or '' end
 local out = {bound_to}
 for i = 1, n do out[#out + 1] = matches[i] end
 for i = 1, n do out[#out + 1] = flights[i] end
-for i = 1, n do out[#out + 1] = live[i] end
 for i = 1, n do
   local w = '0'
   if halflife > 0 then

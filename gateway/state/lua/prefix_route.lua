@@ -4,17 +4,12 @@
 -- the recording of the chosen worker for the request's blocks (at once, so that a request arriving
 -- before this one ends already sees where its prefix is going).
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET;
---       with a live window, then per candidate KEYS[2n+1+i] its live conversations ZSET (hint -> ms);
---       with a work half-life, then per candidate its recent work HASH (v: blocks, t: ms).
+--       with a work half-life, then per candidate KEYS[2n+1+i] its recent work HASH (v: blocks, t: ms).
 -- ARGV: packed 8-byte hashes, prefix(1/0), load_factor, load_slack, kv_limit, load_cost, start (0-based),
 --       request id, in-flight ttl ms, affinity ttl ms, has_hint(1/0), index ttl ms, refresh ms,
---       affinity slack (the bound's slack for the worker a hint is bound to), live window ms (0: off),
---       live slack (0: no bound), live weight, opens(1/0: the request may open a conversation), work
---       half-life ms (0: off), work weight, then per candidate: id, waiting, kv usage, index bound (entries).
--- Live conversations (window > 0): a hinted request marks its conversation live on the chosen worker
--- (and off the worker it was bound to, if it moved); a request that opens a conversation with no
--- binding yet goes only to the eligible workers with the fewest live ones (live + 1 <= least + slack,
--- with a live slack), and its cost counts each live conversation as `live weight` requests in flight.
+--       affinity slack (the bound's slack for the worker a hint is bound to), opens(1/0: the request may
+--       open a conversation), work half-life ms (0: off), work weight, then per candidate: id, waiting,
+--       kv usage, index bound (entries).
 -- Recent work (half-life > 0): every routed request adds the blocks it is predicted to prefill (those
 -- the chosen worker does not hold) to that worker's work, which decays by half every half-life; a
 -- request that opens a conversation with no binding yet counts `work weight` x each worker's work in
@@ -44,19 +39,16 @@ local has_hint = ARGV[11] == '1'
 local index_ttl = tonumber(ARGV[12])
 local refresh = tonumber(ARGV[13])
 local affinity_slack = tonumber(ARGV[14])
-local live_window = tonumber(ARGV[15])
-local live_slack = tonumber(ARGV[16])
-local live_weight = tonumber(ARGV[17])
-local opens = ARGV[18] == '1'
-local halflife = tonumber(ARGV[19])
-local work_weight = tonumber(ARGV[20])
-local F = 20
+local opens = ARGV[15] == '1'
+local halflife = tonumber(ARGV[16])
+local work_weight = tonumber(ARGV[17])
+local F = 17
 local n = (#ARGV - F) / 4
 local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local W = 2 * n + 1 + (live_window > 0 and n or 0)  -- KEYS[W + i]: candidate i's recent work
+local W = 2 * n + 1  -- KEYS[W + i]: candidate i's recent work
 local function work_now(key)
   local vt = redis.call('HMGET', key, 'v', 't')
   if not vt[1] then return 0 end
@@ -98,7 +90,6 @@ local ok = eligible(slack)
 -- choice (choose.pick)
 local chosen, by_affinity = -1, 0
 local bound_to = false
-local live_on = live_window > 0 and has_hint
 if has_hint then
   bound_to = redis.call('GET', KEYS[1])
   if bound_to then
@@ -108,23 +99,6 @@ if has_hint then
       if ids[i] == bound_to and held[i] then chosen = i; by_affinity = 1 end
     end
   end
-end
-local live, weight = {}, 0
-if chosen < 0 and live_on and opens and not bound_to then
-  -- first placement (choose.fewest_live): among the eligible, the fewest live conversations
-  local fewest = -1
-  for i = 1, n do
-    if ok[i] then
-      live[i] = redis.call('ZCOUNT', KEYS[2 * n + 1 + i], '(' .. (now - live_window), '+inf')
-      if fewest < 0 or live[i] < fewest then fewest = live[i] end
-    end
-  end
-  if live_slack > 0 then
-    for i = 1, n do
-      if ok[i] then ok[i] = live[i] + 1 <= fewest + live_slack end
-    end
-  end
-  weight = load_cost * live_weight
 end
 local work = {}
 if chosen < 0 and halflife > 0 and opens and not bound_to then
@@ -139,7 +113,6 @@ if chosen < 0 then
     if ok[i] then
       local cost = load_cost * loads[i]
       if use_prefix then cost = cost - matches[i] end
-      if weight ~= 0 then cost = cost + weight * live[i] end
       if work[i] then cost = cost + work[i] end
       if chosen < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[chosen]) then
         chosen = i
@@ -157,17 +130,6 @@ if chosen > 0 then
   redis.call('ZADD', inf, now + inflight_ttl, rid)
   redis.call('PEXPIRE', inf, inflight_ttl)
   if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
-  if live_on then
-    local lk = KEYS[2 * n + 1 + chosen]
-    redis.call('ZREMRANGEBYSCORE', lk, '-inf', now - live_window)
-    redis.call('ZADD', lk, now, KEYS[1])
-    redis.call('PEXPIRE', lk, live_window)
-    if bound_to and bound_to ~= ids[chosen] then
-      for i = 1, n do
-        if ids[i] == bound_to then redis.call('ZREM', KEYS[2 * n + 1 + i], KEYS[1]) end
-      end
-    end
-  end
   if halflife > 0 and blocks > matches[chosen] then
     local wk = KEYS[W + chosen]
     redis.call('HSET', wk, 'v', string.format('%.17g', work_now(wk) + blocks - matches[chosen]), 't', now)
