@@ -103,14 +103,14 @@ def make_key(env: dict[str, str]) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def temp_env(redis_url: str = "", database_url: str = "") -> dict[str, str]:
+def temp_env(redis_url: str = "", database_url: str = "", private_redis: bool = False) -> dict[str, str]:
     """Settings of one benchmarked gateway: its own data folder and Redis key prefix, both removed when
-    the benchmark exits (the machine's Redis is shared)."""
+    the benchmark exits (the machine's Redis is shared; a private one goes with its keys)."""
     data = tempfile.mkdtemp(prefix="gw-bench-")
     prefix = "gwbench-" + os.urandom(3).hex()
     env = {"GATEWAY_DATA_DIR": data, "GATEWAY_REDIS_URL": redis_url, "GATEWAY_DATABASE_URL": database_url,
            "GATEWAY_REDIS_PREFIX": prefix}
-    atexit.register(_clean_up, data, redis_url, prefix)
+    atexit.register(_clean_up, data, "" if private_redis else redis_url, prefix)
     return env
 
 

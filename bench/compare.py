@@ -247,7 +247,7 @@ class Gateway(Server):
 
     def __init__(self, redis_url: str) -> None:
         super().__init__()
-        self.env = temp_env(redis_url, "")
+        self.env = temp_env(redis_url, "", private_redis=True)  # a private Redis (start_redis): gone at exit
         self.env.update({"GATEWAY_LEDGER_WRITERS": "0", "GATEWAY_ADMIN_KEY": "bench-admin-" + os.urandom(4).hex(),
                          "GATEWAY_REQUEST_LOG": "true", "GATEWAY_ROUTING_POLICY": "prefix_aware"})
         self.writer: subprocess.Popen[bytes] | None = None
