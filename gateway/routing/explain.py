@@ -44,7 +44,7 @@ def _peek_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: i
     return [bound_to, *matches, *flights, *work]
 
 
-PEEK = Script.load("prefix_peek", _peek_py, ("prefix_match",))
+PEEK = Script.load("prefix_peek", _peek_py, ("prefix_match", "prefix_work"))
 
 
 @dataclass(slots=True)

@@ -62,7 +62,8 @@ def _add_blocks(store: MemoryData, key: str, hashes: bytes, cap: int, now: int, 
 
 
 def work_now(store: MemoryData, key: str, now: int, halflife: int) -> float:
-    """A worker's recent work (blocks of predicted prefill) decayed to ``now``: halved every ``halflife`` ms."""
+    """A worker's recent work (blocks of predicted prefill) decayed to ``now``: halved every ``halflife`` ms.
+    The Python twin of ``work_now`` in prefix_work.lua (put before prefix_route.lua and prefix_peek.lua)."""
     entry = store.hash(key)
     if "v" not in entry:
         return 0.0
@@ -172,6 +173,6 @@ def _purge_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     return dropped
 
 
-ROUTE = Script.load("prefix_route", _route_py, ("prefix_match", "prefix_write"))
+ROUTE = Script.load("prefix_route", _route_py, ("prefix_match", "prefix_write", "prefix_work"))
 RECORD = Script.load("prefix_record", _record_py, ("prefix_write",))
 PURGE = Script.load("prefix_purge", _purge_py)

@@ -85,10 +85,6 @@ class RouterConfig:
     work_halflife_ms: int = 60_000
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def conversation_hint(ex: Exchange) -> str | None:
     """The client's explicit conversation key: the headers first, then the body's fields."""
     return hint_of(ex.headers, ex.request.body)
@@ -387,7 +383,7 @@ class PrefixRouter:
             matches = [int(m) for m in out[1:1 + n]]
             flights = [int(f) for f in out[1 + n:1 + 2 * n]]
             if halflife > 0 and note.opens and bound_to is None:  # the first placement, by recent work
-                work = [float(_text(v)) for v in out[1 + 2 * n:1 + 3 * n]]
+                work = [float(v) for v in out[1 + 2 * n:1 + 3 * n]]  # text or bytes
         bound, rows, chosen, reason = decide(
             [w.id for w in candidates], matches, flights, [w.metrics.get("waiting", 0.0) for w in candidates],
             [w.metrics.get("kv", 0.0) for w in candidates],

@@ -1,8 +1,8 @@
 -- Read-only twin of prefix_route for the routing explain endpoint: for every candidate worker, the
 -- longest run of the request's leading blocks in its index, its requests in flight (deadlines not
 -- yet passed) and, with a work half-life, its recent work (decayed to now), and the worker the
--- conversation hint is bound to. Changes nothing. The search is prefix_match.lua's matched_blocks,
--- put before this file by the loader.
+-- conversation hint is bound to. Changes nothing. The search is prefix_match.lua's matched_blocks and
+-- the recent work prefix_work.lua's work_now, both put before this file by the loader.
 -- KEYS[1] affinity key; then per candidate: KEYS[2i] prefix index ZSET, KEYS[2i+1] in-flight ZSET;
 --       with a work half-life, then per candidate KEYS[2n+1+i] its recent work HASH (prefix_route.lua).
 -- ARGV: packed 8-byte hashes, prefix(1/0), has_hint(1/0), candidates n and work half-life ms (0: off)
@@ -29,13 +29,6 @@ local out = {bound_to}
 for i = 1, n do out[#out + 1] = matches[i] end
 for i = 1, n do out[#out + 1] = flights[i] end
 for i = 1, n do
-  local w = '0'
-  if halflife > 0 then
-    local vt = redis.call('HMGET', KEYS[W + i], 'v', 't')
-    if vt[1] then
-      w = string.format('%.17g', tonumber(vt[1]) * math.pow(0.5, math.max(0, now - tonumber(vt[2])) / halflife))
-    end
-  end
-  out[#out + 1] = w
+  out[#out + 1] = halflife > 0 and string.format('%.17g', work_now(KEYS[W + i], now, halflife)) or '0'
 end
 return out

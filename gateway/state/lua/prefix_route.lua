@@ -48,12 +48,7 @@ local blocks = math.floor(#hashes / 8)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local W = 2 * n + 1  -- KEYS[W + i]: candidate i's recent work
-local function work_now(key)
-  local vt = redis.call('HMGET', key, 'v', 't')
-  if not vt[1] then return 0 end
-  return tonumber(vt[1]) * math.pow(0.5, math.max(0, now - tonumber(vt[2])) / halflife)
-end
+local W = 2 * n + 1  -- KEYS[W + i]: candidate i's recent work (prefix_work.lua's work_now)
 
 local ids, loads, kv, matches, flights = {}, {}, {}, {}, {}
 for i = 1, n do
@@ -103,7 +98,7 @@ end
 local work = {}
 if chosen < 0 and halflife > 0 and opens and not bound_to then
   for i = 1, n do
-    if ok[i] then work[i] = work_weight * work_now(KEYS[W + i]) end
+    if ok[i] then work[i] = work_weight * work_now(KEYS[W + i], now, halflife) end
   end
 end
 if chosen < 0 then
@@ -132,7 +127,7 @@ if chosen > 0 then
   if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
   if halflife > 0 and blocks > matches[chosen] then
     local wk = KEYS[W + chosen]
-    redis.call('HSET', wk, 'v', string.format('%.17g', work_now(wk) + blocks - matches[chosen]), 't', now)
+    redis.call('HSET', wk, 'v', string.format('%.17g', work_now(wk, now, halflife) + blocks - matches[chosen]), 't', now)
     redis.call('PEXPIRE', wk, math.floor(halflife * 16))
   end
   if use_prefix and blocks > 0 then
