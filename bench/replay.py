@@ -505,6 +505,20 @@ def selected_rows(args: argparse.Namespace, workload: str) -> list[tuple[str, st
     return rows
 
 
+def run_row(sims: SimFarm, base_env: dict[str, str], policy: str, extra: dict[str, str], job: Any,
+            hints: bool, pin: bool) -> tuple[Run, float]:
+    """One row of a harder workload: the workers reset, one gateway with these settings, the workload
+    (``job(urls, hints)``) through it; the run and its seconds."""
+    sims.reset()
+    gws = start_gateways(policy, 1, sims, base_env, "0" if pin else None, extra)
+    try:
+        t0 = time.perf_counter()
+        run = asyncio.run(job([g.url for g in gws], hints))
+        return run, time.perf_counter() - t0
+    finally:
+        stop_all(gws)
+
+
 def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argparse.Namespace, kv: int,
               job: Any, workload: str) -> list[Row]:
     """Every selected row (``selected_rows``) on one workload (``job(urls, hints)``), then the ceiling
@@ -516,14 +530,7 @@ def hard_rows(title: str, sims: SimFarm, base_env: dict[str, str], args: argpars
     for label, policy, hints, extra in selected_rows(args, workload):
         if policy not in args.policies:
             continue
-        sims.reset()
-        gws = start_gateways(policy, 1, sims, base_env, "0" if args.pin else None, extra)
-        try:
-            t0 = time.perf_counter()
-            run = asyncio.run(job([g.url for g in gws], hints))
-            seconds = time.perf_counter() - t0
-        finally:
-            stop_all(gws)
+        run, seconds = run_row(sims, base_env, policy, extra, job, hints, args.pin)
         if ref is None:
             ref = fleet_bounds(run, args.workers, kv)
             ceil = ref.ceiling

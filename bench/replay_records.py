@@ -16,13 +16,11 @@ partner, turn, send time, worker, prompt and cached tokens and TTFT.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -92,14 +90,9 @@ def main() -> None:
         for spec in args.rows:
             label, policy, hints, extra = (replay.parse_row(spec) if "|" in spec
                                            else ("pinning client", "session_hash", True, {}))
-            sims.reset()
-            gateways = replay.start_gateways(policy, 1, sims, base, "0", extra)
-            try:
-                t0 = time.perf_counter()
-                run = asyncio.run(replay.run_agentic([g.url for g in gateways], keys, cfg, hints, "x-grok-conv-id"))
-                seconds = time.perf_counter() - t0
-            finally:
-                replay.stop_all(gateways)
+            run, seconds = replay.run_row(
+                sims, base, policy, extra,
+                lambda urls, hints: replay.run_agentic(urls, keys, cfg, hints, "x-grok-conv-id"), hints, True)
             if ceiling is None:
                 ceiling = replay.fleet_bounds(run, 4, kv).ceiling
             replay.print_row(replay.figures(label, run, 4, seconds, ceiling))
