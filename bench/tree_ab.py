@@ -2,9 +2,10 @@
 the gateway's CPU per request.
 
     python -m bench.tree_ab --tree before=DIR [--sizes 128] [--modes json] [--rounds 5] [--seconds 3]
+    python -m bench.tree_ab --variant gc700=GATEWAY_GC_THRESHOLD=700 [...]
 
 Each tree (``NAME=DIR``, another commit's files: ``git archive main | tar -x -C DIR``; this checkout is
-``this``) runs a gateway as ``bench.compare`` runs it (every stage on: an API key, a plan whose limits
+``this``), and each variant (``NAME=VAR=VALUE``: this checkout with one environment setting changed), runs a gateway as ``bench.compare`` runs it (every stage on: an API key, a plan whose limits
 never bind, a monthly budget, prefix routing on a private Redis, metering to the stream with its own
 ledger writer, the request log), all of them up at once and pinned to ``--server-cpu`` (only the one
 under load is busy), the instant upstream, Redis, the writers and wrk (1 thread, ``--connections``) on
@@ -29,6 +30,8 @@ from bench.compare import Wrk, start_redis, start_upstream, tree_cpu_s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR", help="another source tree")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME=VAR=VALUE",
+                    help="this checkout with one setting changed")
     ap.add_argument("--sizes", default="128", help="body sizes in KB")
     ap.add_argument("--modes", default="json", help="json, stream, stream-new")
     ap.add_argument("--rounds", type=int, default=5)
@@ -39,14 +42,24 @@ def main() -> None:
     ap.add_argument("--load-cpu", default="1")
     args = ap.parse_args()
     trees = {"this": ROOT}
+    overrides: dict[str, dict[str, str]] = {}
     for spec in args.tree:
         name, _, path = spec.partition("=")
         trees[name] = Path(path).resolve()
+    for spec in args.variant:
+        name, _, setting = spec.partition("=")
+        var, _, value = setting.partition("=")
+        if not name or not var or name in trees:
+            raise SystemExit(f"--variant {spec!r}: NAME=VAR=VALUE, a name of its own")
+        trees[name] = ROOT
+        overrides[name] = {var: value}
     sizes = [int(s) for s in args.sizes.split(",")]
     modes = args.modes.split(",")
     redis_proc, redis_url, _ = start_redis(args.load_cpu)
     upstream_proc, upstream = start_upstream(args.load_cpu)
     gateways = {name: TreeGateway(name, root, redis_url) for name, root in trees.items()}
+    for name, env in overrides.items():
+        gateways[name].env.update(env)
     runs: dict[tuple[str, int, str], list[tuple[float, float]]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="tree-ab-") as work:
@@ -88,7 +101,7 @@ def main() -> None:
                 rps, cpu = statistics.median(r for r, _ in got), statistics.median(c for _, c in got)
                 base_rps, base_cpu = statistics.median(r for r, _ in base), statistics.median(c for _, c in base)
                 print(f"  {size:>4} KB {mode:<10} {name:<8} {rps:7.0f} req/s ({rps / base_rps:.2f}x)  "
-                      f"cpu {cpu:5.0f} us/req ({cpu / base_cpu:.2f}x)  ({trees[name]})")
+                      f"cpu {cpu:5.0f} us/req ({cpu / base_cpu:.2f}x)  ({overrides.get(name) or trees[name]})")
 
 
 if __name__ == "__main__":

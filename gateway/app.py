@@ -162,12 +162,15 @@ class GatewayApp:
             # What exists now (modules, clients, the runtime) lives as long as the server: out of the
             # cyclic collector's sight, full collections under load stop traversing it (~160k objects).
             gc.freeze()
+            threshold = gc.get_threshold()
+            gc.set_threshold(settings.gc_threshold, *threshold[1:])  # see Settings.gc_threshold
             self._start_rest_build()
             try:
                 yield
             finally:
                 if self._rest_build is not None:
                     await asyncio.gather(self._rest_build, return_exceptions=True)  # a thread is not cancelled
+                gc.set_threshold(*threshold)
                 gc.unfreeze()
 
 

@@ -235,3 +235,18 @@ async def test_the_start_checks_each_worker_once_not_again_beside_the_first_requ
             assert health == ["/health"]  # the lifespan's check, and no second one at once
         finally:
             await gw.stop()
+
+
+async def test_the_server_raises_the_collectors_young_threshold_while_it_serves(backend: Backend) -> None:
+    """Young collections under load find next to no garbage but traverse every request in flight
+    (Settings.gc_threshold): the lifespan sets the first generation's threshold, keeps the older ones', and
+    puts the threshold back when it ends."""
+    before = gc.get_threshold()
+    assert before[0] != 12_345
+    gw = await serve_gateway(gateway_settings(backend, [], gc_threshold=12_345))
+    try:
+        assert gc.get_threshold() == (12_345, *before[1:])
+    finally:
+        await gw.stop()
+    assert gc.get_threshold() == before
+    assert Settings().gc_threshold == 20_000
