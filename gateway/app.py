@@ -22,6 +22,7 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from gateway import collector
 from gateway.asgi import Receive, Scope, Send
 from gateway.config import Settings
 from gateway.front.chat import ChatCompletions
@@ -161,17 +162,13 @@ class GatewayApp:
             self.metrics_url = metrics_url
             # What exists now (modules, clients, the runtime) lives as long as the server: out of the
             # cyclic collector's sight, full collections under load stop traversing it (~160k objects).
-            gc.freeze()
-            threshold = gc.get_threshold()
-            gc.set_threshold(settings.gc_threshold, *threshold[1:])  # see Settings.gc_threshold
-            self._start_rest_build()
-            try:
-                yield
-            finally:
-                if self._rest_build is not None:
-                    await asyncio.gather(self._rest_build, return_exceptions=True)  # a thread is not cancelled
-                gc.set_threshold(*threshold)
-                gc.unfreeze()
+            with collector.long_lived(settings.gc_threshold):
+                self._start_rest_build()
+                try:
+                    yield
+                finally:
+                    if self._rest_build is not None:
+                        await asyncio.gather(self._rest_build, return_exceptions=True)  # a thread is not cancelled
 
 
 def create_app(settings: Settings | None = None) -> GatewayApp:

@@ -200,10 +200,10 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     # One JSON line per request on the "gateway.requests" logger (never a key or a prompt).
     request_log: bool = True
-    # The cyclic garbage collector's first-generation threshold while serving (Python's own is 700). Under
-    # load its young collections find almost no garbage but traverse the objects of every request in
-    # flight, about 7-9% of the CPU per request (docs/benchmarks.md); at this threshold they nearly stop,
-    # while a cycle of garbage is still collected within this many net allocations.
+    # The cyclic garbage collector's first-generation threshold in the server and the standalone ledger
+    # writer (Python's own is 700; gateway/collector.py). Under load young collections find next to no
+    # garbage but traverse every request in flight; at this threshold they nearly stop, while a cycle of
+    # garbage is still collected within this many net allocations.
     gc_threshold: int = Field(default=20_000, ge=100, le=10_000_000)
     # Label request metrics by organisation (only where the number of organisations is bounded).
     metrics_org_labels: bool = False

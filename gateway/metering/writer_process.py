@@ -16,6 +16,7 @@ from billing.ledger.dead_letters import DeadLetters
 from billing.ledger.partitions import LedgerPartitions
 from billing.ledger.sink import LedgerSink
 from billing.ledger.writer import LedgerWriter
+from gateway import collector
 from gateway.background import TaskFailures, every
 from gateway.config import Settings
 from gateway.db import engine as db
@@ -48,7 +49,8 @@ async def run_writer(settings: Settings, writers: int, stop: asyncio.Event | Non
         loops.append(every(PARTITION_UPKEEP_S, "ledger-partitions", functools.partial(keep_partitions, partitions,
                                                                                       settings), stop, failures))
     try:
-        await asyncio.gather(*loops)
+        with collector.long_lived(settings.gc_threshold):  # its batches are request-sized objects too
+            await asyncio.gather(*loops)
     finally:
         await redis.aclose()
         await engine.dispose()

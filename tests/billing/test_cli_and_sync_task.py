@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import sys
@@ -121,6 +122,26 @@ async def test_a_standalone_writer_fills_the_ledger_for_replicas_that_write_none
     finally:
         stop.set()
         await served.stop()
+
+
+async def test_the_standalone_writer_raises_the_collectors_young_threshold_while_it_runs(
+        pg_database: str, redis_prefix: str) -> None:
+    """Its batches are request-sized objects as a server's are (Settings.gc_threshold): set once its clients
+    are built, put back when it stops."""
+    settings = gateway_settings(Backend("shared", pg_database, REDIS_URL, redis_prefix), [], gc_threshold=7_777)
+    before = gc.get_threshold()
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_writer(settings, 1, stop))
+    try:
+        for _ in range(400):
+            if gc.get_threshold()[0] == 7_777 or task.done():
+                break
+            await asyncio.sleep(0.02)
+        assert gc.get_threshold() == (7_777, *before[1:])
+    finally:
+        stop.set()
+        await task
+    assert gc.get_threshold() == before
 
 
 def _today() -> tuple[datetime, datetime]:
