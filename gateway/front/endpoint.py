@@ -87,14 +87,14 @@ class HotPath:
         self._log = request_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
+        started, started_wall = time.perf_counter(), time.time()
         request_id = "req_" + os.urandom(12).hex()
         adapter = self.routes[scope["path"]]
         route = adapter.kind
         ex: Exchange | None = None
         status, error_code = 200, None
         try:
-            ex = await self._serve(scope, receive, send, request_id, adapter)
+            ex = await self._serve(scope, receive, send, request_id, adapter, started, started_wall)
             if ex is not None:
                 status = ex.status or 200
         except errors.GatewayError as exc:
@@ -110,7 +110,7 @@ class HotPath:
         self._log.write(request_id, route, status, elapsed, ex, error_code)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, request_id: str,
-                     adapter: FrontAdapter) -> Exchange | None:
+                     adapter: FrontAdapter, started: float, started_wall: float) -> Exchange | None:
         if scope["method"] != "POST":
             raise errors.method_not_allowed()
         ex: Exchange | None = None
@@ -122,7 +122,8 @@ class HotPath:
             resolver = self._resolvers.get(adapter.path)
             if resolver is not None:
                 request = await resolver.resolve(request, principal, request_id)
-            ex = Exchange(request_id=request_id, principal=principal, request=request,
+            ex = Exchange(request_id=request_id, principal=principal, request=request, started=started,
+                          started_wall=started_wall,
                           path=UPSTREAM_PATHS.get(request.kind) or scope["path"],
                           payload=raw if request.payload is None else request.payload,
                           headers={k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]})

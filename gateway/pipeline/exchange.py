@@ -36,6 +36,8 @@ class Exchange:
     requested_model: str | None = None
     # The calling app, from the client's HTTP-Referer / X-Title headers (OpenRouter's convention).
     app: str | None = None
+    # When the request arrived (perf_counter and wall clock): the endpoint passes its own, so that the
+    # overhead, TTFT and duration figures include reading the body, the key's check and the parse.
     started: float = field(default_factory=time.perf_counter)
     started_wall: float = field(default_factory=time.time)
     worker: Target | None = None

@@ -75,6 +75,30 @@ async def test_request_log_is_one_json_line_without_secrets(gateway: Any, api_ke
     assert api_key not in lines[-1] and prompt not in " ".join(lines)
 
 
+async def test_the_request_logs_timings_start_when_the_request_arrives(gateway: Any, api_key: str,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Overhead before the upstream call, TTFT and duration count from the request's arrival, so reading the
+    body, the key's check and the parse are in them: a body that takes 0.3 s to arrive shows in each."""
+    body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "slow body"}], "max_tokens": 2})
+    host, port = gateway.url.removeprefix("http://").rsplit(":", 1)
+    with caplog.at_level(logging.INFO, logger="gateway.requests"):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"x-api-key: " + api_key.encode() + b"\r\ncontent-length: " + str(len(body)).encode()
+                     + b"\r\nconnection: close\r\n\r\n" + body[:10])
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.write(body[10:])
+        answer = await reader.read()
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 200")
+    request_id = answer.split(b"x-request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    rec = next(orjson.loads(r.getMessage()) for r in caplog.records
+               if r.name == "gateway.requests" and request_id in r.getMessage())
+    assert rec["overhead_ms"] >= 300 and rec["ttft_ms"] >= rec["overhead_ms"]
+    assert rec["duration_ms"] >= rec["ttft_ms"]
+
+
 def test_metrics_add_up_across_server_processes(tmp_path: Any) -> None:
     sim_port, gw_port = free_port(), free_port()
     env = {**os.environ, "GATEWAY_DATA_DIR": str(tmp_path), "GATEWAY_WORKERS": f"http://127.0.0.1:{sim_port}",
