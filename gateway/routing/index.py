@@ -170,6 +170,7 @@ def _purge_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
     dropped = len(index)
     index.clear()
     store.zset(keys[1]).clear()
+    store.delete(keys[2])
     return dropped
 
 

@@ -280,10 +280,12 @@ class PrefixRouter:
 
     # --- workers that went away or restarted --------------------------------------------------------
     async def purge(self, worker: Worker) -> int:
-        """Drop the worker's index and in-flight entries for every model it served, shared and local."""
+        """Drop the worker's index, in-flight entries and recent work for every model it served, shared and
+        local."""
         dropped = 0
         for model in worker.models:
-            keys = [self._index(model, worker.id), self._inflight(model, worker.id)]
+            keys = [self._index(model, worker.id), self._inflight(model, worker.id),
+                    self._keys.work(model, worker.id, self.groups.of(worker.id))]
             dropped += int(await self._local.run(PURGE, keys, []))
             if self._shared is not self._local:
                 try:

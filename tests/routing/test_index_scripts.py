@@ -166,7 +166,8 @@ async def test_purge_forgets_a_worker(store: tuple[StateStore, KeySpace]) -> Non
     c = chain("c", 5)
     await record(st, ks, "w-a", c, "r1")
     await route(st, ks, c, "r2")
-    dropped = await st.run(PURGE, [ks.prefix_index(MODEL, "w-a"), ks.inflight(MODEL, "w-a")], [])
+    dropped = await st.run(PURGE, [ks.prefix_index(MODEL, "w-a"), ks.inflight(MODEL, "w-a"), ks.work(MODEL, "w-a")],
+                           [])
     assert int(dropped) == 5
     r = await route(st, ks, c, "r3")
     assert r["matches"] == [0, 0, 0] and r["inflight"] == [0, 0, 0]

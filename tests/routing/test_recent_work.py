@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.pipeline.principal import Principal
 from gateway.routing.choose import RuleParams, pick
 from gateway.routing.explain import PEEK, decide
+from gateway.routing.index import PURGE
 from gateway.routing.pool import WorkerPool
 from gateway.routing.router import PrefixRouter, RouterConfig
 from gateway.runtime import router_config
@@ -110,6 +111,22 @@ async def test_the_route_script_adds_predicted_prefill_and_places_by_it(store: t
     # a bound conversation stays where it is bound, whatever the work
     kept = await go("k0", hot + chain("c0", 41, after=hot)[64:], "conv-0")
     assert kept["chosen"] == "w-a" and kept["affinity"]
+
+
+async def test_a_first_placement_adds_to_the_full_work_and_a_purge_forgets_it(
+        store: tuple[StateStore, KeySpace]) -> None:
+    st, ks = store
+    r = await route(st, ks, chain("c", 40), "r1", hint="conv-1", opens=False, halflife=H)
+    await record(st, ks, r["chosen"], b"", "r1")
+    assert r["chosen"] == "w-a" and [round(x) for x in await work(st, ks)] == [40, 0, 0]
+    # a new conversation that only w-a may take (the others' KV is full): its 10 blocks add to all 40 of
+    # w-a's work, not to the quarter of it the choice weighed
+    r = await route(st, ks, chain("n", 10), "r2", hint="new-1", kv=(0, 0.99, 0.99), halflife=H, work_weight=0.25)
+    await record(st, ks, r["chosen"], b"", "r2")
+    assert r["chosen"] == "w-a" and [round(x) for x in await work(st, ks)] == [50, 0, 0]
+    # the worker restarted or left: its cache, and with it what its work stood for, is gone
+    await st.run(PURGE, [ks.prefix_index(MODEL, "w-a"), ks.inflight(MODEL, "w-a"), ks.work(MODEL, "w-a")], [])
+    assert await work(st, ks) == [0.0, 0.0, 0.0]
 
 
 async def test_recent_work_halves_every_half_life(store: tuple[StateStore, KeySpace]) -> None:

@@ -95,10 +95,10 @@ if has_hint then
     end
   end
 end
-local work = {}
+local work = {}  -- each eligible candidate's recent work, read only for a first placement
 if chosen < 0 and halflife > 0 and opens and not bound_to then
   for i = 1, n do
-    if ok[i] then work[i] = work_weight * work_now(KEYS[W + i], now, halflife) end
+    if ok[i] then work[i] = work_now(KEYS[W + i], now, halflife) end
   end
 end
 if chosen < 0 then
@@ -108,7 +108,7 @@ if chosen < 0 then
     if ok[i] then
       local cost = load_cost * loads[i]
       if use_prefix then cost = cost - matches[i] end
-      if work[i] then cost = cost + work[i] end
+      if work[i] then cost = cost + work_weight * work[i] end
       if chosen < 0 or cost < best_cost or (cost == best_cost and kv[i] < kv[chosen]) then
         chosen = i
         best_cost = cost
@@ -127,7 +127,8 @@ if chosen > 0 then
   if has_hint then redis.call('SET', KEYS[1], ids[chosen], 'PX', affinity_ttl) end
   if halflife > 0 and blocks > matches[chosen] then
     local wk = KEYS[W + chosen]
-    redis.call('HSET', wk, 'v', string.format('%.17g', work_now(wk, now, halflife) + blocks - matches[chosen]), 't', now)
+    local before = work[chosen] or work_now(wk, now, halflife)
+    redis.call('HSET', wk, 'v', string.format('%.17g', before + blocks - matches[chosen]), 't', now)
     redis.call('PEXPIRE', wk, math.floor(halflife * 16))
   end
   if use_prefix and blocks > 0 then
