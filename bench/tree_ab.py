@@ -5,13 +5,14 @@ the gateway's CPU per request.
     python -m bench.tree_ab --variant gc700=GATEWAY_GC_THRESHOLD=700 [...]
 
 Each tree (``NAME=DIR``, another commit's files: ``git archive main | tar -x -C DIR``; this checkout is
-``this``), and each variant (``NAME=VAR=VALUE``: this checkout with one environment setting changed), runs a gateway as ``bench.compare`` runs it (every stage on: an API key, a plan whose limits
-never bind, a monthly budget, prefix routing on a private Redis, metering to the stream with its own
-ledger writer, the request log), all of them up at once and pinned to ``--server-cpu`` (only the one
-under load is busy), the instant upstream, Redis, the writers and wrk (1 thread, ``--connections``) on
-``--load-cpu``. Every round runs each size and mode on each tree in turn, the order alternating from
-round to round (so the machine's other load hits all alike): a warm-up, then the measured run, the
-gateway's CPU (user + system of its process tree, from /proc) divided by the requests it answered.
+``this``), and each variant (``NAME=VAR=VALUE``: this checkout with one environment setting changed),
+runs a gateway as ``bench.compare`` runs it (every stage on: an API key, a plan whose limits never bind,
+a monthly budget, prefix routing on a private Redis, metering to the stream with its own ledger writer,
+the request log), all of them up at once and pinned to ``--server-cpu`` (only the one under load is
+busy), the instant upstream, Redis, the writers and wrk (1 thread, ``--connections``) on ``--load-cpu``.
+Every round runs each size and mode on each tree in turn, the order alternating from round to round (so
+the machine's other load hits all alike): a warm-up, then the measured run, the gateway's CPU (user +
+system of its process tree, from /proc) divided by the requests it answered.
 Prints every run and then, per tree, the medians and their ratio to ``this``.
 """
 
