@@ -4,8 +4,8 @@ threshold fit for a server.
 ``gc.freeze()`` moves every object alive now (modules, clients, the runtime: ~160-230k of them) to the
 permanent generation, so full collections stop re-traversing them. The first generation's threshold
 (``GATEWAY_GC_THRESHOLD``, Python's own is 700) decides how often young collections run: in a server they find
-next to no garbage but traverse the objects of every request in flight, 7-20% of the CPU per request
-(docs/benchmarks.md, "Garbage collection"); at 20,000 they nearly stop, and a cycle of garbage is still
+next to no garbage but traverse the objects of every request in flight, 4-18% of the CPU per request
+(docs/benchmarks.md, "Young collections"); at 20,000 they nearly stop, and a cycle of garbage is still
 collected within that many net allocations.
 """
 
