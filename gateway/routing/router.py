@@ -284,8 +284,7 @@ class PrefixRouter:
         local."""
         dropped = 0
         for model in worker.models:
-            keys = [self._index(model, worker.id), self._inflight(model, worker.id),
-                    self._keys.work(model, worker.id, self.groups.of(worker.id))]
+            keys = [self._index(model, worker.id), self._inflight(model, worker.id), self._work(model, worker.id)]
             dropped += int(await self._local.run(PURGE, keys, []))
             if self._shared is not self._local:
                 try:
@@ -415,6 +414,9 @@ class PrefixRouter:
 
     def _inflight(self, model: str, worker_id: str) -> str:
         return self._keys.inflight(model, worker_id, self.groups.of(worker_id))
+
+    def _work(self, model: str, worker_id: str) -> str:
+        return self._keys.work(model, worker_id, self.groups.of(worker_id))
 
     def _rule(self) -> RuleParams:
         """The rule with the current load cost (only a retry or a changed pool applies it here: the
