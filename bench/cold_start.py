@@ -9,7 +9,8 @@ at that moment, then until ``GET /ready`` answers 200 (polled from then on: the 
 built off the hot path's way), then stopped. Each ``--tree`` (``NAME=DIR``, a checkout of another commit: ``git archive
 main | tar -x -C DIR``) gets its own data folder, migrated and given a key by its own CLI before the first
 run; the runs alternate between the trees (so the machine's other load hits all alike) and the medians
-come out at the end. This checkout is always one of them, named ``this``.
+come out at the end. This checkout is always one of them, named ``this``. Each tree's bytecode is
+compiled first (``compile_bytecode``), as an install would have it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.common import ROOT, free_port, pinned
+from bench.common import ROOT, compile_bytecode, free_port, pinned
 from bench.compare import Gateway, start_redis, start_upstream
 
 
@@ -81,6 +82,7 @@ def main() -> None:
     figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in trees}
     try:
         for gw in gateways.values():
+            compile_bytecode(gw.root)  # the installed form: bytecode compiled, as pip and the image do
             gw.prepare_key()
         for i in range(args.runs):
             order = list(gateways.values())

@@ -26,6 +26,16 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def compile_bytecode(root: Path) -> None:
+    """Compile a source tree's gateway and billing packages as ``pip install`` and the image do
+    (``deploy/Dockerfile``: ``compileall``), so that a cold start measures the installed gateway, not the
+    compiler: where ``PYTHONDONTWRITEBYTECODE`` is set, as on this project's machines, a checkout is
+    otherwise compiled again at every start (0.15-0.2 s of CPU here). Explicit writes, into the
+    ``__pycache__`` folders git ignores."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "gateway"), str(root / "billing")],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

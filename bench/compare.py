@@ -13,8 +13,9 @@ streaming, and streaming with a new connection per request (``Connection: close`
 
 Per target it prints requests/s and p50/p99 per size and mode, the server's CPU per request (user +
 system of its process tree, from /proc), its RSS after the load, its cold start (spawn to the first 200
-of a chat request) and the latency it adds at one connection over the upstream directly (p50/p99,
-non-streaming). Then one table of ratios: the gateway's requests/s over each peer's.
+of a chat request; the gateway's bytecode compiled first, as an install has it) and the latency it adds
+at one connection over the upstream directly (p50/p99, non-streaming). Then one table of ratios: the
+gateway's requests/s over each peer's.
 
 The gateway runs with every stage on: an API key (auth), a plan whose limits never bind (every kind,
 organisation and key), a monthly budget, prefix-aware routing on Redis, metering to the Redis usage
@@ -44,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.agent_bodies import MODEL, bodies
-from bench.common import ROOT, free_port, make_key, pinned, temp_env
+from bench.common import ROOT, compile_bytecode, free_port, make_key, pinned, temp_env
 
 PEERS_DIR = Path(os.environ.get("GATEWAY_BENCH_PEERS", Path.home() / ".cache" / "gateway-bench"))
 MODES = {"json": (False, False), "stream": (True, False), "stream-new": (True, True)}
@@ -512,6 +513,7 @@ def main() -> None:
                 continue
             try:  # one at a time, alone on the machine's load, for its cold start
                 if isinstance(server, Gateway):
+                    compile_bytecode(ROOT)  # as installed (the peers' packages are compiled by pip)
                     server.prepare(args.load_cpu)
                 cold = server.spawn(args.server_cpu, upstream)
             except (RuntimeError, subprocess.SubprocessError, OSError) as exc:

@@ -26,12 +26,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bench.route_cpu import MODEL, conversation
+from gateway.config import Settings
 from gateway.front.chat import ChatCompletions
 from gateway.limits.limit_stage import RateLimitStage
 from gateway.metering.budget import Budgets
@@ -47,6 +47,7 @@ from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.resp import RespClient
 from gateway.state.resp_cluster import ClusterResp
+from gateway.upstream.worker_probe import WorkerProbe
 from tests.private_cluster import cluster_port, private_cluster
 
 LIMITS = RateLimits(org_rpm=10**9, org_tpm=10**12, org_tpd=10**12, org_concurrency=10**5, key_rpm=5 * 10**8,
@@ -100,7 +101,7 @@ async def measure(url: str, n: int, concurrency: int, one: Callable[[int], Await
             "usec_req": (usec1 - usec0) / n, "calls_req": calls / n, "gateway_us": gw}
 
 
-def _pool(http: aiohttp.ClientSession, workers: int) -> WorkerPool:
+def _pool(http: WorkerProbe, workers: int) -> WorkerPool:
     pool = WorkerPool(http)
     for i in range(workers):
         w = pool.add(f"http://127.0.0.1:{20000 + i}", "config")
@@ -190,7 +191,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         await _ready(url)
         state = RedisState(Redis.from_url(url), RespClient(url, reply_timeout=120.0))  # 256 workers: slow scripts
-        async with aiohttp.ClientSession() as http:
+        async with WorkerProbe.build(Settings()) as http:
             print(f"Redis CPU per routed request (one private redis-server, lean client, {args.concurrency} at a time, "
                   f"{args.rounds} requests per case, "
                   f"{'every one a new prompt' if args.cold else '8 conversations, each prompt sent again and again'})")
@@ -238,7 +239,7 @@ async def cluster_vs_single(url: str, args: argparse.Namespace) -> None:
     print()
     print("Gateway CPU per request (this process: limiter + budget + routing + usage append, 64 workers, "
           "1K-token prompts), one node vs a 3-master cluster, alternating rounds")
-    async with private_cluster(size=3, replicas=0) as cluster, aiohttp.ClientSession() as http:
+    async with private_cluster(size=3, replicas=0) as cluster, WorkerProbe.build(Settings()) as http:
         await cluster.wait_healthy(masters=3)
         pool = _pool(http, 64)
         raws = [conversation(1000, seed) for seed in range(8)]

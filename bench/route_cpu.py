@@ -31,6 +31,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.workloads import words
+from gateway.config import Settings
 from gateway.front.chat import ChatCompletions
 from gateway.pipeline.exchange import Exchange
 from gateway.pipeline.principal import Principal
@@ -41,6 +42,7 @@ from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
+from gateway.upstream.worker_probe import WorkerProbe
 
 MODEL = "grok-code-fast-1"
 
@@ -133,9 +135,7 @@ async def main() -> None:
 
 
 async def levers(args: argparse.Namespace) -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
+    async with WorkerProbe.build(Settings()) as http:
         pool = WorkerPool(http)
         for i in range(args.workers):
             w = pool.add(f"http://127.0.0.1:{20000 + i}", "config")
@@ -163,9 +163,7 @@ async def levers(args: argparse.Namespace) -> None:
 
 
 async def with_pool_state(args: argparse.Namespace, raw: bytes) -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
+    async with WorkerProbe.build(Settings()) as http:
         pool = WorkerPool(http)
         for i in range(args.workers):
             w = pool.add(f"http://127.0.0.1:{20000 + i}", "config")

@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import aiohttp
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -42,9 +41,10 @@ from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.state.redis_clients import AnyRedis, is_cluster, lean_client, redis_client
 from gateway.upstream.fleet_config import alias_table
-from gateway.upstream.openai_worker import OpenAIWorkers, make_pool, make_session
+from gateway.upstream.openai_worker import OpenAIWorkers, make_pool
 from gateway.upstream.provider import HostedProviders
 from gateway.upstream.provider_fleet import ProviderFleet
+from gateway.upstream.worker_probe import WorkerProbe
 
 log = logging.getLogger("gateway")
 
@@ -54,7 +54,7 @@ class Runtime:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    http: aiohttp.ClientSession
+    probe: WorkerProbe
     redis: AnyRedis | None
     state: StateStore
     local_state: MemoryState
@@ -204,12 +204,12 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     engine = db.make_engine(url)
     sessions = db.sessionmaker(engine)
     usage_engine = db.make_engine(settings.sqlalchemy_read_url) if settings.database_read_url else None
-    http = make_session(settings)
+    probe = WorkerProbe.build(settings)  # health checks and metrics scrapes
     worker_http = make_pool(settings)
     cluster = bool(settings.redis_url) and await is_cluster(settings.redis_url, settings.redis_cluster,
                                                             settings.redis_timeout_s)
     redis = redis_client(settings.redis_url, cluster, settings.redis_timeout_s) if settings.redis_url else None
-    pool = WorkerPool(http)
+    pool = WorkerPool(probe)
     for spec in settings.workers:
         pool.add(spec, "config")
     keys = KeyService(sessions)
@@ -227,7 +227,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     responses = ResponseStore(state, local_state, keyspace, settings.responses_retention_s,
                               settings.responses_local_max_bytes, settings.responses_max_chain)
     rt = Runtime(
-        settings=settings, engine=engine, sessions=sessions, http=http, redis=redis, state=state,
+        settings=settings, engine=engine, sessions=sessions, probe=probe, redis=redis, state=state,
         local_state=local_state, keyspace=keyspace, pool=pool, keys=keys,
         key_cache=KeyCache(keys, settings.key_cache_ttl_s, settings.key_stale_grace_s), workers=workers,
         forwarder=Forwarder(OpenAIWorkers(worker_http, settings),
@@ -276,7 +276,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await asyncio.gather(*rt.tasks, return_exceptions=True)
         await router.drain()
         await billing.close()  # before the engine goes: the ledger writer finishes its batch
-        await http.close()
+        probe.close()
         worker_http.close()
         if redis is not None:
             await redis.aclose()

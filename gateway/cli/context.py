@@ -25,7 +25,7 @@ from gateway.services.keys import KeyService
 from gateway.services.plans import PlanService
 from gateway.services.service_errors import NotConfigured, ServiceError
 from gateway.services.workers import WorkerService
-from gateway.upstream.openai_worker import make_session
+from gateway.upstream.worker_probe import WorkerProbe
 
 T = TypeVar("T")
 
@@ -83,8 +83,8 @@ async def service_context(settings: Settings | None = None) -> AsyncIterator[Ser
     await db.upgrade(settings.sqlalchemy_url)
     engine = db.make_engine(settings.sqlalchemy_url)
     sessions = db.sessionmaker(engine)
-    http = make_session(settings)  # for the workers' health checks
-    pool = WorkerPool(http)
+    probe = WorkerProbe.build(settings)  # for the workers' health checks
+    pool = WorkerPool(probe)
     for spec in settings.workers:
         pool.add(spec, "config")
     try:
@@ -92,7 +92,7 @@ async def service_context(settings: Settings | None = None) -> AsyncIterator[Ser
                              billing=BillingService(sessions, settings), workers=WorkerService(sessions, pool),
                              pool=pool)
     finally:
-        await http.close()
+        probe.close()
         await engine.dispose()
 
 

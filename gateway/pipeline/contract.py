@@ -5,12 +5,13 @@ single pre-request round trip, may refuse the request once the results are in, m
 is sent to the worker (``Exchange.set_fields``), and queues its settling in the one post-request round
 trip. The *router* queues its lookups in the same pre-request round trip, picks the target, and
 records its choice in the post-request round trip. An *upstream* (a back adapter) sends the request to
-the chosen target and hands back its answer.
+the chosen target and hands back its answer. A *probe* is the upstreams' transport off the request path:
+the worker pool's health checks and metrics scrapes go through it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
 from gateway.pipeline.exchange import Exchange, Target
@@ -97,4 +98,18 @@ class Upstream(Protocol[T_contra]):
         ...
 
 
-__all__ = ["Exchange", "Misconfigured", "Retryable", "Router", "Stage", "Target", "Upstream", "UpstreamReply"]
+class ProbeFailed(Exception):
+    """A probe got no whole answer: no connection, a timeout, a cut or malformed answer, or one too large."""
+
+
+class Probe(Protocol):
+    """``GET`` a target's URL off the request path (health, models, metrics)."""
+
+    async def get(self, url: str, path: str, headers: Mapping[str, str], timeout_s: float, limit: int
+                  ) -> tuple[int, bytes]:
+        """The status and the whole body (at most ``limit`` bytes) within ``timeout_s``, or ``ProbeFailed``."""
+        ...
+
+
+__all__ = ["Exchange", "Misconfigured", "Probe", "ProbeFailed", "Retryable", "Router", "Stage", "Target", "Upstream",
+           "UpstreamReply"]

@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
 import orjson
 
+from gateway.pipeline.contract import Probe, ProbeFailed
 from gateway.routing.worker import Worker, WorkerSettings, worker_id_for
 
 log = logging.getLogger("gateway.pool")
@@ -31,6 +31,7 @@ WorkerListener = Callable[[str, "Worker"], None]
 _WAITING = ("vllm:num_requests_waiting", "sglang:num_queue_reqs")
 _KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage")
 _QUERIES = ("vllm:prefix_cache_queries_total",)
+_PROBE_LIMIT = 16 << 20  # bytes of a health, models or metrics answer read at most (vLLM's /metrics: ~100 KB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +89,10 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 class WorkerPool:
-    def __init__(self, session: aiohttp.ClientSession, health_timeout_s: float = 2.0) -> None:
-        self._session = session
+    def __init__(self, probe: Probe, health_timeout_s: float = 2.0) -> None:
+        self._probe = probe
         self._workers: dict[str, Worker] = {}
-        self._health_timeout = aiohttp.ClientTimeout(total=health_timeout_s)
+        self._health_timeout = health_timeout_s
         self._rr = 0
         self.listeners: list[WorkerListener] = []
 
@@ -183,11 +184,10 @@ class WorkerPool:
 
     # --- health -----------------------------------------------------------------------------
     async def _get(self, worker: Worker, path: str) -> tuple[int, bytes]:
-        async with self._session.get(worker.url + path, headers=worker.headers, timeout=self._health_timeout) as resp:
-            body = await resp.read()
-            if resp.status in (401, 403):
-                raise _Refused(f"{path} answered {resp.status}")
-            return resp.status, body
+        status, body = await self._probe.get(worker.url, path, worker.headers, self._health_timeout, _PROBE_LIMIT)
+        if status in (401, 403):
+            raise _Refused(f"{path} answered {status}")
+        return status, body
 
     async def check(self, worker: Worker) -> None:
         try:
@@ -207,7 +207,7 @@ class WorkerPool:
         except _Refused as exc:
             self.mark_misconfigured(worker, f"the worker refused the gateway's credentials ({exc})")
             return
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError, AttributeError) as exc:
+        except (ProbeFailed, orjson.JSONDecodeError, AttributeError) as exc:
             ok, reason = False, f"health check error: {exc.__class__.__name__}"
         if worker.misconfigured:
             log.warning("worker %s (%s) accepts the gateway's credentials again", worker.id, worker.url)
@@ -231,7 +231,7 @@ class WorkerPool:
         except _Refused as exc:
             log.debug("metrics of %s not read: %s", worker.id, exc)
             return
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except ProbeFailed as exc:
             log.debug("metrics of %s not read: %s", worker.id, exc.__class__.__name__)
             return
         scraped = parse_metrics(text)

@@ -4,7 +4,8 @@ one block of bytes, each response parsed by httptools (the parser uvicorn serves
 aiohttp's client spends ~100 us of CPU per request on this machine (its request and response objects,
 header multidicts, timers, payload writers), more than any stage of the gateway; this client does the
 one thing the hot path asks of it, POST a body and read the answer as it arrives, in ~20 us. It is the
-I/O boundary of ``openai_worker``; health checks and everything off the request path keep aiohttp.
+I/O boundary of ``openai_worker``, and (``GET``, a pool of its own) of the workers' health checks and
+metrics scrapes (``probe.py``), so that serving workers never imports aiohttp (~0.2 s of a cold start).
 
 Timeouts: ``connect`` for the TCP (and TLS) set-up; ``read`` for every wait on the worker (the headers,
 then each chunk); ``total`` (non-streaming requests) a deadline for the whole answer. Failures are
@@ -331,11 +332,20 @@ class Http1Pool:
     async def post(self, url: str, path: str, headers: Mapping[str, str], body: bytes, *, read_timeout: float,
                    total_timeout: float | None = None) -> Response:
         """Send ``body`` to ``url + path``; returns once the answer's status and headers arrived."""
+        return await self._send(b"POST ", url, path, headers, body, read_timeout, total_timeout)
+
+    async def get(self, url: str, path: str, headers: Mapping[str, str], *, read_timeout: float,
+                  total_timeout: float | None = None) -> Response:
+        """``GET url + path`` (no body, no Content-Length); returns once the status and headers arrived."""
+        return await self._send(b"GET ", url, path, headers, None, read_timeout, total_timeout)
+
+    async def _send(self, method: bytes, url: str, path: str, headers: Mapping[str, str], body: bytes | None,
+                    read_timeout: float, total_timeout: float | None) -> Response:
         origin = self.origin(url)
         deadline = asyncio.get_running_loop().time() + total_timeout if total_timeout is not None else None
-        head = _head(origin, path, headers, len(body))
+        head = _head(origin, method, path, headers, None if body is None else len(body))
         conn = self._idle_connection(origin) or await self._connect(origin)
-        response = conn.send(head, body, read_timeout, deadline)
+        response = conn.send(head, body or b"", read_timeout, deadline)
         try:
             await response._headers()
         except BaseException:
@@ -408,9 +418,10 @@ class Http1Pool:
                 self._forget()
 
 
-def _head(origin: Origin, path: str, headers: Mapping[str, str], length: int) -> bytes:
-    lines = [b"POST ", (origin.base_path + path).encode("latin-1"), b" HTTP/1.1\r\nHost: ", origin.host_header,
-             b"\r\nContent-Length: ", b"%d" % length, b"\r\n"]
+def _head(origin: Origin, method: bytes, path: str, headers: Mapping[str, str], length: int | None) -> bytes:
+    lines = [method, (origin.base_path + path).encode("latin-1"), b" HTTP/1.1\r\nHost: ", origin.host_header, b"\r\n"]
+    if length is not None:
+        lines += (b"Content-Length: ", b"%d" % length, b"\r\n")
     for name, value in headers.items():
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             raise ValueError(f"header {name!r} holds a line break")

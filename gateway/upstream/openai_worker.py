@@ -1,6 +1,6 @@
 """The back adapter for OpenAI-compatible workers (vLLM, SGLang): one pool of keep-alive HTTP/1.1
-connections for all of them (``http1.Http1Pool``), built in the app's lifespan. (``make_session`` builds the
-aiohttp session that the health checks and other off-path calls use.)
+connections for all of them (``http1.Http1Pool``), built in the app's lifespan (``make_pool``; the health
+checks have a pool of their own, ``worker_probe.py``).
 
 ``OpenAIWorkers.open`` posts the forwarded body and returns once the worker's response headers
 arrived. Failures that another worker may not share (it could not be reached, it dropped the
@@ -12,8 +12,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
-
-import aiohttp
 
 from gateway import errors
 from gateway.config import Settings
@@ -30,13 +28,8 @@ from gateway.upstream.http1 import (
 )
 
 # What counts as "the connection failed" while a body is read: the answer is cut (a worker's, or a
-# hosted provider's stream, whose adapter raises aiohttp's payload error).
-CONNECT_ERRORS: tuple[type[BaseException], ...] = (
-    HttpError,
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-    TimeoutError,
-)
+# hosted provider's stream, whose adapter raises ``ProviderStreamCut``, a ``Disconnected``).
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (HttpError, TimeoutError)
 
 
 # Client headers a worker may see (see docs/operations.md); the affinity ones only when configured. Never
@@ -76,32 +69,10 @@ def tls_context(settings: Settings) -> ssl.SSLContext | bool:
                          ) from None
 
 
-def make_session(settings: Settings) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(
-        ssl=tls_context(settings),
-        limit=settings.upstream_max_connections,
-        limit_per_host=0,
-        ttl_dns_cache=300,
-        keepalive_timeout=30,
-        enable_cleanup_closed=True,
-    )
-    timeout = aiohttp.ClientTimeout(
-        total=None,
-        connect=settings.upstream_connect_timeout_s,
-        sock_read=settings.upstream_read_timeout_s,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-    )
-
-
-def make_pool(settings: Settings) -> Http1Pool:
+def make_pool(settings: Settings, keepalive_s: float = 30.0) -> Http1Pool:
     tls = tls_context(settings)
     return Http1Pool(tls if isinstance(tls, ssl.SSLContext) else None, settings.upstream_max_connections,
-                     settings.upstream_connect_timeout_s)
+                     settings.upstream_connect_timeout_s, keepalive_s)
 
 
 class WorkerReply:

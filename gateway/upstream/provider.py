@@ -26,13 +26,13 @@ from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway import errors
 from gateway.pipeline.contract import Retryable
 from gateway.pipeline.exchange import Exchange
 from gateway.upstream.fleet_config import ProviderSpec
+from gateway.upstream.http1 import Disconnected
 from gateway.upstream.provider_breaker import CircuitBreaker
 
 log = logging.getLogger("gateway.providers")
@@ -60,7 +60,7 @@ class ProviderFailure(Retryable):
         self.retry_after = retry_after
 
 
-class ProviderStreamCut(aiohttp.ClientPayloadError):
+class ProviderStreamCut(Disconnected):
     """The provider's stream ended early: the relay ends the client's stream with an error event."""
 
 
@@ -171,6 +171,7 @@ class HostedProviders:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         os.environ.setdefault("LITELLM_TELEMETRY", "False")
         os.environ.setdefault("LITELLM_LOG", "ERROR")
+        import aiohttp  # litellm's transport: its errors may surface as they are
         import httpx
         import litellm
         import openai
@@ -220,6 +221,8 @@ class HostedProviders:
 
 def classify(lib: ModuleType, exc: BaseException, target: ProviderTarget) -> BaseException:
     """The ``ProviderFailure`` (or, for the client's own mistake, the 400) of a failed provider call."""
+    import aiohttp  # litellm's transport, loaded with it (the server never imports it otherwise)
+
     status = getattr(exc, "status_code", None)
     detail = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
     name = target.label

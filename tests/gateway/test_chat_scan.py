@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -19,6 +18,7 @@ from xxhash import xxh3_64_hexdigest
 
 from bench.agent_bodies import bodies
 from billing.usage_record import estimate_prompt_tokens
+from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.front import chat_scan
 from gateway.front.chat import ChatCompletions, _check
@@ -32,6 +32,7 @@ from gateway.routing.prefix import block_hashes, chat_canonical, root_hash
 from gateway.routing.router import PrefixRouter
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
+from gateway.upstream.worker_probe import WorkerProbe
 
 ADAPTER = ChatCompletions()
 
@@ -218,7 +219,7 @@ async def test_the_router_hashes_the_scans_bytes_and_lets_go_of_them() -> None:
     raw = bodies(128 * 1024, False)[-1]
     body = orjson.loads(raw)
     principal = Principal("k", "o", "o", "salt", True)
-    async with aiohttp.ClientSession() as http:
+    async with WorkerProbe.build(Settings()) as http:
         router = PrefixRouter(WorkerPool(http), KeySpace("gwtest-scan"), MemoryState(), MemoryState())
         request = ADAPTER.parse(raw)
         prompt = request.prompt

@@ -24,6 +24,7 @@ from gateway.runtime import router_config
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
+from gateway.upstream.worker_probe import WorkerProbe
 from tests.conftest import ADMIN_KEY, Backend, gateway_settings, serve_gateway
 from tests.conftest import MODEL as GW_MODEL
 from tests.routing.test_index_scripts import MODEL, WORKERS, chain, record, route
@@ -183,7 +184,7 @@ async def test_only_a_first_turn_or_an_explicit_hint_may_open_a_conversation() -
                                           {"role": "user", "content": "fix it " * 20}]}
     second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": "done"},
                                     {"role": "tool", "tool_call_id": "c0", "content": "ok " * 30}]}
-    async with aiohttp.ClientSession() as http:
+    async with WorkerProbe.build(Settings()) as http:
         for policy in ("prefix_aware", "least_loaded"):
             router = PrefixRouter(WorkerPool(http), KeySpace("gwtest-opens"), MemoryState(), MemoryState(),
                                   RouterConfig(policy=policy))

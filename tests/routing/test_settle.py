@@ -7,7 +7,6 @@ import asyncio
 import secrets
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 
 from gateway.asgi import run_until_disconnect
@@ -23,6 +22,7 @@ from gateway.state.keyspace import KeySpace
 from gateway.state.memory import MemoryState
 from gateway.state.redis import RedisState
 from gateway.upstream.openai_worker import OpenAIWorkers, make_pool
+from gateway.upstream.worker_probe import WorkerProbe
 from tests.conftest import MODEL
 from tests.routing.conftest import OwnRedis
 from workersim.run import start_sim_server
@@ -35,7 +35,7 @@ async def test_settling_is_not_cancelled_by_the_completed_response(own_redis: Ow
     client = aioredis.Redis.from_url(own_redis.url)
     pauser = aioredis.Redis.from_url(own_redis.url)
     keys = KeySpace("gwtest-settle-" + secrets.token_hex(4))
-    async with aiohttp.ClientSession() as http:
+    async with WorkerProbe.build(Settings()) as http:
         pool = WorkerPool(http)
         worker = pool.add(sim.url, "config")
         await pool.check_all()

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 import uvloop
 
+from gateway.pipeline.contract import ProbeFailed
 from gateway.upstream.http1 import ConnectFailed, Disconnected, Http1Pool, Origin, ReadTimeout
+from gateway.upstream.worker_probe import WorkerProbe
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -275,3 +277,47 @@ def test_origins_and_header_injection() -> None:
             http.close()
 
     run("asyncio", main())
+
+
+def test_the_workers_probe_gets_without_a_body_and_fails_cleanly(loop_name: str) -> None:
+    """The health checks' transport (``worker_probe.py``): a GET with no Content-Length, the answer read
+    whole on a kept-alive connection; a mute worker, a cut answer or one over the limit is ``ProbeFailed``
+    within the timeout, never aiohttp's or the client's own exception."""
+    seen: list[bytes] = []
+
+    async def metrics(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            seen.append(head)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nvllm:\r\n3\r\n1 2\r\n0\r\n\r\n")
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(5)
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+
+    async def main() -> None:
+        async with Server(metrics) as good, Server(mute) as muted, Server(cut) as broken, \
+                WorkerProbe(pool()) as probe:
+            for _ in range(2):
+                assert await probe.get(good.url + "/base", "/metrics", {"authorization": "Bearer k"}, 2.0,
+                                       1000) == (200, b"vllm:1 2")
+            assert good.connections == 1  # kept alive between checks
+            assert seen[0].startswith(b"GET /base/metrics HTTP/1.1\r\nHost: 127.0.0.1:")
+            assert b"content-length" not in seen[0].lower() and b"\r\nauthorization: Bearer k\r\n" in seen[0]
+            with pytest.raises(ProbeFailed, match="over 5 bytes"):
+                await probe.get(good.url, "/metrics", {}, 2.0, 5)
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(ProbeFailed, match="/health"):
+                await probe.get(muted.url, "/health", {}, 0.2, 1000)
+            assert asyncio.get_running_loop().time() - t0 < 1.5
+            with pytest.raises(ProbeFailed):
+                await probe.get(broken.url, "/v1/models", {}, 2.0, 1000)
+
+    run(loop_name, main())
