@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.routing.choose import RuleParams, pick
+from gateway.routing.choose import RuleParams, eligible, pick
 from gateway.state.base import MemoryData, Script
 
 _H = 8
@@ -141,7 +141,9 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
             if first < blocks:
                 evicted = _add_blocks(store, keys[1 + 2 * chosen], hashes, int(args[f + 4 * chosen + 3]), now,
                                       index_ttl, first, used)
-    return [chosen, int(by_affinity), evicted, last_use, *matches, *flights]
+    ok = eligible(loads, kv, [True] * n, params)  # the script reads the work of eligible candidates only
+    read = [f"{work[i]:.3f}" if work is not None and ok[i] else "" for i in range(n)]
+    return [chosen, int(by_affinity), evicted, last_use, *matches, *flights, *read]
 
 
 def _record_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: int) -> list[int]:

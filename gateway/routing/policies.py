@@ -152,7 +152,8 @@ def by_rule(c: Choice, prefix: bool) -> Worker | None:
         kv = [w.metrics.get("kv", 0.0) for w in candidates]
         found = [note.matches.get(w.id, 0) for w in candidates]
         allowed = [w.id not in exclude for w in candidates]
-        index, _ = pick(found, loads, kv, allowed, c.rule(), c.next_turn() % len(candidates), prefix=prefix)
+        index, _ = pick(found, loads, kv, allowed, c.rule(), c.next_turn() % len(candidates), prefix=prefix,
+                        work=_work_read(note.ids, result[4 + 2 * n:4 + 3 * n], candidates))
         if index < 0:
             return None
         worker = candidates[index]
@@ -160,6 +161,17 @@ def by_rule(c: Choice, prefix: bool) -> Worker | None:
     if note.predicted_blocks:
         c.stats.prefix_hits += 1
     return worker
+
+
+def _work_read(ids: list[str], cells: list[Any], candidates: list[Worker]) -> list[float] | None:
+    """The recent work the script read for a first placement, per candidate (None: it read none, the
+    request is bound or continues a conversation). A candidate it found over the load bound, whose work
+    it did not read, counts the most any other had: no bonus for being unknown."""
+    work = {wid: float(cell) for wid, cell in zip(ids, cells, strict=False) if cell not in ("", b"")}
+    if not work:
+        return None
+    most = max(work.values())
+    return [work.get(w.id, most) for w in candidates]
 
 
 __all__ = ["POLICY_NAMES", "Choice", "LeastLoaded", "Policy", "PrefixAware", "RoundRobin", "RouteNote", "SessionHash",

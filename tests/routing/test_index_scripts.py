@@ -45,7 +45,8 @@ async def route(st: StateStore, ks: KeySpace, hashes: bytes, rid: str, hint: str
     n = len(WORKERS)
     return {"chosen": WORKERS[int(r[0])] if int(r[0]) >= 0 else None, "affinity": bool(r[1]),
             "evicted": int(r[2]), "last_use": r[3].decode() if isinstance(r[3], bytes) else str(r[3]),
-            "matches": [int(x) for x in r[4:4 + n]], "inflight": [int(x) for x in r[4 + n:]]}
+            "matches": [int(x) for x in r[4:4 + n]], "inflight": [int(x) for x in r[4 + n:4 + 2 * n]],
+            "work": [x.decode() if isinstance(x, bytes) else str(x) for x in r[4 + 2 * n:]], "raw": r}
 
 
 async def record(st: StateStore, ks: KeySpace, worker: str, hashes: bytes, rid: str, cap: int = 1000,

@@ -7,6 +7,7 @@ scripts and the router's flag for an inferred session's first turn."""
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import aiohttp
@@ -18,8 +19,12 @@ from gateway.pipeline.principal import Principal
 from gateway.routing.choose import RuleParams, pick
 from gateway.routing.explain import PEEK, decide
 from gateway.routing.index import PURGE
+from gateway.routing.policies import Choice, RouteNote, by_rule
 from gateway.routing.pool import WorkerPool
+from gateway.routing.prefix import PrefixKey
 from gateway.routing.router import PrefixRouter, RouterConfig
+from gateway.routing.stats import RoutingStats
+from gateway.routing.worker import Worker
 from gateway.runtime import router_config
 from gateway.state.base import StateStore
 from gateway.state.keyspace import KeySpace
@@ -82,6 +87,11 @@ async def work(st: StateStore, ks: KeySpace, halflife: int = H) -> list[float]:
     return [float(x.decode() if isinstance(x, bytes) else x) for x in out[1 + 2 * len(WORKERS):]]
 
 
+def read_work(routed: dict[str, Any]) -> list[int | None]:
+    """The route script's work cells, rounded (None: not read)."""
+    return [round(float(cell)) if cell else None for cell in routed["work"]]
+
+
 async def test_the_route_script_adds_predicted_prefill_and_places_by_it(store: tuple[StateStore, KeySpace]) -> None:
     st, ks = store
     hot = chain("system", 8)
@@ -96,6 +106,7 @@ async def test_the_route_script_adds_predicted_prefill_and_places_by_it(store: t
     for i in range(3):
         r = await go(f"r{i}", hot + chain(f"c{i}", 40, after=hot)[64:], f"conv-{i}", opens=False)
         assert r["chosen"] == "w-a"
+    done_turn = r
     done = await work(st, ks)
     assert [round(x) for x in done] == [120, 0, 0]  # the blocks w-a did not hold, nothing for the others
     # a request whose blocks the worker holds adds nothing
@@ -105,6 +116,8 @@ async def test_the_route_script_adds_predicted_prefill_and_places_by_it(store: t
     # and the blocks it will prefill there count at once (for the next request of a burst)
     new = await go("n1", hot + chain("n1", 1, after=hot)[64:], "new-1")
     assert new["chosen"] != "w-a" and not new["affinity"]
+    assert read_work(new) == [120, 0, 0]  # what it weighed, returned for a retry's choice
+    assert read_work(done_turn) == [None, None, None]  # a later turn's placement reads no work
     assert round(sum(await work(st, ks))) == 120 + 9
     # the same without the lever: the prefix keeps it on w-a
     plain = await route(st, ks, hot + chain("n2", 1, after=hot)[64:], "n2", hint="new-2")
@@ -125,9 +138,35 @@ async def test_a_first_placement_adds_to_the_full_work_and_a_purge_forgets_it(
     r = await route(st, ks, chain("n", 10), "r2", hint="new-1", kv=(0, 0.99, 0.99), halflife=H, work_weight=0.25)
     await record(st, ks, r["chosen"], b"", "r2")
     assert r["chosen"] == "w-a" and [round(x) for x in await work(st, ks)] == [50, 0, 0]
+    assert read_work(r) == [40, None, None]  # read for the eligible candidates only
     # the worker restarted or left: its cache, and with it what its work stood for, is gone
     await st.run(PURGE, [ks.prefix_index(MODEL, "w-a"), ks.inflight(MODEL, "w-a"), ks.work(MODEL, "w-a")], [])
     assert await work(st, ks) == [0.0, 0.0, 0.0]
+
+
+async def test_a_retry_of_a_first_placement_weighs_recent_work_too(store: tuple[StateStore, KeySpace]) -> None:
+    """The script's pick failed (its worker could not be reached): the forwarder's retry applies the same
+    rule locally to what the script returned, the work term included, so a new conversation still goes to
+    the worker that did the least recent prefill, not to the rotation's next."""
+    st, ks = store
+    busy = await route(st, ks, chain("b", 60), "r0", hint="conv-b", opens=False, halflife=H, start=1)
+    await record(st, ks, busy["chosen"], b"", "r0")
+    assert busy["chosen"] == "w-b"
+    new = await route(st, ks, chain("n", 4), "r1", hint="new-1", halflife=H, work_weight=0.25)
+    assert new["chosen"] == "w-a" and read_work(new) == [0, 60, 0]
+    candidates = [Worker(id=w, url=f"http://{w}", source="config", healthy=True) for w in WORKERS]
+
+    def retry(result: list[Any]) -> str | None:
+        note = RouteNote(key=PrefixKey(chain("n", 4), 4 * 64, 64), salt="", hint="new-1", opens=True,
+                         ids=list(WORKERS), result=0)
+        choice = Choice(note, [result], candidates, {"w-a"}, lambda: 1, lambda: QUARTER, RoutingStats(),
+                        random.Random(0))
+        chosen = by_rule(choice, prefix=True)
+        return chosen.id if chosen is not None else None
+
+    assert retry(new["raw"]) == "w-c"  # w-b, the rotation's next, did 60 blocks of recent prefill
+    n = len(WORKERS)
+    assert retry([*new["raw"][:4 + 2 * n], "", "", ""]) == "w-b"  # without the work read: the rotation
 
 
 async def test_recent_work_halves_every_half_life(store: tuple[StateStore, KeySpace]) -> None:

@@ -24,7 +24,9 @@
 -- others are counted by deadline.
 -- Returns {chosen (0-based, -1 none), affinity used (1/0), entries evicted, the chosen worker's
 --          score of its deepest matched block before this request ('' if none; prefix_record's
---          feedback threshold), match_1..match_n, inflight_1..inflight_n}.
+--          feedback threshold), match_1..match_n, inflight_1..inflight_n, work_1..work_n (a first
+--          placement's recent work of each eligible candidate before this request, '%.3f'; '' where
+--          not read): a retry re-applies the same rule locally, work term included}.
 local hashes = ARGV[1]
 local use_prefix = ARGV[2] == '1'
 local load_factor = tonumber(ARGV[3])
@@ -154,4 +156,5 @@ end
 local out = {chosen - 1, by_affinity, evicted, last_use}
 for i = 1, n do out[#out + 1] = matches[i] end
 for i = 1, n do out[#out + 1] = flights[i] end
+for i = 1, n do out[#out + 1] = work[i] and string.format('%.3f', work[i]) or '' end
 return out
