@@ -207,7 +207,9 @@ class WorkerPool:
         except _Refused as exc:
             self.mark_misconfigured(worker, f"the worker refused the gateway's credentials ({exc})")
             return
-        except (ProbeFailed, orjson.JSONDecodeError, AttributeError) as exc:
+        except ProbeFailed as exc:
+            ok, reason = False, f"health check error: {exc}"
+        except (orjson.JSONDecodeError, AttributeError) as exc:
             ok, reason = False, f"health check error: {exc.__class__.__name__}"
         if worker.misconfigured:
             log.warning("worker %s (%s) accepts the gateway's credentials again", worker.id, worker.url)
@@ -232,7 +234,7 @@ class WorkerPool:
             log.debug("metrics of %s not read: %s", worker.id, exc)
             return
         except ProbeFailed as exc:
-            log.debug("metrics of %s not read: %s", worker.id, exc.__class__.__name__)
+            log.debug("metrics of %s not read: %s", worker.id, exc)
             return
         scraped = parse_metrics(text)
         before = worker.metrics.get("queries")

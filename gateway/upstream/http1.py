@@ -5,7 +5,7 @@ aiohttp's client spends ~100 us of CPU per request on this machine (its request 
 header multidicts, timers, payload writers), more than any stage of the gateway; this client does the
 one thing the hot path asks of it, POST a body and read the answer as it arrives, in ~20 us. It is the
 I/O boundary of ``openai_worker``, and (``GET``, a pool of its own) of the workers' health checks and
-metrics scrapes (``probe.py``), so that serving workers never imports aiohttp (~0.2 s of a cold start).
+metrics scrapes (``worker_probe.py``), so that serving workers never imports aiohttp.
 
 Timeouts: ``connect`` for the TCP (and TLS) set-up; ``read`` for every wait on the worker (the headers,
 then each chunk); ``total`` (non-streaming requests) a deadline for the whole answer. Failures are

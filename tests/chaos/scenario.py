@@ -23,6 +23,7 @@ from tests.chaos.verify import (
     in_flight_on_killed_replica,
     read_budget,
     settle,
+    usage_drained,
 )
 
 FAULT_TIMEOUT_S = 120.0
@@ -79,7 +80,8 @@ async def run_scenario(cluster: ChaosCluster, fault: Fault, profile: LoadProfile
             lost = in_flight_on_killed_replica(driver.outcomes, record)
             want = Expectation({o.request_id for o in driver.outcomes if o.result == "ok" and o.request_id},
                                set(deltas), sum(d.completed + d.aborted for d in deltas.values()) - lost)
-            rows, settle_s = await settle(cluster.pg.url, org_id, want, profile.settle_timeout_s + fault.extra_settle_s)
+            rows, settle_s = await settle(cluster.pg.url, org_id, want, profile.settle_timeout_s + fault.extra_settle_s,
+                                          lambda: usage_drained(cluster.redis.url, cluster.prefix))
             # Afterwards the main key's whole concurrency must be free again (less what a killed replica held).
             wanted = profile.main_concurrency - in_flight_on_killed_replica(driver.outcomes, record, "main")
             budget = await read_budget(cluster.redis.url, cluster.prefix, org_id, months)

@@ -3,10 +3,16 @@ explains is not (a suite that cannot fail proves nothing)."""
 
 from __future__ import annotations
 
+import secrets
+
+from redis.asyncio import Redis
+
+from gateway.state.keyspace import KeySpace
 from tests.chaos.cluster import WorkerCounters
 from tests.chaos.faults import FAULTS, FaultRecord
 from tests.chaos.load import LoadProfile, Outcome
-from tests.chaos.verify import BudgetState, LedgerRow, evaluate, rpm_bound, table
+from tests.chaos.verify import BudgetState, LedgerRow, evaluate, rpm_bound, table, usage_drained
+from tests.conftest import REDIS_URL
 
 PROFILE = LoadProfile(limited_rpm=6)
 W1, W2 = "w-one", "w-two"
@@ -144,3 +150,25 @@ def test_the_budget_spend_in_redis_must_match_the_ledger() -> None:
     assert budget_problems(BudgetState(1200, 0), "redis_stall") != []  # but never counts twice
     assert budget_problems(BudgetState(1100, 7)) == ["7 ticks of budget reservations still open after every "
                                                      "request ended"]
+
+
+async def test_the_usage_stream_is_drained_only_once_every_record_is_acknowledged() -> None:
+    """The ledger is compared with the budget only after the ledger group read and acknowledged every
+    record: a killed replica's writers leave what they had read pending for 30 s, and the budget counted
+    it already."""
+    prefix = "gwtest-drained-" + secrets.token_hex(3)
+    stream = KeySpace(prefix).usage_stream()
+    client = Redis.from_url(REDIS_URL)
+    try:
+        assert await usage_drained(REDIS_URL, prefix)  # nothing was ever appended
+        entry = await client.xadd(stream, {"r": "1"})
+        assert not await usage_drained(REDIS_URL, prefix)  # no ledger group yet
+        await client.xgroup_create(stream, "ledger", id="0")
+        assert not await usage_drained(REDIS_URL, prefix)  # unread
+        await client.xreadgroup("ledger", "dead-writer", {stream: ">"}, count=10)
+        assert not await usage_drained(REDIS_URL, prefix)  # read, pending: not in SQL yet
+        await client.xack(stream, "ledger", entry)
+        assert await usage_drained(REDIS_URL, prefix)
+    finally:
+        await client.delete(stream)
+        await client.aclose()

@@ -23,10 +23,12 @@ import asyncio
 import math
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from gateway.state.keyspace import KeySpace
 from tests.chaos.cluster import WorkerCounters
@@ -87,8 +89,31 @@ class Expectation:
     worker_rows_min: int
 
 
-async def settle(pg_url: str, org_id: str, want: Expectation, within_s: float) -> tuple[list[LedgerRow], float]:
-    """Poll the ledger until it holds every expected row and stopped changing (0.5 s), at most ``within_s``."""
+async def usage_drained(redis_url: str, prefix: str) -> bool:
+    """Every usage record on the stream was read by the ledger group and acknowledged, that is written to
+    SQL: none waits unread, none is pending (a killed replica's writers leave what they had read pending
+    until another writer claims it, 30 s later). A Redis that cannot be asked is not drained."""
+    client = Redis.from_url(redis_url, socket_timeout=5)
+    stream = KeySpace(prefix).usage_stream()
+    try:
+        if not await client.exists(stream):
+            return True
+        last = (await client.xinfo_stream(stream))["last-generated-id"]
+        for group in await client.xinfo_groups(stream):
+            if group["name"] in (b"ledger", "ledger"):
+                return not group["pending"] and group["last-delivered-id"] == last
+        return False
+    except (RedisError, OSError):
+        return False
+    finally:
+        await client.aclose()
+
+
+async def settle(pg_url: str, org_id: str, want: Expectation, within_s: float,
+                 drained: Callable[[], Awaitable[bool]] | None = None) -> tuple[list[LedgerRow], float]:
+    """Poll the ledger until it holds every expected row, stopped changing (0.5 s) and, given ``drained``,
+    the usage stream has nothing left for it (what a request cut by a fault settled may still be on its
+    way, and the budget counted it), at most ``within_s``."""
     started = time.monotonic()
     deadline = started + within_s
     rows = await read_ledger(pg_url, org_id)
@@ -97,7 +122,7 @@ async def settle(pg_url: str, org_id: str, want: Expectation, within_s: float) -
         have = {r.request_id for r in rows}
         on_workers = sum(1 for r in rows if r.worker in want.worker_ids)
         complete = want.success_ids <= have and on_workers >= want.worker_rows_min
-        if complete and time.monotonic() - stable_since >= 0.5:
+        if complete and time.monotonic() - stable_since >= 0.5 and (drained is None or await drained()):
             break
         await asyncio.sleep(0.25)
         rows = await read_ledger(pg_url, org_id)
