@@ -6,7 +6,7 @@ vLLM's server (uvicorn's default) closes an idle one: a check never goes out on 
 closing at that moment, which would fail it and take a healthy worker out of rotation until the next one.
 
 It replaced an aiohttp session, which was the only reason the server imported aiohttp: 0.04-0.11 s of CPU
-of a cold start, and 8 MiB (``docs/benchmarks.md``, "Start-up").
+of a cold start, and 5-8 MiB of RSS (``docs/benchmarks.md``, "Start-up").
 """
 
 from __future__ import annotations
