@@ -141,8 +141,10 @@ def _route_py(store: MemoryData, keys: Sequence[str], args: Sequence[Any], now: 
             if first < blocks:
                 evicted = _add_blocks(store, keys[1 + 2 * chosen], hashes, int(args[f + 4 * chosen + 3]), now,
                                       index_ttl, first, used)
-    ok = eligible(loads, kv, [True] * n, params)  # the script reads the work of eligible candidates only
-    read = [f"{work[i]:.3f}" if work is not None and ok[i] else "" for i in range(n)]
+    read = [""] * n
+    if work is not None:  # the script reads the work of eligible candidates only
+        ok = eligible(loads, kv, [True] * n, params)
+        read = [f"{w:.3f}" if ok[i] else "" for i, w in enumerate(work)]
     return [chosen, int(by_affinity), evicted, last_use, *matches, *flights, *read]
 
 
