@@ -7,6 +7,7 @@ import secrets
 
 from redis.asyncio import Redis
 
+from billing.ledger.consumer import GROUP
 from gateway.state.keyspace import KeySpace
 from tests.chaos.cluster import WorkerCounters
 from tests.chaos.faults import FAULTS, FaultRecord
@@ -163,11 +164,11 @@ async def test_the_usage_stream_is_drained_only_once_every_record_is_acknowledge
         assert await usage_drained(REDIS_URL, prefix)  # nothing was ever appended
         entry = await client.xadd(stream, {"r": "1"})
         assert not await usage_drained(REDIS_URL, prefix)  # no ledger group yet
-        await client.xgroup_create(stream, "ledger", id="0")
+        await client.xgroup_create(stream, GROUP, id="0")
         assert not await usage_drained(REDIS_URL, prefix)  # unread
-        await client.xreadgroup("ledger", "dead-writer", {stream: ">"}, count=10)
+        await client.xreadgroup(GROUP, "dead-writer", {stream: ">"}, count=10)
         assert not await usage_drained(REDIS_URL, prefix)  # read, pending: not in SQL yet
-        await client.xack(stream, "ledger", entry)
+        await client.xack(stream, GROUP, entry)
         assert await usage_drained(REDIS_URL, prefix)
     finally:
         await client.delete(stream)

@@ -30,6 +30,7 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from billing.ledger.consumer import GROUP
 from gateway.state.keyspace import KeySpace
 from tests.chaos.cluster import WorkerCounters
 from tests.chaos.faults import Fault, FaultRecord
@@ -100,7 +101,7 @@ async def usage_drained(redis_url: str, prefix: str) -> bool:
             return True
         last = (await client.xinfo_stream(stream))["last-generated-id"]
         for group in await client.xinfo_groups(stream):
-            if group["name"] in (b"ledger", "ledger"):
+            if group["name"] in (GROUP, GROUP.encode()):
                 return not group["pending"] and group["last-delivered-id"] == last
         return False
     except (RedisError, OSError):
