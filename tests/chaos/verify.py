@@ -283,7 +283,7 @@ def _check_errors(res: ScenarioResult, load: list[Outcome], record: FaultRecord)
         res.problems.append(f"{len(unexplained)} 5xx while the worker was healthy: "
                             + "; ".join(f"{n}x {k}" for k, n in kinds.most_common(3)))
     if other:
-        kinds = Counter(f"{o.key} {o.status or o.result}: {o.error[:90]}" for o in other)
+        kinds = Counter(f"{o.key} {o.status or o.result}: {o.error[:200]}" for o in other)
         res.problems.append(f"{len(other)} other failures: " + "; ".join(f"{n}x {k}" for k, n in kinds.most_common(3)))
 
 
